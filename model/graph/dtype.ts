@@ -1,0 +1,55 @@
+// Element types the builder emits, with their ONNX enum value and ONNX Runtime tensor type name.
+export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8';
+
+export const ONNX_DTYPE: Record<DType, number> = {
+  float32: 1,
+  uint8: 2,
+  int8: 3,
+  int32: 6,
+  int64: 7,
+  bool: 9,
+  float16: 10,
+  float64: 11,
+};
+
+export const BYTES_PER_ELEMENT: Record<DType, number> = {
+  float32: 4,
+  float64: 8,
+  float16: 2,
+  int64: 8,
+  int32: 4,
+  bool: 1,
+  uint8: 1,
+  int8: 1,
+};
+
+export function isFloat(dtype: DType): boolean {
+  return dtype === 'float32' || dtype === 'float64' || dtype === 'float16';
+}
+
+export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Int8Array | Uint16Array;
+
+/** Builds a typed array of `dtype` from plain numbers (used for small constants). */
+export function typedFrom(dtype: DType, values: readonly number[]): TypedData {
+  switch (dtype) {
+    case 'float32':
+      return Float32Array.from(values);
+    case 'float64':
+      return Float64Array.from(values);
+    case 'int64':
+      return BigInt64Array.from(values, (v) => BigInt(v));
+    case 'int32':
+      return Int32Array.from(values);
+    case 'bool':
+    case 'uint8':
+      return Uint8Array.from(values);
+    case 'int8':
+      return Int8Array.from(values);
+    case 'float16':
+      throw new Error('float16 constants are not built from numbers; convert explicitly');
+  }
+}
+
+export function toNumbers(data: TypedData): number[] {
+  return Array.from(data as ArrayLike<number | bigint>, (v) => Number(v));
+}

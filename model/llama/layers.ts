@@ -1,0 +1,27 @@
+// The pieces of a Llama-family block, each a function that adds its ops to a graph.
+import type { ModelConfig } from '../config.ts';
+import type { Graph } from '../graph/graph.ts';
+import type { ParamBinder } from './params.ts';
+
+/** y = x·Wᵀ (+ b), W in HF layout [out, in]. */
+export function linear(g: Graph, p: ParamBinder, x: string, name: string, out: number, inp: number, bias: boolean): string {
+  const w = p.get(g, `${name}.weight`, [out, inp]);
+  const y = g.op('MatMul', [x, g.op('Transpose', [w], { perm: [1, 0] })]);
+  return bias ? g.op('Add', [y, p.get(g, `${name}.bias`, [out])]) : y;
+}
+
+/** RMSNorm as HF computes it: w · x / sqrt(mean(x²) + eps). */
+export function rmsNorm(g: Graph, p: ParamBinder, x: string, name: string, config: ModelConfig): string {
+  const w = p.get(g, `${name}.weight`, [config.hiddenSize]);
+  const meanSq = g.op('ReduceMean', [g.op('Mul', [x, x]), g.i64([-1])], { keepdims: 1 });
+  const denom = g.op('Sqrt', [g.op('Add', [meanSq, g.constant(config.rmsNormEps, 'float32')])]);
+  return g.op('Mul', [g.op('Div', [x, denom]), w]);
+}
+
+export function swiGlu(g: Graph, p: ParamBinder, x: string, prefix: string, config: ModelConfig): string {
+  const { hiddenSize: h, intermediateSize: m, mlpBias } = config;
+  const gate = linear(g, p, x, `${prefix}.gate_proj`, m, h, mlpBias);
+  const up = linear(g, p, x, `${prefix}.up_proj`, m, h, mlpBias);
+  const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
+  return linear(g, p, g.op('Mul', [silu, up]), `${prefix}.down_proj`, h, m, mlpBias);
+}

@@ -1,0 +1,164 @@
+// A block range compiled into ONNX Runtime sessions: a forward graph, and a backward graph that
+// recomputes the forward from the range input and yields only the gradients that are needed.
+import { backward } from '../autodiff/backward.ts';
+import type { ModelConfig } from '../config.ts';
+import { CompiledGraph, type Device, type HostTensor } from '../graph/session.ts';
+import { paramSpecs } from '../params.ts';
+import { ParamBinder, type WeightLoader } from './params.ts';
+import { buildRangeGraph, IO, type BlockRange } from './range-graph.ts';
+import { ropeTables } from './rope.ts';
+
+export interface ProgramOptions {
+  config: ModelConfig;
+  range: BlockRange;
+  /** HF names of the parameters that receive gradients; every other parameter is frozen. */
+  trainable: ReadonlySet<string>;
+  load: WeightLoader;
+  /** Build d(loss)/d(hidden_in) for the previous rank. */
+  inputGrad: boolean;
+  device?: Device;
+  threads?: number;
+  /** Also output logits from the forward graph (evaluation, serving). */
+  logits?: boolean;
+}
+
+export interface Batch {
+  batch: number;
+  seq: number;
+  /** [batch, seq] token ids: fed to a range that owns the embedding. */
+  inputIds?: BigInt64Array;
+  /** [batch, seq, hidden] activations: fed to any other range. */
+  hidden?: Float32Array;
+  /** [batch, seq] labels, unshifted, -100 ignored: fed to the range with the head. */
+  labels?: BigInt64Array;
+}
+
+export interface BackwardResult {
+  /** Gradient per trainable parameter name. */
+  grads: Map<string, Float32Array>;
+  /** d/d(hidden_in), when the program was built with inputGrad. */
+  hiddenGrad?: Float32Array;
+  lossSum?: number;
+  tokenCount?: number;
+}
+
+export const GRAD_PREFIX = 'grad.';
+const HIDDEN_GRAD = 'grad.hidden_in';
+const OUT_GRAD = 'grad.hidden_out';
+const LOSS_SCALE = 'loss_scale';
+
+export class RangeProgram {
+  private readonly tables = new Map<number, { cos: Float32Array; sin: Float32Array; mask: Float32Array }>();
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly range: BlockRange,
+    /** Trainable parameters this range actually uses, in a stable order. */
+    readonly trainableNames: readonly string[],
+    private readonly shapes: ReadonlyMap<string, number[]>,
+    private readonly fwd: CompiledGraph,
+    private readonly bwd: CompiledGraph | null,
+  ) {}
+
+  static async create(o: ProgramOptions): Promise<RangeProgram> {
+    const binder = new ParamBinder(o.trainable, o.load);
+    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits });
+    const trainable = binder.used.filter((n) => o.trainable.has(n));
+    const shapes = new Map(paramSpecs(o.config).map((s) => [s.name, s.shape] as [string, number[]]));
+    const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
+    const session = { device: o.device, threads: o.threads };
+
+    let bwd: CompiledGraph | null = null;
+    if (wrt.length > 0) {
+      const gb = graph.clone(`${graph.name}_backward`);
+      gb.outputs.splice(0, gb.outputs.length);
+      const seedGrad = o.range.head ? gb.input(LOSS_SCALE, 'float32', []) : gb.input(OUT_GRAD, 'float32', ['batch', 'seq', o.config.hiddenSize]);
+      const grads = backward(gb, [{ value: seed, grad: seedGrad }], wrt);
+      for (const w of wrt) {
+        const d = grads.get(w);
+        if (!d) throw new Error(`parameter ${w} does not influence the output of blocks ${o.range.start}..${o.range.end}`);
+        gb.output(gb.rename(d, w === hiddenIn ? HIDDEN_GRAD : GRAD_PREFIX + w));
+      }
+      // The last rank gets its loss from the same run, so forward and backward are not run twice.
+      if (o.range.head) {
+        gb.output(IO.lossSum);
+        gb.output(IO.tokenCount);
+      }
+      bwd = await CompiledGraph.create(gb, session);
+    }
+    const fwd = await CompiledGraph.create(graph, session);
+    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd);
+  }
+
+  get hasBackward(): boolean {
+    return this.bwd !== null;
+  }
+
+  async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<Record<string, HostTensor>> {
+    return this.fwd.run(this.feeds(b, params));
+  }
+
+  /**
+   * Gradients of `lossScale · loss_sum` (head range) or of ⟨outGrad, hidden_out⟩ (other ranges).
+   */
+  async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
+    if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate`);
+    const feeds = this.feeds(b, params);
+    if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', dims: [], data: Float32Array.of(seed.lossScale ?? 1) };
+    else {
+      if (!seed.outGrad) throw new Error('backward of a middle range needs the gradient of its output');
+      feeds[OUT_GRAD] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.hiddenSize], data: seed.outGrad };
+    }
+    const out = await this.bwd.run(feeds);
+    const grads = new Map<string, Float32Array>();
+    for (const n of this.trainableNames) grads.set(n, out[GRAD_PREFIX + n].data as Float32Array);
+    return {
+      grads,
+      hiddenGrad: out[HIDDEN_GRAD]?.data as Float32Array | undefined,
+      lossSum: out[IO.lossSum] ? Number(out[IO.lossSum].data[0]) : undefined,
+      tokenCount: out[IO.tokenCount] ? Number(out[IO.tokenCount].data[0]) : undefined,
+    };
+  }
+
+  async release(): Promise<void> {
+    await this.fwd.release();
+    await this.bwd?.release();
+  }
+
+  private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>): Record<string, HostTensor> {
+    const t = this.tablesFor(b.seq);
+    const feeds: Record<string, HostTensor> = {
+      [IO.cos]: { dtype: 'float32', dims: [b.seq, this.config.headDim], data: t.cos },
+      [IO.sin]: { dtype: 'float32', dims: [b.seq, this.config.headDim], data: t.sin },
+      [IO.mask]: { dtype: 'float32', dims: [b.seq, b.seq], data: t.mask },
+    };
+    if (this.range.embed) {
+      if (!b.inputIds) throw new Error('the first range needs input_ids');
+      feeds[IO.inputIds] = { dtype: 'int64', dims: [b.batch, b.seq], data: b.inputIds };
+    } else {
+      if (!b.hidden) throw new Error(`blocks ${this.range.start}..${this.range.end} need the previous rank's activations`);
+      feeds[IO.hiddenIn] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.hiddenSize], data: b.hidden };
+    }
+    if (this.range.head) {
+      if (!b.labels) throw new Error('the last range needs labels');
+      feeds[IO.labels] = { dtype: 'int64', dims: [b.batch, b.seq], data: b.labels };
+    }
+    for (const n of this.trainableNames) {
+      const v = params.get(n);
+      if (!v) throw new Error(`trainable parameter ${n} was not given`);
+      feeds[n] = { dtype: 'float32', dims: this.shapes.get(n)!, data: v };
+    }
+    return feeds;
+  }
+
+  private tablesFor(seq: number) {
+    let t = this.tables.get(seq);
+    if (!t) {
+      const mask = new Float32Array(seq * seq);
+      for (let i = 0; i < seq; i++) for (let j = i + 1; j < seq; j++) mask[i * seq + j] = -1e9;
+      t = { ...ropeTables(this.config, seq), mask };
+      this.tables.set(seq, t);
+    }
+    return t;
+  }
+}

@@ -1,0 +1,86 @@
+// The forward graph of a contiguous block range, optionally starting at the token embedding and
+// ending at the loss. This is the unit a pipeline rank runs; the whole model is one range.
+import type { ModelConfig } from '../config.ts';
+import { Graph } from '../graph/graph.ts';
+import { decoderBlock } from './block.ts';
+import { rmsNorm } from './layers.ts';
+import type { ParamBinder } from './params.ts';
+
+export interface BlockRange {
+  /** First block (inclusive) and last block (exclusive). */
+  start: number;
+  end: number;
+  /** Starts from token ids (owns the embedding). */
+  embed: boolean;
+  /** Ends with the final norm, the LM head and the loss. */
+  head: boolean;
+}
+
+/** Value names of the graph's inputs and outputs: the contract with the code that feeds it. */
+export const IO = {
+  inputIds: 'input_ids',
+  hiddenIn: 'hidden_in',
+  cos: 'rope_cos',
+  sin: 'rope_sin',
+  mask: 'attn_mask',
+  labels: 'labels',
+  hiddenOut: 'hidden_out',
+  lossSum: 'loss_sum',
+  tokenCount: 'token_count',
+  logits: 'logits',
+} as const;
+
+export const IGNORE_INDEX = -100;
+
+export function wholeModel(config: ModelConfig): BlockRange {
+  return { start: 0, end: config.numLayers, embed: true, head: true };
+}
+
+export interface RangeGraph {
+  graph: Graph;
+  /** The value gradients flow back into from the next rank (hidden_out) or the loss (loss_sum). */
+  seed: string;
+  /** The range's activation input, when it has one. */
+  hiddenIn?: string;
+}
+
+export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: { logits?: boolean } = {}): RangeGraph {
+  const g = new Graph(`blocks_${range.start}_${range.end}`);
+  const h = config.hiddenSize;
+  let x: string;
+  let hiddenIn: string | undefined;
+  if (range.embed) {
+    const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
+    x = g.op('Gather', [p.get(g, 'model.embed_tokens.weight', [config.vocabSize, h]), ids], { axis: 0 });
+  } else {
+    x = hiddenIn = g.input(IO.hiddenIn, 'float32', ['batch', 'seq', h]);
+  }
+  const io = {
+    cos: g.input(IO.cos, 'float32', ['seq', config.headDim]),
+    sin: g.input(IO.sin, 'float32', ['seq', config.headDim]),
+    mask: g.input(IO.mask, 'float32', ['seq', 'seq']),
+  };
+  for (let layer = range.start; layer < range.end; layer++) x = decoderBlock(g, p, x, layer, config, io);
+
+  if (!range.head) {
+    g.output(g.rename(x, IO.hiddenOut));
+    return { graph: g, seed: IO.hiddenOut, hiddenIn };
+  }
+  const normed = rmsNorm(g, p, x, 'model.norm', config);
+  const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  const headW = p.get(g, headName, [config.vocabSize, h]);
+  const logits = g.op('MatMul', [normed, g.op('Transpose', [headW], { perm: [1, 0] })]);
+  if (opts.logits) g.output(g.rename(logits, IO.logits));
+
+  // HF shifts inside the model: position t predicts labels[t + 1].
+  const labels = g.input(IO.labels, 'int64', ['batch', 'seq']);
+  const v = config.vocabSize;
+  const predicted = g.op('Reshape', [g.op('Slice', [logits, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
+  const targets = g.op('Reshape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])]), g.i64([-1])]);
+  const lossSum = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'sum', ignore_index: IGNORE_INDEX });
+  const counted = g.op('Not', [g.op('Equal', [targets, g.i64([IGNORE_INDEX])])]);
+  const count = g.op('ReduceSum', [g.op('Cast', [counted], { to: 1 })], { keepdims: 0 });
+  g.output(g.rename(lossSum, IO.lossSum));
+  g.output(g.rename(count, IO.tokenCount));
+  return { graph: g, seed: IO.lossSum, hiddenIn };
+}
