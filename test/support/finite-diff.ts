@@ -5,7 +5,7 @@ import { backward } from '../../model/autodiff/backward.ts';
 import type { DType, TypedData } from '../../model/graph/dtype.ts';
 import { Graph, type Dim } from '../../model/graph/graph.ts';
 import { CompiledGraph, type HostTensor } from '../../model/graph/session.ts';
-import { Rng } from './rng.ts';
+import { Rng } from '../../model/rng.ts';
 
 export interface FdInput {
   name: string;
@@ -41,14 +41,14 @@ export async function checkGradients(c: FdCase, seed = 1): Promise<{ maxErr: num
     const dtype = inp.dtype ?? 'float64';
     names[inp.name] = g.input(inp.name, dtype, inp.decl ?? inp.shape);
     const size = inp.shape.reduce((a, b) => a * b, 1);
-    const data = inp.data ?? Float64Array.from({ length: size }, () => (inp.positive ? 0.5 + rng.uniform() : rng.normal()));
+    const data = inp.data ?? Float64Array.from({ length: size }, () => (inp.positive ? 0.5 + rng.nextFloat() : rng.nextGaussian()));
     feeds[inp.name] = { dtype, dims: inp.shape, data };
   }
   const y = c.build(g, names);
   // Project the output on a random direction so every output element contributes to the loss.
   const forward = await CompiledGraph.create(probeShape(g, y), BASIC);
   const yShape = (await forward.run(feeds))[y].dims;
-  const dir = Float64Array.from({ length: yShape.reduce((a, b) => a * b, 1) }, () => rng.normal());
+  const dir = Float64Array.from({ length: yShape.reduce((a, b) => a * b, 1) }, () => rng.nextGaussian());
   const rDir = g.initializer('fd_direction', g.info(y).dtype, yShape, g.info(y).dtype === 'float64' ? dir : Float32Array.from(dir));
   const loss = g.op('ReduceSum', [g.op('Mul', [y, rDir])], { keepdims: 0 });
   const lossName = g.rename(g.info(loss).dtype === 'float64' ? loss : g.op('Cast', [loss], { to: 11 }), 'fd_loss');
@@ -75,7 +75,7 @@ export async function checkGradients(c: FdCase, seed = 1): Promise<{ maxErr: num
     const data = feeds[w].data as Float64Array | Float32Array;
     const a = analytic[`grad_${w}`];
     assert.deepEqual(a.dims, feeds[w].dims, `${c.name}: gradient of ${w} has the wrong shape`);
-    const probes = data.length <= MAX_PROBES ? [...data.keys()] : Array.from({ length: MAX_PROBES }, () => Math.floor(rng.uniform() * data.length));
+    const probes = data.length <= MAX_PROBES ? [...data.keys()] : Array.from({ length: MAX_PROBES }, () => Math.floor(rng.nextFloat() * data.length));
     let scale = 0;
     for (const v of a.data as Float64Array) scale = Math.max(scale, Math.abs(v));
     for (const k of probes) {

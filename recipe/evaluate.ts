@@ -1,0 +1,46 @@
+// Mean token loss and perplexity of a model over a dataset (padding never counted).
+import type { Device } from '../model/graph/session.ts';
+import { RangeProgram } from '../model/llama/program.ts';
+import { wholeModel } from '../model/llama/range-graph.ts';
+import type { Pretrained } from '../model/pretrained.ts';
+import { makeBatch } from './batch.ts';
+import type { Example } from './data.ts';
+import { chunks } from './examples.ts';
+
+export interface EvalOptions {
+  batchSize?: number;
+  padId?: number;
+  device?: Device;
+  threads?: number;
+}
+
+export interface EvalResult {
+  loss: number;
+  tokens: number;
+  perplexity: number;
+}
+
+export async function evaluateLoss(model: Pretrained, examples: readonly Example[], o: EvalOptions = {}): Promise<EvalResult> {
+  const program = await RangeProgram.create({
+    config: model.config,
+    range: wholeModel(model.config),
+    trainable: new Set(),
+    load: model.load,
+    inputGrad: false,
+    device: o.device,
+    threads: o.threads,
+  });
+  let lossSum = 0;
+  let tokens = 0;
+  try {
+    for (const chunk of chunks(examples, o.batchSize ?? 8)) {
+      const out = await program.forward(makeBatch(chunk, { padId: o.padId }), new Map());
+      lossSum += Number(out.loss_sum.data[0]);
+      tokens += Number(out.token_count.data[0]);
+    }
+  } finally {
+    await program.release();
+  }
+  const loss = lossSum / tokens;
+  return { loss, tokens, perplexity: Math.exp(loss) };
+}

@@ -1,0 +1,58 @@
+// Gradients of the mean token loss over a whole dataset taken as one batch. The file is processed in
+// chunks whose losses are scaled by 1/(all target tokens), so the sum equals the one-batch gradient
+// exactly while memory stays bounded.
+import type { Device } from '../model/graph/session.ts';
+import { RangeProgram } from '../model/llama/program.ts';
+import { wholeModel } from '../model/llama/range-graph.ts';
+import type { Pretrained } from '../model/pretrained.ts';
+import { makeBatch } from './batch.ts';
+import type { Example } from './data.ts';
+import { chunks } from './examples.ts';
+
+export interface GradOptions {
+  batchSize?: number;
+  padId?: number;
+  device?: Device;
+  threads?: number;
+}
+
+export interface GradResult {
+  loss: number;
+  tokens: number;
+  grads: Map<string, Float32Array>;
+}
+
+export async function datasetGradients(model: Pretrained, examples: readonly Example[], trainable: ReadonlySet<string>, o: GradOptions = {}): Promise<GradResult> {
+  const program = await RangeProgram.create({
+    config: model.config,
+    range: wholeModel(model.config),
+    trainable,
+    load: model.load,
+    inputGrad: false,
+    device: o.device,
+    threads: o.threads,
+  });
+  const params = new Map(program.trainableNames.map((n) => [n, model.load(n)]));
+  const batches = [...chunks(examples, o.batchSize ?? 8)].map((c) => makeBatch(c, { padId: o.padId }));
+  const tokens = batches.reduce((s, b) => s + b.targetTokens, 0);
+  const grads = new Map<string, Float32Array>();
+  let lossSum = 0;
+  try {
+    for (const b of batches) {
+      if (!program.hasBackward) {
+        lossSum += Number((await program.forward(b, params)).loss_sum.data[0]);
+        continue;
+      }
+      const r = await program.backward(b, params, { lossScale: 1 / tokens });
+      lossSum += r.lossSum!;
+      for (const [name, g] of r.grads) {
+        const acc = grads.get(name);
+        if (!acc) grads.set(name, Float32Array.from(g));
+        else for (let i = 0; i < g.length; i++) acc[i] += g[i];
+      }
+    }
+  } finally {
+    await program.release();
+  }
+  return { loss: lossSum / tokens, tokens, grads };
+}
