@@ -1,7 +1,9 @@
 // Every subcommand, in the order `propipe --help` lists them.
 import type { Command } from '../command.ts';
 import { evalCommand } from './eval.ts';
+import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
+import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [initModel, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [initModel, expandCommand, evalCommand, gradCommand];
