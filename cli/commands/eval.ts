@@ -1,25 +1,46 @@
 import { openPretrained } from '../../model/pretrained.ts';
 import { evaluateLoss } from '../../recipe/evaluate.ts';
 import { readModelData } from '../../recipe/examples.ts';
+import { evaluateMcFile, isMcFile, MC_PROMPT_STYLES, type McPromptStyle } from '../../recipe/multiple-choice.ts';
+import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { DEVICE_FLAGS, deviceOptions } from '../device.ts';
 
 export const evalCommand: Command = {
   name: 'eval',
-  summary: 'mean token loss and perplexity of a model on a JSONL dataset',
+  summary: 'mean token loss and perplexity of a model on a JSONL dataset, or accuracy on multiple-choice questions',
   usage: 'propipe eval --model DIR --data FILE.jsonl [--json]',
   flags: {
     model: { type: 'string', description: 'model directory (HF format)' },
-    data: { type: 'string', description: 'JSONL: text, alpaca, chat or pre-tokenized records' },
-    'batch-size': { type: 'string', description: 'examples per forward pass', default: '8' },
-    'max-length': { type: 'string', description: 'truncate examples to this many tokens' },
+    data: {
+      type: 'string',
+      description: 'JSONL: text, alpaca, chat or pre-tokenized records, or multiple-choice questions {"question", "A", "B", ..., "answer"}',
+    },
+    'batch-size': { type: 'string', description: 'examples per forward pass (multiple choice: options)', default: '8' },
+    'max-length': { type: 'string', description: 'truncate examples to this many tokens (multiple choice: drop the oldest prompt tokens)' },
+    'mc-prompt': {
+      type: 'string',
+      description: 'multiple choice: "answer" scores question + "\\nAnswer: " + option, "continue" scores question + " " + option',
+      default: 'answer',
+    },
     json: { type: 'boolean', description: 'print one JSON object' },
     ...DEVICE_FLAGS,
   },
   async run(f) {
     const model = openPretrained(f.required('model'));
-    const { dataset, padId } = await readModelData(model, f.required('data'), f.has('max-length') ? f.int('max-length') : undefined);
-    const r = await evaluateLoss(model, dataset.examples, { batchSize: f.int('batch-size', 8), padId, ...deviceOptions(f) });
+    const data = f.required('data');
+    const maxLength = f.has('max-length') ? f.int('max-length') : undefined;
+    const batchSize = f.int('batch-size', 8);
+    if (await isMcFile(data)) {
+      const prompt = f.str('mc-prompt') ?? 'answer';
+      if (!(MC_PROMPT_STYLES as string[]).includes(prompt)) throw new UsageError(`--mc-prompt must be ${MC_PROMPT_STYLES.join(' or ')}, got '${prompt}'`);
+      const r = await evaluateMcFile(model, data, { prompt: prompt as McPromptStyle, batchSize, maxLength, ...deviceOptions(f) });
+      if (f.bool('json')) console.log(JSON.stringify({ accuracy: r.accuracy, acc_norm: r.accNorm, questions: r.questions }));
+      else console.log(`accuracy ${r.accuracy.toFixed(4)} (${r.correct}/${r.questions})  acc_norm ${r.accNorm.toFixed(4)} (${r.correctNorm}/${r.questions})  questions ${r.questions}`);
+      return;
+    }
+    const { dataset, padId } = await readModelData(model, data, maxLength);
+    const r = await evaluateLoss(model, dataset.examples, { batchSize, padId, ...deviceOptions(f) });
     if (f.bool('json')) console.log(JSON.stringify(r));
     else console.log(`loss ${r.loss.toFixed(6)}  perplexity ${r.perplexity.toFixed(3)}  tokens ${r.tokens}`);
   },

@@ -6,4 +6,4 @@ import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [initModel, expandCommand, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [initModel, expandCommand, trainCommand, evalCommand, gradCommand];

@@ -1,13 +1,22 @@
 // The pieces of a Llama-family block, each a function that adds its ops to a graph.
 import type { ModelConfig } from '../config.ts';
 import type { Graph } from '../graph/graph.ts';
-import type { ParamBinder } from './params.ts';
+import { loraNames, type ParamBinder } from './params.ts';
 
-/** y = x·Wᵀ (+ b), W in HF layout [out, in]. */
+/** y = x·Wᵀ (+ b) (+ scale·(x·Aᵀ)·Bᵀ with a LoRA adapter), W in HF layout [out, in]. */
 export function linear(g: Graph, p: ParamBinder, x: string, name: string, out: number, inp: number, bias: boolean): string {
-  const w = p.get(g, `${name}.weight`, [out, inp]);
-  const y = g.op('MatMul', [x, g.op('Transpose', [w], { perm: [1, 0] })]);
-  return bias ? g.op('Add', [y, p.get(g, `${name}.bias`, [out])]) : y;
+  let y = p.matmulWT(g, x, name, out, inp);
+  if (bias) y = g.op('Add', [y, p.get(g, `${name}.bias`, [out])]);
+  const lora = p.lora(name);
+  if (lora) {
+    const names = loraNames(name);
+    const a = p.get(g, names.a, [lora.rank, inp]);
+    const b = p.get(g, names.b, [out, lora.rank]);
+    const down = g.op('MatMul', [x, g.op('Transpose', [a], { perm: [1, 0] })]);
+    const upd = g.op('MatMul', [down, g.op('Transpose', [b], { perm: [1, 0] })]);
+    y = g.op('Add', [y, g.op('Mul', [upd, g.constant(lora.scale, 'float32')])]);
+  }
+  return y;
 }
 
 /** RMSNorm as HF computes it: w · x / sqrt(mean(x²) + eps). */

@@ -1,35 +1,77 @@
-// Decides, per HF parameter, whether the graph sees it as a trainable input or a frozen initializer.
+// Decides, per parameter, how the graph sees it: a trainable input, a frozen float initializer, or a
+// frozen 4-bit initializer; and which linear layers carry LoRA adapters.
 import type { Graph } from '../graph/graph.ts';
 
 export type WeightLoader = (name: string) => Float32Array;
 
+export interface LoraSpec {
+  rank: number;
+  alpha: number;
+  /** Full names of the linear layers that carry an adapter, e.g. model.layers.3.self_attn.q_proj. */
+  linears: ReadonlySet<string>;
+}
+
+/**
+ * Emits y = x·Wqᵀ for the frozen weight `name` (W [out, in], HF layout) stored in 4 bits, where x is
+ * [..., in]. The hook owns the whole product rather than handing back a float Wᵀ so that it can use a
+ * fused 4-bit kernel (MatMulNBits); the ops it emits must carry a gradient to x.
+ */
+export type QuantizedMatMul = (g: Graph, x: string, name: string, out: number, inp: number) => string;
+
+export interface BinderOptions {
+  trainable: ReadonlySet<string>;
+  load: WeightLoader;
+  lora?: LoraSpec | null;
+  /** Frozen linear weights stored in 4 bits; every other frozen weight stays float. */
+  quantized?: QuantizedMatMul | null;
+}
+
+export function loraNames(linearName: string): { a: string; b: string } {
+  return { a: `${linearName}.lora_A.weight`, b: `${linearName}.lora_B.weight` };
+}
+
 export class ParamBinder {
   private readonly bound = new Map<string, string>();
-  readonly used: string[] = [];
+  /** Every parameter bound as a graph value, with its shape, in first-use order. */
+  readonly shapes = new Map<string, number[]>();
 
-  constructor(
-    private readonly trainable: ReadonlySet<string>,
-    private readonly load: WeightLoader,
-  ) {}
+  constructor(private readonly o: BinderOptions) {}
+
+  get used(): string[] {
+    return [...this.shapes.keys()];
+  }
+
+  isTrainable(name: string): boolean {
+    return this.o.trainable.has(name);
+  }
 
   /** The graph value for parameter `name`, created on first use (tied weights bind once). */
   get(g: Graph, name: string, shape: number[]): string {
     const existing = this.bound.get(name);
     if (existing) return existing;
     let value: string;
-    if (this.trainable.has(name)) value = g.input(name, 'float32', shape);
+    if (this.o.trainable.has(name)) value = g.input(name, 'float32', shape);
     else {
-      const data = this.load(name);
+      const data = this.o.load(name);
       const size = shape.reduce((a, b) => a * b, 1);
       if (data.length !== size) throw new Error(`weight ${name}: ${data.length} values, expected shape [${shape}]`);
       value = g.initializer(name, 'float32', shape, data);
     }
     this.bound.set(name, value);
-    this.used.push(name);
+    this.shapes.set(name, shape);
     return value;
   }
 
-  isTrainable(name: string): boolean {
-    return this.trainable.has(name);
+  /** x·Wᵀ for a linear layer's weight W ([out, in], HF layout); a 4-bit product when W is frozen and quantized. */
+  matmulWT(g: Graph, x: string, name: string, out: number, inp: number): string {
+    const weight = `${name}.weight`;
+    if (this.o.quantized && !this.o.trainable.has(weight)) return this.o.quantized(g, x, weight, out, inp);
+    return g.op('MatMul', [x, g.op('Transpose', [this.get(g, weight, [out, inp])], { perm: [1, 0] })]);
+  }
+
+  /** The LoRA adapter of a linear layer, if its module is targeted. */
+  lora(name: string): { rank: number; scale: number } | null {
+    const l = this.o.lora;
+    return l && l.linears.has(name) ? { rank: l.rank, scale: l.alpha / l.rank } : null;
   }
 }

@@ -3,8 +3,7 @@
 import { backward } from '../autodiff/backward.ts';
 import type { ModelConfig } from '../config.ts';
 import { CompiledGraph, type Device, type HostTensor } from '../graph/session.ts';
-import { paramSpecs } from '../params.ts';
-import { ParamBinder, type WeightLoader } from './params.ts';
+import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
 
@@ -20,6 +19,11 @@ export interface ProgramOptions {
   threads?: number;
   /** Also output logits from the forward graph (evaluation, serving). */
   logits?: boolean;
+  /** Also output the summed loss of each row (multiple-choice scoring). */
+  rowLoss?: boolean;
+  lora?: LoraSpec | null;
+  quantized?: QuantizedMatMul | null;
+  distill?: { weight: number; temperature: number } | null;
 }
 
 export interface Batch {
@@ -31,6 +35,8 @@ export interface Batch {
   hidden?: Float32Array;
   /** [batch, seq] labels, unshifted, -100 ignored: fed to the range with the head. */
   labels?: BigInt64Array;
+  /** [batch, seq, vocab] logits of the distillation teacher. */
+  teacherLogits?: Float32Array;
 }
 
 export interface BackwardResult {
@@ -40,6 +46,7 @@ export interface BackwardResult {
   hiddenGrad?: Float32Array;
   lossSum?: number;
   tokenCount?: number;
+  klSum?: number;
 }
 
 export const GRAD_PREFIX = 'grad.';
@@ -61,10 +68,10 @@ export class RangeProgram {
   ) {}
 
   static async create(o: ProgramOptions): Promise<RangeProgram> {
-    const binder = new ParamBinder(o.trainable, o.load);
-    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits });
+    const binder = new ParamBinder({ trainable: o.trainable, load: o.load, lora: o.lora, quantized: o.quantized });
+    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill });
     const trainable = binder.used.filter((n) => o.trainable.has(n));
-    const shapes = new Map(paramSpecs(o.config).map((s) => [s.name, s.shape] as [string, number[]]));
+    const shapes = binder.shapes;
     const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
     const session = { device: o.device, threads: o.threads };
 
@@ -83,9 +90,13 @@ export class RangeProgram {
       if (o.range.head) {
         gb.output(IO.lossSum);
         gb.output(IO.tokenCount);
+        if (o.distill) gb.output(IO.klSum);
       }
       bwd = await CompiledGraph.create(gb, session);
     }
+    // Forward runs serve evaluation and pipeline activations: they never need the teacher.
+    const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
+    graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
     const fwd = await CompiledGraph.create(graph, session);
     return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd);
   }
@@ -117,6 +128,7 @@ export class RangeProgram {
       hiddenGrad: out[HIDDEN_GRAD]?.data as Float32Array | undefined,
       lossSum: out[IO.lossSum] ? Number(out[IO.lossSum].data[0]) : undefined,
       tokenCount: out[IO.tokenCount] ? Number(out[IO.tokenCount].data[0]) : undefined,
+      klSum: out[IO.klSum] ? Number(out[IO.klSum].data[0]) : undefined,
     };
   }
 
@@ -142,6 +154,7 @@ export class RangeProgram {
     if (this.range.head) {
       if (!b.labels) throw new Error('the last range needs labels');
       feeds[IO.labels] = { dtype: 'int64', dims: [b.batch, b.seq], data: b.labels };
+      if (b.teacherLogits) feeds[IO.teacherLogits] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.vocabSize], data: b.teacherLogits };
     }
     for (const n of this.trainableNames) {
       const v = params.get(n);

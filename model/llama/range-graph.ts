@@ -28,6 +28,10 @@ export const IO = {
   lossSum: 'loss_sum',
   tokenCount: 'token_count',
   logits: 'logits',
+  rowLoss: 'row_loss',
+  teacherLogits: 'teacher_logits',
+  klSum: 'kl_sum',
+  objective: 'objective',
 } as const;
 
 export const IGNORE_INDEX = -100;
@@ -44,7 +48,14 @@ export interface RangeGraph {
   hiddenIn?: string;
 }
 
-export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: { logits?: boolean } = {}): RangeGraph {
+export interface RangeGraphOptions {
+  logits?: boolean;
+  rowLoss?: boolean;
+  /** Adds weight·T²·KL(teacher‖student) over target positions to the objective (logits fed as input). */
+  distill?: { weight: number; temperature: number } | null;
+}
+
+export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
   const g = new Graph(`blocks_${range.start}_${range.end}`);
   const h = config.hiddenSize;
   let x: string;
@@ -80,7 +91,24 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   const lossSum = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'sum', ignore_index: IGNORE_INDEX });
   const counted = g.op('Not', [g.op('Equal', [targets, g.i64([IGNORE_INDEX])])]);
   const count = g.op('ReduceSum', [g.op('Cast', [counted], { to: 1 })], { keepdims: 0 });
+  if (opts.rowLoss) {
+    const perToken = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'none', ignore_index: IGNORE_INDEX });
+    const perRow = g.op('Reshape', [perToken, g.op('Shape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])])])]);
+    g.output(g.rename(g.op('ReduceSum', [perRow, g.i64([1])], { keepdims: 0 }), IO.rowLoss));
+  }
   g.output(g.rename(lossSum, IO.lossSum));
   g.output(g.rename(count, IO.tokenCount));
-  return { graph: g, seed: IO.lossSum, hiddenIn };
+  if (!opts.distill) return { graph: g, seed: IO.lossSum, hiddenIn };
+
+  const { weight, temperature: temp } = opts.distill;
+  const teacher = g.input(IO.teacherLogits, 'float32', ['batch', 'seq', v]);
+  const soft = (z: string) => g.op('Mul', [g.op('Reshape', [g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]), g.constant(1 / temp, 'float32')]);
+  const logPt = g.op('LogSoftmax', [soft(teacher)], { axis: -1 });
+  const logPs = g.op('LogSoftmax', [soft(logits)], { axis: -1 });
+  const klRows = g.op('ReduceSum', [g.op('Mul', [g.op('Exp', [logPt]), g.op('Sub', [logPt, logPs])]), g.i64([-1])], { keepdims: 0 });
+  const kl = g.op('ReduceSum', [g.op('Mul', [klRows, g.op('Cast', [counted], { to: 1 })])], { keepdims: 0 });
+  g.output(g.rename(kl, IO.klSum));
+  const objective = g.op('Add', [lossSum, g.op('Mul', [kl, g.constant(weight * temp * temp, 'float32')])]);
+  g.output(g.rename(objective, IO.objective));
+  return { graph: g, seed: IO.objective, hiddenIn };
 }

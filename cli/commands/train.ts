@@ -1,0 +1,29 @@
+import { log } from '../../model/log.ts';
+import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
+import { Trainer } from '../../worker/local-trainer.ts';
+import { UsageError } from '../args.ts';
+import type { Command } from '../command.ts';
+import { runFlagSpecs, runOverrides } from '../run-flags.ts';
+
+export const trainCommand: Command = {
+  name: 'train',
+  summary: 'train in one process (full, LoRA, LLaMA Pro; staged unfreezing); flags override --config',
+  usage: 'propipe train [--config run.yaml] [--model DIR --dataset FILE --output-dir DIR ...]',
+  flags: {
+    config: { type: 'string', description: 'YAML run file (keys are the flag names in snake_case)' },
+    json: { type: 'boolean', description: 'print the result summary as JSON' },
+    ...runFlagSpecs(),
+  },
+  async run(f) {
+    let trainer: Trainer;
+    try {
+      trainer = new Trainer(loadRunConfig(f.str('config'), runOverrides(f)));
+    } catch (err) {
+      if (err instanceof RunConfigError) throw new UsageError(err.message);
+      throw err;
+    }
+    const r = await trainer.train();
+    log.info({ steps: r.steps, finalTrainLoss: r.finalTrainLoss, finalValLoss: r.finalValLoss, tokensPerSec: Math.round(r.tokensPerSec) }, 'training finished');
+    if (f.bool('json')) console.log(JSON.stringify(r));
+  },
+};

@@ -1,0 +1,132 @@
+// What a run leaves behind: the merged model (an ordinary HF checkpoint) and the trained parts alone
+// (an adapter directory: new blocks, unfrozen tensors and LoRA in PEFT naming), so one base serves
+// several tasks by swapping adapters.
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeConfig, type ModelConfig } from './config.ts';
+import { copyCarriedFiles, writeDirAtomic } from './atomic-dir.ts';
+import { writeExpansionSidecar, type ExpansionInfo } from './expand-sidecar.ts';
+import { loraNames } from './llama/params.ts';
+import { fromPeftName, mergeLora, peftName } from './lora.ts';
+import { paramSpecs } from './params.ts';
+import { openSafetensors, writeCheckpoint, writeSafetensors, type RawTensor, type TensorToWrite } from './safetensors.ts';
+
+export interface LoraParts {
+  rank: number;
+  alpha: number;
+  linears: string[];
+}
+
+export interface TrainedParts {
+  config: ModelConfig;
+  raw: Record<string, unknown>;
+  /** Tensors of the trained stack as the base provides them, in their stored dtype. */
+  readBase: (name: string) => RawTensor;
+  loadBase: (name: string) => Float32Array;
+  /** Every tensor that trained, LoRA factors included, under HF names. */
+  trained: ReadonlyMap<string, Float32Array>;
+  lora: LoraParts | null;
+  expansion: ExpansionInfo | null;
+}
+
+/** Every tensor of the merged model. Tensors nothing touched are copied byte for byte. */
+export function mergedTensors(p: TrainedParts): TensorToWrite[] {
+  const loraOn = new Set(p.lora?.linears ?? []);
+  return paramSpecs(p.config).map((spec) => {
+    const trained = p.trained.get(spec.name);
+    const linear = spec.name.endsWith('.weight') ? spec.name.slice(0, -'.weight'.length) : '';
+    if (p.lora && loraOn.has(linear)) {
+      const n = loraNames(linear);
+      const [out, inp] = spec.shape;
+      const w = trained ?? p.loadBase(spec.name);
+      const data = mergeLora(w, p.trained.get(n.a)!, p.trained.get(n.b)!, out, inp, p.lora.rank, p.lora.alpha / p.lora.rank);
+      return { name: spec.name, dtype: 'F32', shape: spec.shape, data };
+    }
+    if (trained) return { name: spec.name, dtype: 'F32', shape: spec.shape, data: trained };
+    const raw = p.readBase(spec.name);
+    return { name: spec.name, dtype: raw.dtype, shape: raw.shape, data: raw.bytes };
+  });
+}
+
+export function writeMergedModel(outDir: string, p: TrainedParts, tokenizerFrom: string): string {
+  return writeDirAtomic(
+    outDir,
+    (tmp) => {
+      writeConfig(tmp, p.config, p.raw);
+      writeCheckpoint(tmp, mergedTensors(p));
+      copyCarriedFiles(tokenizerFrom, tmp);
+      if (p.expansion) writeExpansionSidecar(tmp, p.expansion);
+    },
+    { replace: true },
+  );
+}
+
+const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+const PEFT_CONFIG = 'adapter_config.json';
+const PROPIPE_ADAPTER = 'propipe_adapter.json';
+
+export interface AdapterInfo {
+  baseModel: string;
+  lora: LoraParts | null;
+  expansion: ExpansionInfo | null;
+  /** Everything else worth keeping: train type, stage plan, run config. */
+  run: Record<string, unknown>;
+}
+
+export function writeAdapter(outDir: string, p: TrainedParts, info: AdapterInfo): string {
+  const shapes = new Map(paramSpecs(p.config).map((s) => [s.name, s.shape]));
+  const loraShape = (name: string): number[] => {
+    const linear = name.replace(/\.lora_[AB]\.weight$/, '');
+    const [out, inp] = shapes.get(`${linear}.weight`)!;
+    return name.endsWith('.lora_A.weight') ? [info.lora!.rank, inp] : [out, info.lora!.rank];
+  };
+  const tensors: TensorToWrite[] = [...p.trained].map(([name, data]) => {
+    const isLora = /\.lora_[AB]\.weight$/.test(name);
+    return { name: isLora ? peftName(name) : name, dtype: 'F32', shape: isLora ? loraShape(name) : shapes.get(name)!, data };
+  });
+  return writeDirAtomic(
+    outDir,
+    (tmp) => {
+      writeSafetensors(path.join(tmp, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
+      if (info.lora) {
+        const targets = [...new Set(info.lora.linears.map((l) => l.slice(l.lastIndexOf('.') + 1)))];
+        const peft = {
+          peft_type: 'LORA',
+          task_type: 'CAUSAL_LM',
+          base_model_name_or_path: info.baseModel,
+          r: info.lora.rank,
+          lora_alpha: info.lora.alpha,
+          lora_dropout: 0,
+          bias: 'none',
+          fan_in_fan_out: false,
+          inference_mode: true,
+          target_modules: targets,
+          layers_to_transform: [...new Set(info.lora.linears.map((l) => Number(/layers\.(\d+)\./.exec(l)![1])))].sort((a, b) => a - b),
+        };
+        fs.writeFileSync(path.join(tmp, PEFT_CONFIG), JSON.stringify(peft, null, 2) + '\n');
+      }
+      if (info.expansion) writeExpansionSidecar(tmp, info.expansion);
+      const own = { base_model: info.baseModel, lora: info.lora, num_hidden_layers: p.config.numLayers, run: info.run };
+      fs.writeFileSync(path.join(tmp, PROPIPE_ADAPTER), JSON.stringify(own, null, 2) + '\n');
+    },
+    { replace: true },
+  );
+}
+
+export interface ReadAdapter {
+  lora: LoraParts | null;
+  numLayers: number;
+  baseModel: string;
+  trained: Map<string, Float32Array>;
+  run: Record<string, unknown>;
+}
+
+export function readAdapter(dir: string): ReadAdapter {
+  const metaFile = path.join(dir, PROPIPE_ADAPTER);
+  if (!fs.existsSync(metaFile)) throw new Error(`${dir} is not a propipe adapter (no ${PROPIPE_ADAPTER}); it is written to output_dir/adapter by 'propipe train'`);
+  const meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as { base_model: string; lora: LoraParts | null; num_hidden_layers: number; run: Record<string, unknown> };
+  const f = openSafetensors(path.join(dir, ADAPTER_WEIGHTS));
+  const trained = new Map(f.names().map((n) => [fromPeftName(n), f.readF32(n)]));
+  f.close();
+  return { lora: meta.lora, numLayers: meta.num_hidden_layers, baseModel: meta.base_model, trained, run: meta.run };
+}

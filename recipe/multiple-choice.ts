@@ -1,0 +1,288 @@
+// Multiple-choice evaluation in the C-Eval/MMLU JSONL layout ({"question", "A", "B", ..., "answer"}):
+// each option is scored by the log-likelihood the model gives it as the continuation of the
+// question, as lm-eval-harness does for its loglikelihood tasks.
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Device } from '../model/graph/session.ts';
+import { RangeProgram } from '../model/llama/program.ts';
+import { IO, wholeModel } from '../model/llama/range-graph.ts';
+import { optionalTokenizer, type Pretrained } from '../model/pretrained.ts';
+import type { TextTokenizer } from '../model/tokenizer.ts';
+import { makeBatch } from './batch.ts';
+import { DataError, IGNORE_INDEX, type Example } from './data.ts';
+import { chunks } from './examples.ts';
+
+/** One line of an MC file: options under consecutive capital letters from "A"; `answer` is a letter. */
+export interface McRecord {
+  question: string;
+  answer: string;
+  [letter: string]: string;
+}
+
+export interface McQuestion {
+  question: string;
+  options: string[];
+  /** Index into `options`. */
+  answer: number;
+}
+
+/**
+ * How question and option become model text: context = question + separator, continuation =
+ * delimiter + option. `answer` is the C-Eval/MMLU/ARC style ("…\nAnswer: Paris"); `continue` makes
+ * question + " " + option one sentence, for cloze quizzes whose question is a sentence's beginning.
+ */
+export const MC_PROMPTS = {
+  answer: { separator: '\nAnswer:', delimiter: ' ' },
+  continue: { separator: '', delimiter: ' ' },
+} as const;
+export type McPromptStyle = keyof typeof MC_PROMPTS;
+export const MC_PROMPT_STYLES = Object.keys(MC_PROMPTS) as McPromptStyle[];
+
+const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+/** Keys of the training formats (recipe/data.ts): a record with any of them is not an MC question. */
+const TRAINING_KEYS = ['text', 'instruction', 'output', 'messages', 'input_ids'];
+
+function typeName(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+}
+
+export function isMcRecord(record: unknown): boolean {
+  if (!record || typeof record !== 'object' || Array.isArray(record)) return false;
+  return 'question' in record && !TRAINING_KEYS.some((k) => k in record);
+}
+
+/** Checks one parsed record; throws DataError (without a location) saying what is wrong. */
+export function parseMcRecord(record: unknown): McQuestion {
+  if (!isMcRecord(record)) {
+    throw new DataError(`expected a multiple-choice record {"question", "A", "B", ..., "answer"}, got ${record && typeof record === 'object' && !Array.isArray(record) ? `keys [${Object.keys(record).join(', ')}]` : typeName(record)} (a file must be all multiple-choice or all training records)`);
+  }
+  const rec = record as Record<string, unknown>;
+  if (typeof rec.question !== 'string' || rec.question.trim().length === 0) {
+    throw new DataError(`"question" must be a non-empty string, got ${JSON.stringify(rec.question)}`);
+  }
+  const options: string[] = [];
+  for (const letter of LETTERS) {
+    if (!(letter in rec)) break;
+    const v = rec[letter];
+    // Some dumps store numeric options (e.g. MMLU arithmetic) as JSON numbers.
+    const text = typeof v === 'string' ? v : typeof v === 'number' && Number.isFinite(v) ? String(v) : null;
+    if (text === null) throw new DataError(`option "${letter}" must be a string, got ${typeName(v)}`);
+    if (text.trim().length === 0) throw new DataError(`option "${letter}" is empty`);
+    options.push(text);
+  }
+  const stray = LETTERS.slice(options.length + 1).split('').find((l) => l in rec);
+  if (stray !== undefined) {
+    throw new DataError(`option "${LETTERS[options.length]}" is missing but "${stray}" is present; options must be consecutive letters from "A"`);
+  }
+  if (options.length < 2) throw new DataError(`a question needs at least 2 options ("A", "B", ...), got ${options.length}`);
+  const last = LETTERS[options.length - 1];
+  if (!('answer' in rec)) throw new DataError(`missing "answer" (a letter A–${last})`);
+  const answer = rec.answer;
+  const letter = typeof answer === 'string' ? answer.trim().toUpperCase() : '';
+  const index = letter.length === 1 ? LETTERS.indexOf(letter) : -1;
+  if (index < 0 || index >= options.length) {
+    throw new DataError(`"answer" must be one of the option letters A–${last}, got ${JSON.stringify(answer)}`);
+  }
+  return { question: rec.question, options, answer: index };
+}
+
+async function* jsonlLines(file: string): AsyncGenerator<{ line: number; text: string }> {
+  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let line = 0;
+  for await (const raw of lines) {
+    line++;
+    const text = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
+    if (text.trim().length > 0) yield { line, text };
+  }
+}
+
+/** Whether the file's first record is an MC question (a file is all MC or all training records). */
+export async function isMcFile(file: string): Promise<boolean> {
+  for await (const { text } of jsonlLines(file)) {
+    try {
+      return isMcRecord(JSON.parse(text));
+    } catch {
+      // Not JSON: the training reader reports it with its line number.
+      return false;
+    }
+  }
+  return false;
+}
+
+/** Reads an MC JSONL file; the first bad line aborts with file:line and what is wrong. */
+export async function readMcJsonl(file: string): Promise<McQuestion[]> {
+  const questions: McQuestion[] = [];
+  for await (const { line, text } of jsonlLines(file)) {
+    let record: unknown;
+    try {
+      record = JSON.parse(text);
+    } catch (err) {
+      throw new DataError(`invalid JSON: ${(err as Error).message}`, file, line);
+    }
+    try {
+      questions.push(parseMcRecord(record));
+    } catch (err) {
+      throw new DataError((err as Error).message, file, line);
+    }
+  }
+  if (questions.length === 0) throw new DataError(`${file}: no questions`);
+  return questions;
+}
+
+/** One (question, option) pair as a training-style example: only the option's tokens are labels. */
+export interface McRow extends Example {
+  question: number;
+  option: number;
+  /** Scored (continuation) tokens. */
+  tokens: number;
+}
+
+export interface McEncodeOptions {
+  prompt?: McPromptStyle;
+  /** Keep at most this many tokens per row, dropping the oldest context tokens (as lm-eval does). */
+  maxLength?: number;
+  /** The model's vocab size, to reject ids the embedding does not have. */
+  vocabSize?: number;
+}
+
+/**
+ * Continuation tokens are whatever the full text adds after the context's tokens, so the option is
+ * scored as the tokens the model would see in the joined text; when a merge crosses the boundary
+ * the option is encoded on its own instead (the context must stay as the model was prompted).
+ */
+function continuationIds(tok: TextTokenizer, context: string, contextIds: number[], continuation: string): number[] {
+  const whole = tok.encode(context + continuation);
+  if (whole.length > contextIds.length && contextIds.every((id, i) => whole[i] === id)) return whole.slice(contextIds.length);
+  return tok.encode(continuation);
+}
+
+export function encodeMcRows(questions: readonly McQuestion[], tok: TextTokenizer, o: McEncodeOptions = {}): McRow[] {
+  const { separator, delimiter } = MC_PROMPTS[o.prompt ?? 'answer'];
+  const bos = tok.addBos && tok.bosId !== null ? [tok.bosId] : [];
+  const rows: McRow[] = [];
+  questions.forEach((q, qi) => {
+    const context = q.question.trimEnd() + separator;
+    const contextIds = tok.encode(context);
+    q.options.forEach((opt, oi) => {
+      const cont = continuationIds(tok, context, contextIds, delimiter + opt.trim());
+      let ctx = [...bos, ...contextIds];
+      if (o.maxLength !== undefined && ctx.length + cont.length > o.maxLength) {
+        const keep = o.maxLength - cont.length;
+        if (keep < 1) throw new DataError(`question ${qi + 1}, option ${LETTERS[oi]}: the option alone has ${cont.length} tokens, more than maxLength ${o.maxLength} allows`);
+        ctx = ctx.slice(ctx.length - keep);
+      }
+      // The first option token is predicted from the last context token, so one must exist.
+      if (ctx.length === 0) throw new DataError(`question ${qi + 1}: the prompt encodes to no tokens and the tokenizer adds no bos`);
+      const inputIds = Int32Array.from([...ctx, ...cont]);
+      const labels = Int32Array.from([...ctx.map(() => IGNORE_INDEX), ...cont]);
+      if (o.vocabSize !== undefined) {
+        const bad = inputIds.find((id) => id < 0 || id >= o.vocabSize!);
+        if (bad !== undefined) throw new DataError(`question ${qi + 1}: token id ${bad} is outside the model's vocabulary [0, ${o.vocabSize})`);
+      }
+      rows.push({ question: qi, option: oi, inputIds, labels, tokens: cont.length });
+    });
+  });
+  return rows;
+}
+
+export interface McScoreOptions extends McEncodeOptions {
+  /** Rows (options) per forward pass; options of several questions share a batch. Default 16. */
+  batchSize?: number;
+  padId?: number;
+  device?: Device;
+  threads?: number;
+}
+
+export interface McQuestionScore {
+  answer: number;
+  /** argmax of the summed log-likelihood. */
+  predicted: number;
+  /** argmax of the log-likelihood per scored token. */
+  predictedNorm: number;
+  logliks: number[];
+  tokens: number[];
+}
+
+export interface McResult {
+  accuracy: number;
+  /**
+   * Accuracy of the per-token log-likelihood. lm-eval-harness divides by the option's length in
+   * characters instead (tokenizer-independent); per token is what this project reports.
+   */
+  accNorm: number;
+  questions: number;
+  correct: number;
+  correctNorm: number;
+  scores: McQuestionScore[];
+}
+
+/** The weights to score with: a model directory, or in-memory weights (e.g. mid-training). */
+export type McModel = Pick<Pretrained, 'config' | 'load'>;
+
+/** Log-likelihood of each row's labelled tokens, batched longest-first to keep padding small. */
+export async function rowLogLikelihoods(program: RangeProgram, rows: readonly Example[], batchSize: number, padId = 0): Promise<Float64Array> {
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`batchSize must be a positive integer, got ${batchSize}`);
+  const order = rows.map((_, i) => i).sort((a, b) => rows[b].inputIds.length - rows[a].inputIds.length || a - b);
+  const out = new Float64Array(rows.length);
+  for (const idx of chunks(order, batchSize)) {
+    const res = await program.forward(makeBatch(idx.map((i) => rows[i]), { padId }), new Map());
+    const rowLoss = res[IO.rowLoss];
+    if (!rowLoss) throw new Error('the program was built without rowLoss');
+    idx.forEach((i, k) => (out[i] = -Number(rowLoss.data[k])));
+  }
+  return out;
+}
+
+function argmax(values: readonly number[]): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+/** Accuracy from per-row log-likelihoods (rows as encodeMcRows made them). */
+export function summarizeMc(questions: readonly McQuestion[], rows: readonly McRow[], logliks: ArrayLike<number>): McResult {
+  const scores: McQuestionScore[] = questions.map((q) => ({ answer: q.answer, predicted: 0, predictedNorm: 0, logliks: [], tokens: [] }));
+  rows.forEach((r, i) => {
+    scores[r.question].logliks[r.option] = logliks[i];
+    scores[r.question].tokens[r.option] = r.tokens;
+  });
+  let correct = 0;
+  let correctNorm = 0;
+  for (const s of scores) {
+    s.predicted = argmax(s.logliks);
+    s.predictedNorm = argmax(s.logliks.map((l, i) => l / s.tokens[i]));
+    if (s.predicted === s.answer) correct++;
+    if (s.predictedNorm === s.answer) correctNorm++;
+  }
+  const n = questions.length;
+  return { accuracy: correct / n, accNorm: correctNorm / n, questions: n, correct, correctNorm, scores };
+}
+
+export async function scoreMultipleChoice(model: McModel, tok: TextTokenizer, questions: readonly McQuestion[], o: McScoreOptions = {}): Promise<McResult> {
+  if (questions.length === 0) throw new Error('no questions to score');
+  const rows = encodeMcRows(questions, tok, { ...o, vocabSize: o.vocabSize ?? model.config.vocabSize });
+  const program = await RangeProgram.create({
+    config: model.config,
+    range: wholeModel(model.config),
+    trainable: new Set(),
+    load: model.load,
+    inputGrad: false,
+    rowLoss: true,
+    device: o.device,
+    threads: o.threads,
+  });
+  try {
+    const logliks = await rowLogLikelihoods(program, rows, o.batchSize ?? 16, o.padId ?? tok.padId ?? model.config.padTokenId ?? 0);
+    return summarizeMc(questions, rows, logliks);
+  } finally {
+    await program.release();
+  }
+}
+
+/** `propipe eval` on an MC file: read it, load the model's tokenizer, score. */
+export async function evaluateMcFile(model: Pretrained, file: string, o: McScoreOptions = {}): Promise<McResult> {
+  const questions = await readMcJsonl(file);
+  const tok = await optionalTokenizer(model.dir);
+  if (!tok) throw new Error(`${file}: multiple-choice questions are text and need a tokenizer, but ${model.dir} has no tokenizer.json`);
+  return scoreMultipleChoice(model, tok, questions, o);
+}
