@@ -4,6 +4,7 @@ import { evalCommand } from './eval.ts';
 import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
+import { mergeCommand } from './merge.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [initModel, expandCommand, trainCommand, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [initModel, expandCommand, trainCommand, mergeCommand, evalCommand, gradCommand];

@@ -1,0 +1,28 @@
+// A tiny random model and a small text dataset for training tests, made fresh in a temp dir.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRandomModel } from '../../model/init.ts';
+import { Rng } from '../../model/rng.ts';
+
+export interface Tiny {
+  root: string;
+  model: string;
+  train: string;
+  val: string;
+}
+
+const WORDS = 'alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu'.split(' ');
+
+export async function makeTiny(opts: { layers?: number; tie?: boolean; qkvBias?: boolean } = {}): Promise<Tiny> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-tiny-'));
+  const model = path.join(root, 'base');
+  await createRandomModel(model, { layers: opts.layers ?? 4, hidden: 32, heads: 4, kvHeads: 2, intermediate: 64, vocab: 300, seed: 5, tie: opts.tie, qkvBias: opts.qkvBias });
+  const rng = new Rng(9);
+  const lines = (n: number) => Array.from({ length: n }, () => JSON.stringify({ text: Array.from({ length: 10 }, () => WORDS[rng.nextInt(WORDS.length)]).join(' ') })).join('\n') + '\n';
+  const train = path.join(root, 'train.jsonl');
+  const val = path.join(root, 'val.jsonl');
+  fs.writeFileSync(train, lines(24));
+  fs.writeFileSync(val, lines(8));
+  return { root, model, train, val };
+}
