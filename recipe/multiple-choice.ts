@@ -87,12 +87,18 @@ export function parseMcRecord(record: unknown): McQuestion {
 }
 
 async function* jsonlLines(file: string): AsyncGenerator<{ line: number; text: string }> {
-  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  const input = createReadStream(file, { encoding: 'utf8' });
+  const lines = createInterface({ input, crlfDelay: Infinity });
   let line = 0;
-  for await (const raw of lines) {
-    line++;
-    const text = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-    if (text.trim().length > 0) yield { line, text };
+  try {
+    for await (const raw of lines) {
+      line++;
+      const text = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
+      if (text.trim().length > 0) yield { line, text };
+    }
+  } finally {
+    // isMcFile stops after one line; closing readline alone leaves the file open.
+    input.destroy();
   }
 }
 
