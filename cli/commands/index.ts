@@ -1,5 +1,6 @@
 // Every subcommand, in the order `propipe --help` lists them.
 import type { Command } from '../command.ts';
+import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval.ts';
 import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
@@ -7,4 +8,4 @@ import { initModel } from './init-model.ts';
 import { mergeCommand } from './merge.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [initModel, expandCommand, trainCommand, mergeCommand, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, mergeCommand, evalCommand, gradCommand];

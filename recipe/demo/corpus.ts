@@ -127,6 +127,19 @@ export class FactDomain {
     return records;
   }
 
+  /**
+   * Sentences that use the domain's words without stating any fact ("Some words: Kelvium, oak."), so a
+   * base model can know the vocabulary of a domain whose facts it has never seen, as a real LLM does.
+   */
+  mentionTexts(seed: number, n: number): TextRecord[] {
+    const rng = Rng.derive(seed, this.stream, 2);
+    const words = [...this.entities()];
+    return Array.from({ length: n }, () => {
+      const picked = rng.shuffle([...words]).slice(0, 3 + rng.nextInt(3));
+      return { text: `Some words: ${picked.join(', ')}.` };
+    });
+  }
+
   /** One record per fact, each in the wording that never appears in trainTexts. */
   validTexts(): TextRecord[] {
     return this.heldOut.map((text) => ({ text }));
@@ -215,6 +228,8 @@ export interface DemoDataOptions {
 }
 
 export interface DemoDataFiles {
+  /** Domain A's facts plus domain B's words (not its facts): what the base model is pretrained on. */
+  pretrain: string;
   aTrain: string;
   aQuiz: string;
   bTrain: string;
@@ -229,13 +244,17 @@ function jsonl(records: readonly object[]): string {
 export async function writeDemoData(dir: string, seed: number, o: DemoDataOptions = {}): Promise<DemoDataFiles> {
   await mkdir(dir, { recursive: true });
   const files: DemoDataFiles = {
+    pretrain: join(dir, 'pretrain.jsonl'),
     aTrain: join(dir, 'a_train.jsonl'),
     aQuiz: join(dir, 'a_quiz.jsonl'),
     bTrain: join(dir, 'b_train.jsonl'),
     bValid: join(dir, 'b_valid.jsonl'),
     bQuiz: join(dir, 'b_quiz.jsonl'),
   };
-  await writeFile(files.aTrain, jsonl(DOMAIN_A.trainTexts(seed, o.aTrain ?? 2000)));
+  const aTrain = DOMAIN_A.trainTexts(seed, o.aTrain ?? 2000);
+  await writeFile(files.aTrain, jsonl(aTrain));
+  const mentions = DOMAIN_B.mentionTexts(seed, Math.round(aTrain.length / 4));
+  await writeFile(files.pretrain, jsonl(Rng.derive(seed, 3).shuffle([...aTrain, ...mentions])));
   await writeFile(files.aQuiz, jsonl(DOMAIN_A.quiz(seed)));
   await writeFile(files.bTrain, jsonl(DOMAIN_B.trainTexts(seed, o.bTrain ?? 1000)));
   await writeFile(files.bValid, jsonl(DOMAIN_B.validTexts()));

@@ -1,0 +1,114 @@
+// `propipe demo`: builds a tiny base model, pretrains it on domain A, fine-tunes it on domain B with
+// four methods, and measures retention (A quiz) against adaptation (B quiz and loss). Each training
+// run is a child `propipe train` process, so peak memory is measured per method.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { createRandomModel } from '../model/init.ts';
+import { childLog } from '../model/log.ts';
+import { openPretrained } from '../model/pretrained.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
+import { corpusForTokenizer, DEMO_QUIZ_PROMPT, writeDemoData } from '../recipe/demo/corpus.ts';
+import { DEMO_MODEL, demoMethods, pretrainConfig, type DemoPaths } from '../recipe/demo/plan.ts';
+import { readJsonl } from '../recipe/data.ts';
+import { evaluateLoss } from '../recipe/evaluate.ts';
+import { readMcJsonl, scoreMultipleChoice } from '../recipe/multiple-choice.ts';
+import type { RunConfigInput } from '../recipe/run-config.ts';
+import type { TrainResult } from './local-trainer.ts';
+
+const log = childLog({ component: 'demo' });
+const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
+
+export interface DemoOptions {
+  out: string;
+  seed: number;
+  pretrainSteps: number;
+  finetuneSteps: number;
+  threads: number;
+}
+
+export interface DemoRow {
+  method: string;
+  retentionA: number;
+  accuracyB: number;
+  lossB: number;
+  trainableParams: number;
+  peakRssMB: number;
+  tokensPerSec: number;
+  seconds: number;
+}
+
+export interface DemoResult {
+  base: { accuracyA: number; accuracyB: number; lossB: number };
+  rows: DemoRow[];
+}
+
+/** Runs `propipe train --config file --json` in a child process and returns its result line. */
+async function trainChild(config: RunConfigInput, file: string, threads: number): Promise<TrainResult> {
+  fs.writeFileSync(file, YAML.stringify({ ...config, threads }));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'train', '--config', file, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_LEVEL: process.env.PROPIPE_LOG_LEVEL ?? 'warn' } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`training with ${file} failed (exit ${code}):\n${err.slice(-2000)}`));
+      resolve(JSON.parse(out.trim().split('\n').pop()!) as TrainResult);
+    });
+  });
+}
+
+async function measure(modelDir: string, files: { aQuiz: string; bQuiz: string; bValid: string }, threads: number) {
+  const model = openPretrained(modelDir);
+  const tok = await loadTokenizer(modelDir);
+  const mc = { prompt: DEMO_QUIZ_PROMPT, threads } as const;
+  const a = await scoreMultipleChoice(model, tok, await readMcJsonl(files.aQuiz), mc);
+  const b = await scoreMultipleChoice(model, tok, await readMcJsonl(files.bQuiz), mc);
+  const valid = await readJsonl(files.bValid, { tokenizer: tok });
+  const loss = await evaluateLoss(model, valid.examples, { padId: tok.padId ?? 0, threads });
+  model.checkpoint.close();
+  return { accuracyA: a.accuracy, accuracyB: b.accuracy, lossB: loss.loss };
+}
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  fs.mkdirSync(o.out, { recursive: true });
+  const files = await writeDemoData(path.join(o.out, 'data'), o.seed);
+  const paths: DemoPaths = { init: path.join(o.out, 'init'), base: path.join(o.out, 'pretrain', 'final'), pretrain: files.pretrain, bTrain: files.bTrain, bValid: files.bValid };
+  fs.rmSync(paths.init, { recursive: true, force: true });
+  await createRandomModel(paths.init, { ...DEMO_MODEL, seed: o.seed, corpus: corpusForTokenizer() });
+  const configs = path.join(o.out, 'configs');
+  fs.mkdirSync(configs, { recursive: true });
+
+  log.info({ steps: o.pretrainSteps }, 'pretraining the base model on domain A');
+  await trainChild(pretrainConfig(paths, path.join(o.out, 'pretrain'), o.seed, o.pretrainSteps), path.join(configs, 'pretrain.yaml'), o.threads);
+  const base = await measure(paths.base, files, o.threads);
+  log.info(base, 'base model after pretraining');
+
+  const rows: DemoRow[] = [];
+  for (const m of demoMethods(o.finetuneSteps)) {
+    log.info({ method: m.label }, 'fine-tuning on domain B');
+    const t0 = performance.now();
+    const r = await trainChild(m.config(paths, path.join(o.out, m.name), o.seed), path.join(configs, `${m.name}.yaml`), o.threads);
+    const seconds = (performance.now() - t0) / 1000;
+    const after = await measure(r.finalDir, files, o.threads);
+    rows.push({ method: m.label, retentionA: after.accuracyA, accuracyB: after.accuracyB, lossB: after.lossB, trainableParams: r.trainableParams, peakRssMB: r.peakRssBytes / 2 ** 20, tokensPerSec: r.tokensPerSec, seconds });
+  }
+  const result = { base, rows };
+  fs.writeFileSync(path.join(o.out, 'results.json'), JSON.stringify(result, null, 2) + '\n');
+  return result;
+}
+
+export function formatDemoTable(r: DemoResult): string {
+  const head = ['method', 'A quiz (retention)', 'B quiz', 'B valid loss', 'trainable params', 'peak RSS MB', 'tokens/s'];
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const lines = [
+    `base after pretraining on A: A quiz ${pct(r.base.accuracyA)}, B quiz ${pct(r.base.accuracyB)}, B valid loss ${r.base.lossB.toFixed(3)}`,
+    '',
+    `| ${head.join(' | ')} |`,
+    `|${head.map(() => '---').join('|')}|`,
+    ...r.rows.map((x) => `| ${x.method} | ${pct(x.retentionA)} | ${pct(x.accuracyB)} | ${x.lossB.toFixed(3)} | ${x.trainableParams.toLocaleString('en-US')} | ${x.peakRssMB.toFixed(0)} | ${Math.round(x.tokensPerSec)} |`),
+  ];
+  return lines.join('\n');
+}
