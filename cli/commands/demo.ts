@@ -3,7 +3,7 @@ import type { Command } from '../command.ts';
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'the main job on the embedded default: pretrain a tiny model on domain A, fine-tune on B with four methods, print the retention table',
+  summary: 'the main job on the embedded default: pretrain a tiny model on domain A, fine-tune on B with five methods (full, LoRA, LLaMA Pro variants), print the retention table',
   usage: 'propipe demo [--out DIR] [--seed S]',
   flags: {
     out: { type: 'string', description: 'working directory', default: 'runs/demo' },
