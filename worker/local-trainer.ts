@@ -2,10 +2,6 @@
 // freeze mask, AdamW on the host. The pipeline runs the same recipe split across ranks.
 import path from 'node:path';
 import { AdamW, clipScale, sumOfSquares } from '../model/adamw.ts';
-import { expandedRawLoader } from '../model/expand.ts';
-import { planFromSidecar } from '../model/expand-sidecar.ts';
-import { writeAdapter, writeMergedModel, type TrainedParts } from '../model/export.ts';
-import type { LoraSpec } from '../model/llama/params.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
 import { childLog } from '../model/log.ts';
@@ -16,13 +12,14 @@ import { readJsonl, type Example } from '../recipe/data.ts';
 import { EarlyStopper } from '../recipe/early-stop.ts';
 import { chunks } from '../recipe/examples.ts';
 import { layerLearningRate, stageLrFactor, warmupSteps } from '../recipe/lr-schedule.ts';
-import { loraAlpha, parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
+import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
 import { describeStage } from '../recipe/stages.ts';
+import { exportRun } from './export-run.ts';
 import { latestCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { MetricsLog } from './metrics-log.ts';
 import { Progress } from './progress.ts';
 import { quantizationFor } from './quantization.ts';
-import { initialTrainables, prepareModel, trainableShapes, type TrainingModel } from './training-model.ts';
+import { initialTrainables, loraSpec, prepareModel, trainableShapes, type TrainingModel } from './training-model.ts';
 
 const log = childLog({ component: 'trainer' });
 
@@ -80,7 +77,7 @@ export class Trainer {
 
     const trainableParams = [...values.values()].reduce((s, v) => s + v.length, 0);
     log.info({ trainType: run.train_type, layers: model.config.numLayers, stages: model.plan.stages.length, trainableParams, examples: train.examples.length }, 'run prepared');
-    const lora: LoraSpec | null = model.plan.loraLinears.length ? { rank: run.lora_rank, alpha: loraAlpha(run), linears: new Set(model.plan.loraLinears) } : null;
+    const lora = loraSpec(run, model);
     const quantized = quantizationFor(run, model);
     const teacher = run.distill_weight > 0 ? await this.teacher(model) : null;
     const metrics = new MetricsLog(run.output_dir);
@@ -195,15 +192,7 @@ export class Trainer {
     if (run.save_steps > 0) this.save(state, values, optimizer, shapes, model);
     metrics.close();
 
-    const parts = this.trainedParts(model, values, lora);
-    const finalDir = writeMergedModel(path.join(run.output_dir, 'final'), parts, run.model);
-    const adapterDir = writeAdapter(path.join(run.output_dir, 'adapter'), parts, {
-      baseModel: path.resolve(run.model),
-      lora: parts.lora,
-      expansion: model.expansion,
-      run: { train_type: run.train_type, stages: model.plan.stages.map((s) => ({ layers: s.layers, trainable: s.trainable })), config: run },
-    });
-    log.info({ finalDir, adapterDir }, 'exported merged model and adapter');
+    const { finalDir, adapterDir } = exportRun(run, model, values, lora);
     return {
       steps: state.step,
       tokens: state.tokens,
@@ -229,19 +218,6 @@ export class Trainer {
     return RangeProgram.create({ config: model.base.config, range: wholeModel(model.base.config), trainable: new Set(), load: model.base.load, inputGrad: false, logits: true, device: this.run.device, threads: this.run.threads });
   }
 
-  private trainedParts(model: TrainingModel, values: Map<string, Float32Array>, lora: LoraSpec | null): TrainedParts {
-    const readRaw = (n: string) => model.base.checkpoint.readRaw(n);
-    const onTheFly = this.run.train_type === 'llamapro' && this.run.llamapro_new_blocks > 0 && model.expansion;
-    return {
-      config: model.config,
-      raw: model.raw,
-      readBase: onTheFly ? expandedRawLoader(readRaw, planFromSidecar(model.expansion!)) : readRaw,
-      loadBase: model.load,
-      trained: values,
-      lora: lora ? { rank: lora.rank, alpha: lora.alpha, linears: [...lora.linears] } : null,
-      expansion: model.expansion,
-    };
-  }
 }
 
 async function evalLoss(program: RangeProgram, examples: readonly Example[], batchSize: number, padId: number, values: ReadonlyMap<string, Float32Array>): Promise<number> {

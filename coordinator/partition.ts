@@ -1,0 +1,146 @@
+// The partition planner: contiguous block ranges per worker, balanced by a cost model that knows the
+// freeze mask, under each worker's memory limit. Costs are matmul FLOPs per token:
+//   trainable block                     F + (F + B + W)   (the backward graph recomputes its forward)
+//   frozen block that gradients cross   F + (F + B)
+//   frozen block below every trainable  F                 (a forward-only prefix)
+// Embedding and head count as layers of their own (on the first and last rank).
+import type { ModelConfig } from '../model/config.ts';
+
+export interface WorkerCapacity {
+  memoryBytes: number;
+}
+
+export interface RankPlan {
+  start: number;
+  end: number;
+  embed: boolean;
+  head: boolean;
+  cost: number;
+  memoryBytes: number;
+}
+
+export interface PartitionInput {
+  config: ModelConfig;
+  /** Per layer: does any tensor of this block train in the current stage (LoRA included)? */
+  trainable: readonly boolean[];
+  headTrainable: boolean;
+  embedTrainable: boolean;
+  /** Trainable parameters per layer (new blocks, LoRA), for optimizer-state memory. */
+  trainableParams: readonly number[];
+  workers: readonly WorkerCapacity[];
+  /** Tokens per micro-batch and micro-batches in flight, for activation memory. */
+  microBatchTokens: number;
+  inFlight: number;
+  /** Ignore the mask (every block costs the same): the baseline the freeze-aware plan is compared to. */
+  ignoreMask?: boolean;
+}
+
+const F32 = 4;
+
+export function blockFlopsPerToken(c: ModelConfig): number {
+  const qo = 2 * c.hiddenSize * c.numHeads * c.headDim;
+  const kv = 2 * c.hiddenSize * c.numKvHeads * c.headDim;
+  const mlp = 3 * c.hiddenSize * c.intermediateSize;
+  return 2 * (qo + kv + mlp);
+}
+
+export function blockParams(c: ModelConfig): number {
+  return blockFlopsPerToken(c) / 2 + 2 * c.hiddenSize;
+}
+
+/** Cost of each block in units of FLOPs per token, given the mask. */
+export function layerCosts(p: PartitionInput): number[] {
+  const f = blockFlopsPerToken(p.config);
+  const lowest = p.trainable.indexOf(true);
+  const anyBelowHead = lowest >= 0 || p.headTrainable;
+  return p.trainable.map((t, i) => {
+    if (p.ignoreMask) return 4 * f;
+    if (t) return 4 * f;
+    const crossed = (lowest >= 0 && i > lowest) || (lowest < 0 && anyBelowHead);
+    return crossed ? 3 * f : f;
+  });
+}
+
+function headCost(p: PartitionInput): number {
+  const f = 2 * p.config.hiddenSize * p.config.vocabSize;
+  return p.ignoreMask || p.headTrainable ? 4 * f : 3 * f;
+}
+
+function layerMemory(p: PartitionInput, i: number): number {
+  const weights = blockParams(p.config) * F32;
+  const optimizer = p.trainableParams[i] * F32 * 3; // gradient + two AdamW moments
+  return weights + optimizer;
+}
+
+function activationMemory(p: PartitionInput): number {
+  const c = p.config;
+  const stored = p.inFlight * p.microBatchTokens * c.hiddenSize * F32;
+  // One block recomputed in backward: its intermediates plus the attention matrix of a micro-batch.
+  const seq = Math.max(1, Math.round(Math.sqrt(p.microBatchTokens)));
+  const recompute = p.microBatchTokens * (6 * c.hiddenSize + 3 * c.intermediateSize) * F32 + p.microBatchTokens * c.numHeads * seq * F32;
+  return stored + recompute;
+}
+
+function endsMemory(p: PartitionInput, embed: boolean, head: boolean): number {
+  const table = p.config.vocabSize * p.config.hiddenSize * F32;
+  let m = 0;
+  if (embed) m += table * (p.embedTrainable ? 4 : 1);
+  if (head) m += (p.config.tieWordEmbeddings && embed ? 0 : table * (p.headTrainable ? 4 : 1)) + p.microBatchTokens * p.config.vocabSize * F32 * 2;
+  return m;
+}
+
+/**
+ * Splits the blocks into one contiguous range per worker (every worker gets at least one block),
+ * minimising the largest per-rank cost among the splits that fit each worker's memory.
+ */
+export function planPartition(p: PartitionInput): RankPlan[] {
+  const L = p.config.numLayers;
+  const P = p.workers.length;
+  if (P < 1) throw new Error('no workers to plan for');
+  if (P > L) throw new Error(`${P} workers for ${L} blocks: every worker needs at least one block; use at most ${L} workers`);
+  const cost = layerCosts(p);
+  const prefixCost = [0];
+  const prefixMem = [0];
+  for (let i = 0; i < L; i++) {
+    prefixCost.push(prefixCost[i] + cost[i]);
+    prefixMem.push(prefixMem[i] + layerMemory(p, i));
+  }
+  const act = activationMemory(p);
+  const rangeCost = (s: number, e: number, r: number) => prefixCost[e] - prefixCost[s] + (r === P - 1 ? headCost(p) : 0);
+  const rangeMem = (s: number, e: number, r: number) => prefixMem[e] - prefixMem[s] + act + endsMemory(p, r === 0, r === P - 1);
+  const fits = (s: number, e: number, r: number) => rangeMem(s, e, r) <= p.workers[r].memoryBytes;
+
+  // best[r][e]: the smallest max-cost of ranks 0..r covering blocks [0, e).
+  const best: number[][] = Array.from({ length: P }, () => new Array<number>(L + 1).fill(Infinity));
+  const cut: number[][] = Array.from({ length: P }, () => new Array<number>(L + 1).fill(-1));
+  for (let e = 1; e <= L; e++) if (fits(0, e, 0)) best[0][e] = rangeCost(0, e, 0);
+  for (let r = 1; r < P; r++) {
+    for (let e = r + 1; e <= L; e++) {
+      for (let s = r; s < e; s++) {
+        if (best[r - 1][s] === Infinity || !fits(s, e, r)) continue;
+        const v = Math.max(best[r - 1][s], rangeCost(s, e, r));
+        if (v < best[r][e]) {
+          best[r][e] = v;
+          cut[r][e] = s;
+        }
+      }
+    }
+  }
+  if (best[P - 1][L] === Infinity) {
+    const need = rangeMem(0, L, 0);
+    throw new Error(`no split of ${L} blocks fits the workers' memory (the whole model needs about ${(need / 2 ** 30).toFixed(2)} GiB; workers offer ${p.workers.map((w) => (w.memoryBytes / 2 ** 30).toFixed(2)).join(', ')} GiB): add workers or quantize frozen weights`);
+  }
+  const plans: RankPlan[] = [];
+  let e = L;
+  for (let r = P - 1; r >= 0; r--) {
+    const s = r === 0 ? 0 : cut[r][e];
+    plans.unshift({ start: s, end: e, embed: r === 0, head: r === P - 1, cost: rangeCost(s, e, r), memoryBytes: rangeMem(s, e, r) });
+    e = s;
+  }
+  return plans;
+}
+
+/** The slowest rank bounds the step: the planned cost of a partition. */
+export function planCost(plans: readonly RankPlan[]): number {
+  return Math.max(...plans.map((r) => r.cost));
+}

@@ -1,0 +1,118 @@
+// Tensor frames between ranks: encoding without copies where the platform allows, chunking of large
+// tensors, and validation on receipt (a frame that does not describe itself exactly is rejected).
+import type { FrameKind, FrameMsg, TensorMsg } from './messages.ts';
+
+export type WireTensor = { dtype: 'float32'; shape: number[]; data: Float32Array } | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
+
+const ELEMENT_BYTES: Record<string, number> = { float32: 4, int64: 8 };
+/** Default chunk payload; see bench/transfer.ts for how it was chosen. */
+export const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024;
+
+export class FrameError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FrameError';
+  }
+}
+
+export function tensorMsg(t: WireTensor): TensorMsg {
+  const d = t.data;
+  return { dtype: t.dtype, shape: t.shape, data: Buffer.from(d.buffer, d.byteOffset, d.byteLength) };
+}
+
+export function decodeTensor(m: TensorMsg | null | undefined, what: string): WireTensor {
+  if (!m) throw new FrameError(`${what}: missing tensor`);
+  const size = ELEMENT_BYTES[m.dtype];
+  if (!size) throw new FrameError(`${what}: dtype '${m.dtype}' is not float32 or int64`);
+  if (!Array.isArray(m.shape) || m.shape.length === 0 || m.shape.length > 4 || m.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
+    throw new FrameError(`${what}: shape [${m.shape}] is not 1 to 4 positive dims`);
+  }
+  const count = m.shape.reduce((a, b) => a * b, 1);
+  if (count * size !== m.data.length) throw new FrameError(`${what}: shape [${m.shape}] × ${size} bytes = ${count * size}, but ${m.data.length} bytes arrived`);
+  // Typed arrays need aligned offsets; gRPC buffers are not guaranteed to be, so copy when they are not.
+  const aligned = m.data.byteOffset % size === 0 ? m.data : Buffer.from(m.data);
+  if (m.dtype === 'float32') return { dtype: 'float32', shape: m.shape, data: new Float32Array(aligned.buffer, aligned.byteOffset, count) };
+  return { dtype: 'int64', shape: m.shape, data: new BigInt64Array(aligned.buffer, aligned.byteOffset, count) };
+}
+
+export interface OutFrame {
+  kind: FrameKind;
+  step: number;
+  microBatch: number;
+  tensor: WireTensor;
+  labels?: WireTensor;
+  stepTokens?: number;
+}
+
+/** Splits a frame's payload into chunks of at most `chunkBytes`; labels travel with the first chunk. */
+export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): FrameMsg[] {
+  const t = tensorMsg(f.tensor);
+  const chunks = Math.max(1, Math.ceil(t.data.length / chunkBytes));
+  const frames: FrameMsg[] = [];
+  for (let c = 0; c < chunks; c++) {
+    frames.push({
+      kind: f.kind,
+      step: f.step,
+      microBatch: f.microBatch,
+      tensor: { dtype: t.dtype, shape: t.shape, data: t.data.subarray(c * chunkBytes, Math.min(t.data.length, (c + 1) * chunkBytes)) },
+      labels: c === 0 && f.labels ? tensorMsg(f.labels) : null,
+      stepTokens: f.stepTokens ?? 0,
+      chunk: c,
+      chunks,
+    });
+  }
+  return frames;
+}
+
+export interface InFrame {
+  kind: FrameKind;
+  step: number;
+  microBatch: number;
+  tensor: WireTensor;
+  labels: WireTensor | null;
+  stepTokens: number;
+}
+
+const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION']);
+const MAX_CHUNKS = 4096;
+
+/** Reassembles chunked frames per (kind, step, micro-batch) and validates every complete one. */
+export class FrameAssembler {
+  private readonly partial = new Map<string, { parts: Buffer[]; first: FrameMsg; received: number }>();
+
+  constructor(private readonly expect: (kind: FrameKind, step: number, microBatch: number) => string | null = () => null) {}
+
+  /** Returns the frame when its last chunk arrives; throws FrameError on anything malformed. */
+  push(m: FrameMsg): InFrame | null {
+    if (!KINDS.has(m.kind)) throw new FrameError(`frame kind '${m.kind}' is not ACTIVATION, GRADIENT or EVAL_ACTIVATION`);
+    if (!Number.isSafeInteger(m.step) || m.step < 0) throw new FrameError(`frame step ${m.step} is not a non-negative integer`);
+    if (!Number.isInteger(m.chunks) || m.chunks < 1 || m.chunks > MAX_CHUNKS || !Number.isInteger(m.chunk) || m.chunk < 0 || m.chunk >= m.chunks) {
+      throw new FrameError(`frame chunk ${m.chunk} of ${m.chunks} is out of range`);
+    }
+    const why = this.expect(m.kind, m.step, m.microBatch);
+    if (why) throw new FrameError(why);
+    if (!m.tensor) throw new FrameError('frame has no tensor');
+    const key = `${m.kind}:${m.step}:${m.microBatch}`;
+    let p = this.partial.get(key);
+    if (!p) {
+      if (m.chunk !== 0) throw new FrameError(`chunk ${m.chunk} of ${key} arrived before chunk 0`);
+      p = { parts: [], first: m, received: 0 };
+      this.partial.set(key, p);
+    } else if (m.chunk !== p.received || m.chunks !== p.first.chunks || m.tensor.dtype !== p.first.tensor!.dtype) {
+      this.partial.delete(key);
+      throw new FrameError(`chunk ${m.chunk}/${m.chunks} of ${key} does not follow chunk ${p.received - 1}/${p.first.chunks}`);
+    }
+    p.parts.push(m.tensor.data);
+    p.received++;
+    if (p.received < p.first.chunks) return null;
+    this.partial.delete(key);
+    const data = p.parts.length === 1 ? p.parts[0] : Buffer.concat(p.parts);
+    const tensor = decodeTensor({ ...p.first.tensor!, data }, `${key} tensor`);
+    const labels = p.first.labels && p.first.labels.data.length > 0 ? decodeTensor(p.first.labels, `${key} labels`) : null;
+    return { kind: m.kind, step: m.step, microBatch: m.microBatch, tensor, labels, stepTokens: p.first.stepTokens };
+  }
+
+  pending(): number {
+    return this.partial.size;
+  }
+}

@@ -1,0 +1,37 @@
+// The end of a run, local or pipelined: the merged model in output_dir/final and the trained parts in
+// output_dir/adapter.
+import path from 'node:path';
+import { expandedRawLoader } from '../model/expand.ts';
+import { writeAdapter, writeMergedModel, type TrainedParts } from '../model/export.ts';
+import type { LoraSpec } from '../model/llama/params.ts';
+import { childLog } from '../model/log.ts';
+import type { RunConfig } from '../recipe/run-config.ts';
+import type { TrainingModel } from './training-model.ts';
+
+const log = childLog({ component: 'export' });
+
+export function trainedParts(model: TrainingModel, values: ReadonlyMap<string, Float32Array>, lora: LoraSpec | null): TrainedParts {
+  const readRaw = (n: string) => model.base.checkpoint.readRaw(n);
+  return {
+    config: model.config,
+    raw: model.raw,
+    readBase: model.onTheFly ? expandedRawLoader(readRaw, model.onTheFly) : readRaw,
+    loadBase: model.load,
+    trained: values,
+    lora: lora ? { rank: lora.rank, alpha: lora.alpha, linears: [...lora.linears] } : null,
+    expansion: model.expansion,
+  };
+}
+
+export function exportRun(run: RunConfig, model: TrainingModel, values: ReadonlyMap<string, Float32Array>, lora: LoraSpec | null): { finalDir: string; adapterDir: string } {
+  const parts = trainedParts(model, values, lora);
+  const finalDir = writeMergedModel(path.join(run.output_dir, 'final'), parts, run.model);
+  const adapterDir = writeAdapter(path.join(run.output_dir, 'adapter'), parts, {
+    baseModel: path.resolve(run.model),
+    lora: parts.lora,
+    expansion: model.expansion,
+    run: { train_type: run.train_type, stages: model.plan.stages.map((s) => ({ layers: s.layers, trainable: s.trainable })), config: run },
+  });
+  log.info({ finalDir, adapterDir }, 'exported merged model and adapter');
+  return { finalDir, adapterDir };
+}

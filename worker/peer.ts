@@ -1,0 +1,124 @@
+// Worker-to-worker transport: each rank hosts a Peer service; the lower rank of a pair opens one
+// bidirectional Exchange stream to the upper one. Activations go up on the request side, gradients
+// come down on the response side. Every frame is validated on receipt.
+import { once } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { childLog } from '../model/log.ts';
+import { encodeFrames, FrameAssembler, FrameError, type OutFrame } from '../proto/frames.ts';
+import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
+import type { FrameKind, FrameMsg } from '../proto/messages.ts';
+import { Mailbox } from './mailbox.ts';
+
+const log = childLog({ component: 'peer' });
+
+export type FrameExpectation = (kind: FrameKind, step: number, microBatch: number) => string | null;
+
+async function writeAll(stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg> | grpc.ServerDuplexStream<FrameMsg, FrameMsg>, frames: FrameMsg[]): Promise<void> {
+  for (const f of frames) {
+    if (!stream.write(f)) await once(stream, 'drain');
+  }
+}
+
+/** The Peer service of this rank: receives from the rank below, answers it with gradients. */
+export class PeerServer {
+  readonly mailbox = new Mailbox();
+  private server = new grpc.Server(CHANNEL_OPTIONS);
+  private fromBelow: grpc.ServerDuplexStream<FrameMsg, FrameMsg> | null = null;
+  private belowWaiters: (() => void)[] = [];
+  expect: FrameExpectation = () => null;
+  chunkBytes: number | undefined;
+
+  constructor(private readonly credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(), private readonly authorize?: (metadata: grpc.Metadata) => grpc.ServiceError | null) {
+    const { Peer } = loadProto();
+    this.server.addService(Peer.service, {
+      Exchange: (call: grpc.ServerDuplexStream<FrameMsg, FrameMsg>) => this.onExchange(call),
+      Send: (call: grpc.ServerUnaryCall<FrameMsg, unknown>, cb: grpc.sendUnaryData<unknown>) => this.onSend(call, cb),
+    });
+  }
+
+  async start(host: string, port: number): Promise<string> {
+    const bound = await new Promise<number>((resolve, reject) => this.server.bindAsync(`${host}:${port}`, this.credentials, (err, p) => (err ? reject(err) : resolve(p))));
+    return `${host}:${bound}`;
+  }
+
+  private denied(call: { metadata: grpc.Metadata }): grpc.ServiceError | null {
+    return this.authorize ? this.authorize(call.metadata) : null;
+  }
+
+  private onSend(call: grpc.ServerUnaryCall<FrameMsg, unknown>, cb: grpc.sendUnaryData<unknown>): void {
+    const denied = this.denied(call);
+    if (denied) return cb(denied);
+    try {
+      const f = new FrameAssembler(this.expect).push(call.request);
+      if (!f) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'Send takes unchunked frames only' } as grpc.ServiceError);
+      this.mailbox.deliver(f);
+      cb(null, { step: f.step, microBatch: f.microBatch });
+    } catch (err) {
+      cb({ code: grpc.status.INVALID_ARGUMENT, details: (err as Error).message } as grpc.ServiceError);
+    }
+  }
+
+  private onExchange(call: grpc.ServerDuplexStream<FrameMsg, FrameMsg>): void {
+    const denied = this.denied(call);
+    if (denied) {
+      call.emit('error', denied);
+      return;
+    }
+    this.fromBelow = call;
+    this.belowWaiters.splice(0).forEach((w) => w());
+    const assembler = new FrameAssembler(this.expect);
+    call.on('data', (m: FrameMsg) => {
+      try {
+        const f = assembler.push(m);
+        if (f) this.mailbox.deliver(f);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'rejected a frame from the rank below');
+        if (err instanceof FrameError) call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: err.message });
+      }
+    });
+    call.on('end', () => call.end());
+    call.on('error', () => undefined);
+  }
+
+  /** Sends gradients down to the rank below on its open stream. */
+  async sendDown(f: OutFrame): Promise<void> {
+    while (!this.fromBelow) await new Promise<void>((r) => this.belowWaiters.push(r));
+    await writeAll(this.fromBelow, encodeFrames(f, this.chunkBytes));
+  }
+
+  async stop(): Promise<void> {
+    this.server.forceShutdown();
+  }
+}
+
+/** The stream from this rank to the rank above. */
+export class PeerLink {
+  private readonly client: grpc.Client;
+  private readonly stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg>;
+  chunkBytes: number | undefined;
+
+  constructor(address: string, mailbox: Mailbox, expect: FrameExpectation, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), metadata = new grpc.Metadata()) {
+    const { Peer } = loadProto();
+    this.client = new Peer(address, credentials, CHANNEL_OPTIONS);
+    this.stream = (this.client as unknown as { Exchange(md: grpc.Metadata): grpc.ClientDuplexStream<FrameMsg, FrameMsg> }).Exchange(metadata);
+    const assembler = new FrameAssembler(expect);
+    this.stream.on('data', (m: FrameMsg) => {
+      try {
+        const f = assembler.push(m);
+        if (f) mailbox.deliver(f);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'rejected a frame from the rank above');
+      }
+    });
+    this.stream.on('error', (err: Error) => mailbox.fail(new Error(`link to ${address} failed: ${err.message}`)));
+  }
+
+  async sendUp(f: OutFrame): Promise<void> {
+    await writeAll(this.stream, encodeFrames(f, this.chunkBytes));
+  }
+
+  close(): void {
+    this.stream.end();
+    this.client.close();
+  }
+}
