@@ -58,3 +58,12 @@ export function clipScale(totalNorm: number, maxNorm: number): number {
   if (maxNorm <= 0 || totalNorm <= maxNorm) return 1;
   return maxNorm / (totalNorm + 1e-6);
 }
+
+/** Adds each gradient into `into` (copying on first sight), the sum over micro-batches of a step. */
+export function accumulateGrads(into: Map<string, Float32Array>, grads: ReadonlyMap<string, Float32Array>): void {
+  for (const [n, g] of grads) {
+    const acc = into.get(n);
+    if (!acc) into.set(n, Float32Array.from(g));
+    else for (let i = 0; i < g.length; i++) acc[i] += g[i];
+  }
+}

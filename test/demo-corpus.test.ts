@@ -31,7 +31,7 @@ describe('generated data', () => {
     await writeDemoData(b, 1, { aTrain: 300, bTrain: 200 });
     await writeDemoData(c, 2, { aTrain: 300, bTrain: 200 });
     const [fa, fb, fc] = [read(a), read(b), read(c)];
-    assert.deepEqual(Object.keys(fa), ['a_quiz.jsonl', 'a_train.jsonl', 'b_quiz.jsonl', 'b_train.jsonl', 'b_valid.jsonl']);
+    assert.deepEqual(Object.keys(fa), ['a_quiz.jsonl', 'a_train.jsonl', 'b_quiz.jsonl', 'b_train.jsonl', 'b_valid.jsonl', 'pretrain.jsonl']);
     assert.deepEqual(fa, fb);
     assert.notEqual(fa['a_train.jsonl'], fc['a_train.jsonl']);
     assert.notEqual(fa['b_quiz.jsonl'], fc['b_quiz.jsonl']);

@@ -1,5 +1,7 @@
 // Element types the builder emits, with their ONNX enum value and ONNX Runtime tensor type name.
-export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8';
+// uint4/int4 hold two elements per byte, low nibble first (ONNX's packing); they only appear as
+// initializers of quantized weights.
+export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8' | 'uint4' | 'int4';
 
 export const ONNX_DTYPE: Record<DType, number> = {
   float32: 1,
@@ -10,6 +12,8 @@ export const ONNX_DTYPE: Record<DType, number> = {
   bool: 9,
   float16: 10,
   float64: 11,
+  uint4: 21,
+  int4: 22,
 };
 
 export const BYTES_PER_ELEMENT: Record<DType, number> = {
@@ -21,7 +25,14 @@ export const BYTES_PER_ELEMENT: Record<DType, number> = {
   bool: 1,
   uint8: 1,
   int8: 1,
+  uint4: 0.5,
+  int4: 0.5,
 };
+
+/** 4-bit types: an n-element tensor occupies ceil(n / 2) bytes. */
+export function isPacked4(dtype: DType): boolean {
+  return dtype === 'uint4' || dtype === 'int4';
+}
 
 export function isFloat(dtype: DType): boolean {
   return dtype === 'float32' || dtype === 'float64' || dtype === 'float16';
@@ -47,6 +58,9 @@ export function typedFrom(dtype: DType, values: readonly number[]): TypedData {
       return Int8Array.from(values);
     case 'float16':
       throw new Error('float16 constants are not built from numbers; convert explicitly');
+    case 'uint4':
+    case 'int4':
+      throw new Error(`${dtype} constants are packed two per byte; build the bytes explicitly`);
   }
 }
 

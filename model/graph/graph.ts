@@ -1,6 +1,6 @@
 // A small ONNX graph builder: values are named, every value carries its dtype and a (possibly symbolic)
 // shape so that gradient rules can reason about broadcasting when the graph is built, not at run time.
-import { type DType, type TypedData, typedFrom, toNumbers } from './dtype.ts';
+import { type DType, type TypedData, isPacked4, typedFrom, toNumbers } from './dtype.ts';
 import { inferOutputs } from './infer.ts';
 
 /** A dimension: a number, a symbol shared by all values of the same size (e.g. 'batch'), or unknown. */
@@ -66,7 +66,9 @@ export class Graph {
   }
 
   initializer(name: string, dtype: DType, dims: number[], data: TypedData): string {
-    const size = dims.reduce((a, b) => a * b, 1);
+    const count = dims.reduce((a, b) => a * b, 1);
+    // A 4-bit tensor's dims count elements while its bytes hold two of them each.
+    const size = isPacked4(dtype) ? Math.ceil(count / 2) : count;
     if (data.length !== size) {
       throw new Error(`initializer '${name}': ${data.length} elements for shape [${dims}] (${size} expected)`);
     }

@@ -223,7 +223,14 @@ export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
       return one(x.dtype, x.shape.map((d, i) => (typeof d === 'number' ? d + pads[i] + pads[i + r] : pads[i] + pads[i + r] === 0 ? d : null)));
     }
     case 'DequantizeLinear':
-      return one(ins[1]!.dtype, [...x.shape]);
+      // Output type: output_dtype when given (opset 21), else the scale's type.
+      return one(a.output_dtype ? DTYPE_OF_ONNX[a.output_dtype as number] : ins[1]!.dtype, [...x.shape]);
+    case 'MatMulNBits': {
+      // com.microsoft: A [..., K] · dequant(B)ᵀ with B packed as [N, blocks, blob]; Y is [..., N].
+      const k = x.shape[x.shape.length - 1];
+      if (typeof k === 'number' && k !== a.K) throw new Error(`${where}: A has K=${k}, the node says K=${a.K}`);
+      return one(x.dtype, [...x.shape.slice(0, -1), a.N as number]);
+    }
     default:
       throw new Error(`${where}: the graph builder has no shape rule for ${node.op}`);
   }

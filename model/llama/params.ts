@@ -16,7 +16,7 @@ export interface LoraSpec {
  * [..., in]. The hook owns the whole product rather than handing back a float Wᵀ so that it can use a
  * fused 4-bit kernel (MatMulNBits); the ops it emits must carry a gradient to x.
  */
-export type QuantizedMatMul = (g: Graph, x: string, name: string, out: number, inp: number) => string;
+export type QuantizedMatMul = (g: Graph, x: string, name: string, out: number, inp: number) => string | null;
 
 export interface BinderOptions {
   trainable: ReadonlySet<string>;
@@ -65,7 +65,10 @@ export class ParamBinder {
   /** x·Wᵀ for a linear layer's weight W ([out, in], HF layout); a 4-bit product when W is frozen and quantized. */
   matmulWT(g: Graph, x: string, name: string, out: number, inp: number): string {
     const weight = `${name}.weight`;
-    if (this.o.quantized && !this.o.trainable.has(weight)) return this.o.quantized(g, x, weight, out, inp);
+    if (this.o.quantized && !this.o.trainable.has(weight)) {
+      const y = this.o.quantized(g, x, weight, out, inp);
+      if (y) return y;
+    }
     return g.op('MatMul', [x, g.op('Transpose', [this.get(g, weight, [out, inp])], { perm: [1, 0] })]);
   }
 

@@ -9,13 +9,14 @@ import { expRule, logRule } from './exp-log.ts';
 import { gatherElementsRule, gatherRule } from './gather.ts';
 import { expandRule, reshapeRule, transposeRule } from './layout.ts';
 import { matmulRule } from './matmul.ts';
+import { matmulNBitsRule } from './matmul-nbits.ts';
 import { powRule, reciprocalRule, sqrtRule } from './power.ts';
 import { reduceMaxRule, reduceMeanRule, reduceSumRule } from './reduce.ts';
 import { logSoftmaxRule, softmaxRule } from './softmax.ts';
 import { whereRule } from './where.ts';
 
 export const RULES: readonly GradRule[] = [
-  matmulRule,
+  matmulRule, matmulNBitsRule,
   addSubRule, sumRule, mulRule, divRule, negRule, identityRule,
   powRule, sqrtRule, reciprocalRule,
   expRule, logRule,
