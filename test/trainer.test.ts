@@ -101,3 +101,13 @@ test('distillation adds a KL term whose value is logged; full fine-tune trains e
   const final = openCheckpoint(full.finalDir);
   for (const n of base.names()) assert.notDeepEqual(base.readRaw(n).bytes, final.readRaw(n).bytes, `${n} did not change`);
 });
+
+test('QLoRA + LLaMA Pro: frozen base linears in 4 bits, new blocks float; memory is reported', async () => {
+  const t = await makeTiny();
+  const r = await new Trainer({ model: t.model, dataset: t.train, output_dir: path.join(t.root, 'q'), train_type: 'llamapro', llamapro_new_blocks: 2, lora_rank: 2, quantize: '4bit', quant_block_size: 16, stage_order: 'none', steps_per_stage: 3, per_device_train_batch_size: 4 }).train();
+  assert.ok(Number.isFinite(r.finalTrainLoss));
+  assert.ok(r.memory.frozenLinearBytes < r.memory.frozenLinearFloat32Bytes / 5, JSON.stringify(r.memory));
+  // The export folds LoRA into the float base weights; untouched tensors stay byte-identical.
+  const base = openCheckpoint(t.model);
+  assert.deepEqual(base.readRaw('model.embed_tokens.weight').bytes, openCheckpoint(r.finalDir).readRaw('model.embed_tokens.weight').bytes);
+});

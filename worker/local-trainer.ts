@@ -1,13 +1,14 @@
 // The whole recipe in one process: stages from recipe/, one RangeProgram over the full stack per
 // freeze mask, AdamW on the host. The pipeline runs the same recipe split across ranks.
 import path from 'node:path';
-import { AdamW, clipScale, sumOfSquares } from '../model/adamw.ts';
+import { accumulateGrads, AdamW, clipScale, sumOfSquares } from '../model/adamw.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
 import { childLog } from '../model/log.ts';
 import { optionalTokenizer } from '../model/pretrained.ts';
 import { deriveSeed } from '../model/rng.ts';
-import { batchesPerEpoch, makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
+import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
+import { stageSteps as stageLength } from '../recipe/stage-length.ts';
 import { readJsonl, type Example } from '../recipe/data.ts';
 import { EarlyStopper } from '../recipe/early-stop.ts';
 import { chunks } from '../recipe/examples.ts';
@@ -18,7 +19,7 @@ import { exportRun } from './export-run.ts';
 import { latestCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { MetricsLog } from './metrics-log.ts';
 import { Progress } from './progress.ts';
-import { quantizationFor } from './quantization.ts';
+import { memoryReport, quantizationFor, type MemoryReport } from './quantization.ts';
 import { initialTrainables, loraSpec, prepareModel, trainableShapes, type TrainingModel } from './training-model.ts';
 
 const log = childLog({ component: 'trainer' });
@@ -40,6 +41,8 @@ export interface TrainResult {
   trainableParams: number;
   peakRssBytes: number;
   distillSeconds: number;
+  /** Bytes of frozen linear weights as stored (4-bit when quantized), and of trainable state. */
+  memory: MemoryReport;
   finalDir: string;
   adapterDir: string;
 }
@@ -76,7 +79,8 @@ export class Trainer {
     }
 
     const trainableParams = [...values.values()].reduce((s, v) => s + v.length, 0);
-    log.info({ trainType: run.train_type, layers: model.config.numLayers, stages: model.plan.stages.length, trainableParams, examples: train.examples.length }, 'run prepared');
+    const memory = memoryReport(run, model, trainableParams);
+    log.info({ trainType: run.train_type, layers: model.config.numLayers, stages: model.plan.stages.length, trainableParams, examples: train.examples.length, ...memory }, 'run prepared');
     const lora = loraSpec(run, model);
     const quantized = quantizationFor(run, model);
     const teacher = run.distill_weight > 0 ? await this.teacher(model) : null;
@@ -104,8 +108,7 @@ export class Trainer {
         device: run.device,
         threads: run.threads,
       });
-      const perEpoch = Math.max(1, Math.ceil(batchesPerEpoch(train.examples.length, run.per_device_train_batch_size, false) / run.gradient_accumulation_steps));
-      const stageSteps = run.steps_per_stage ?? Math.max(1, Math.round((run.epochs_per_stage ?? run.num_train_epochs) * perEpoch));
+      const stageSteps = stageLength(run, train.examples.length);
       const warmup = warmupSteps(run, stageSteps);
       if (state.stageStep === 0) stopper.reset();
       else stopper.state = state.earlyStop;
@@ -138,11 +141,7 @@ export class Trainer {
           const r = await program.backward({ ...b, teacherLogits }, values, { lossScale: 1 / tokens });
           lossSum += r.lossSum!;
           klSum += r.klSum ?? 0;
-          for (const [n, g] of r.grads) {
-            const acc = grads.get(n);
-            if (acc) for (let i = 0; i < g.length; i++) acc[i] += g[i];
-            else grads.set(n, Float32Array.from(g));
-          }
+          accumulateGrads(grads, r.grads);
         }
         const gradNorm = Math.sqrt(sumOfSquares(grads.values()));
         const scale = clipScale(gradNorm, run.max_grad_norm);
@@ -203,6 +202,7 @@ export class Trainer {
       trainableParams,
       peakRssBytes: peakRss,
       distillSeconds,
+      memory,
       finalDir,
       adapterDir,
     };

@@ -2,7 +2,7 @@
 // Tensors that train in some stage (new blocks, unfrozen groups) stay float even while frozen, so a
 // later stage never starts from rounded weights.
 import type { QuantizedMatMul } from '../model/llama/params.ts';
-import { quantizedLinear } from '../model/quant4.ts';
+import { quantizedBytes, quantizedLinear } from '../model/quant4.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { TrainingModel } from './training-model.ts';
 
@@ -11,4 +11,21 @@ export function quantizationFor(run: RunConfig, model: TrainingModel): Quantized
   const trains = new Set(model.plan.everTrainable);
   const matmul = quantizedLinear(model.load, run.quant_block_size);
   return (g, x, name, out, inp) => (trains.has(name) ? null : matmul(g, x, name, out, inp));
+}
+
+export interface MemoryReport {
+  frozenLinearBytes: number;
+  frozenLinearFloat32Bytes: number;
+  /** Trainable tensors, their gradients and two AdamW moments, in float32. */
+  trainableStateBytes: number;
+}
+
+export function memoryReport(run: RunConfig, model: TrainingModel, trainableParams: number): MemoryReport {
+  const trains = new Set(model.plan.everTrainable);
+  const fp = quantizedBytes(model.config, { blockSize: run.quant_block_size, frozen: (n) => !trains.has(n) });
+  return {
+    frozenLinearBytes: run.quantize === '4bit' ? fp.quantizedBytes : fp.float32Bytes,
+    frozenLinearFloat32Bytes: fp.float32Bytes,
+    trainableStateBytes: trainableParams * 4 * 4,
+  };
 }

@@ -1,0 +1,162 @@
+// Runs one rank's schedule for one step: receives, computes and sends per the action list, sums the
+// micro-batch gradients, and records a span per action for the pipeline timeline.
+import { accumulateGrads } from '../model/adamw.ts';
+import type { Batch } from '../model/llama/program.ts';
+import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';
+import type { FrameKind } from '../proto/messages.ts';
+import type { Mailbox } from './mailbox.ts';
+import type { Rank } from './rank.ts';
+import { schedule, type ScheduleKind } from './schedule.ts';
+
+export interface Span {
+  name: string;
+  start: number;
+  end: number;
+}
+
+export interface Links {
+  mailbox: Mailbox;
+  /** Sends to the rank above (absent on the last rank). */
+  up?: (f: OutFrame) => Promise<void>;
+  /** Sends to the rank below (absent on the first rank). */
+  down?: (f: OutFrame) => Promise<void>;
+}
+
+export interface StepResult {
+  grads: Map<string, Float32Array>;
+  lossSum: number;
+  tokens: number;
+  spans: Span[];
+  busySeconds: number;
+}
+
+interface Slot {
+  batch: Batch;
+  stepTokens: number;
+  hiddenGrad?: Float32Array;
+}
+
+/** The first rank's micro-batches, as token ids and labels. */
+export interface MicroBatch {
+  inputIds: BigInt64Array;
+  labels: BigInt64Array;
+  batch: number;
+  seq: number;
+}
+
+const ids = (t: WireTensor) => t.data as BigInt64Array;
+
+function slotFromFrame(f: InFrame, hidden: number): Slot {
+  const [batch, seq] = f.tensor.shape;
+  if (f.tensor.dtype !== 'float32' || f.tensor.shape.length !== 3 || f.tensor.shape[2] !== hidden) {
+    throw new Error(`activation of step ${f.step} micro-batch ${f.microBatch} has shape [${f.tensor.shape}], expected [batch, seq, ${hidden}]`);
+  }
+  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined }, stepTokens: f.stepTokens };
+}
+
+/**
+ * One training step on this rank. `micro` is given on the first rank only; every other rank learns
+ * the micro-batches from its activation frames.
+ */
+export async function runStep(rank: Rank, kind: ScheduleKind, step: number, microBatches: number, links: Links, micro?: readonly MicroBatch[]): Promise<StepResult> {
+  const program = rank.program!;
+  const hidden = rank.model.config.hiddenSize;
+  const slots = new Map<number, Slot>();
+  const grads = new Map<string, Float32Array>();
+  const spans: Span[] = [];
+  let lossSum = 0;
+  let tokens = 0;
+  let busy = 0;
+  const stepTokens = micro ? micro.reduce((s, m) => s + countTargets(m.labels, m.batch, m.seq), 0) : 0;
+  const outputs = new Map<number, Float32Array>();
+  const timed = async <T>(name: string, compute: boolean, fn: () => Promise<T>): Promise<T> => {
+    const start = performance.now();
+    const v = await fn();
+    const end = performance.now();
+    spans.push({ name, start, end });
+    if (compute) busy += (end - start) / 1000;
+    return v;
+  };
+
+  for (const a of schedule(kind, rank.role, microBatches)) {
+    switch (a.op) {
+      case 'recv_act': {
+        const f = await timed(`recv F${a.mb}`, false, () => links.mailbox.take('ACTIVATION', step, a.mb));
+        slots.set(a.mb, slotFromFrame(f, hidden));
+        break;
+      }
+      case 'forward': {
+        if (micro) slots.set(a.mb, { batch: { ...micro[a.mb] }, stepTokens });
+        const s = slots.get(a.mb)!;
+        // The last rank's backward graph also yields the loss, so its forward would be done twice.
+        if (rank.range.head && rank.role.backward) break;
+        const out = await timed(`F${a.mb}`, true, () => program.forward(s.batch, rank.values));
+        if (rank.range.head) {
+          lossSum += Number(out.loss_sum.data[0]);
+          tokens += Number(out.token_count.data[0]);
+        } else outputs.set(a.mb, out.hidden_out.data as Float32Array);
+        break;
+      }
+      case 'send_act': {
+        const s = slots.get(a.mb)!;
+        const out = outputs.get(a.mb)!;
+        outputs.delete(a.mb);
+        const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape: [s.batch.batch, s.batch.seq], data: s.batch.labels } : undefined;
+        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, stepTokens: s.stepTokens }));
+        if (!rank.role.backward) slots.delete(a.mb);
+        break;
+      }
+      case 'recv_grad': {
+        const f = await timed(`recv B${a.mb}`, false, () => links.mailbox.take('GRADIENT', step, a.mb));
+        slots.get(a.mb)!.hiddenGrad = f.tensor.data as Float32Array;
+        break;
+      }
+      case 'backward': {
+        const s = slots.get(a.mb)!;
+        const seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
+        const r = await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed));
+        accumulateGrads(grads, r.grads);
+        if (rank.range.head) {
+          lossSum += r.lossSum!;
+          tokens += r.tokenCount!;
+        }
+        s.hiddenGrad = r.hiddenGrad;
+        break;
+      }
+      case 'send_grad': {
+        const s = slots.get(a.mb)!;
+        await timed(`send B${a.mb}`, false, () => links.down!({ kind: 'GRADIENT', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: s.hiddenGrad! } }));
+        slots.delete(a.mb);
+        break;
+      }
+    }
+  }
+  return { grads, lossSum, tokens, spans, busySeconds: busy };
+}
+
+/** A forward-only pass over the validation batches: the last rank returns the summed loss. */
+export async function runEval(rank: Rank, step: number, batches: number, links: Links, micro?: readonly MicroBatch[]): Promise<{ lossSum: number; tokens: number }> {
+  const program = rank.program!;
+  const hidden = rank.model.config.hiddenSize;
+  const kind: FrameKind = 'EVAL_ACTIVATION';
+  let lossSum = 0;
+  let tokens = 0;
+  for (let mb = 0; mb < batches; mb++) {
+    const slot: Slot = micro ? { batch: { ...micro[mb] }, stepTokens: 0 } : slotFromFrame(await links.mailbox.take(kind, step, mb), hidden);
+    const out = await program.forward(slot.batch, rank.values);
+    if (rank.range.head) {
+      lossSum += Number(out.loss_sum.data[0]);
+      tokens += Number(out.token_count.data[0]);
+    } else {
+      const labels: WireTensor | undefined = slot.batch.labels ? { dtype: 'int64', shape: [slot.batch.batch, slot.batch.seq], data: slot.batch.labels } : undefined;
+      await links.up!({ kind, step, microBatch: mb, tensor: { dtype: 'float32', shape: [slot.batch.batch, slot.batch.seq, hidden], data: out.hidden_out.data as Float32Array }, labels });
+    }
+  }
+  return { lossSum, tokens };
+}
+
+function countTargets(labels: BigInt64Array, batch: number, seq: number): number {
+  let n = 0;
+  for (let b = 0; b < batch; b++) for (let t = 1; t < seq; t++) if (labels[b * seq + t] !== -100n) n++;
+  return n;
+}

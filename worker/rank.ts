@@ -1,0 +1,90 @@
+// One pipeline rank's share of a run: the tensors it owns, its optimizer state, and the program of its
+// block range under the current stage's freeze mask.
+import { AdamW } from '../model/adamw.ts';
+import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
+import { RangeProgram } from '../model/llama/program.ts';
+import type { BlockRange } from '../model/llama/range-graph.ts';
+import type { RunConfig } from '../recipe/run-config.ts';
+import { quantizationFor } from './quantization.ts';
+import { roles, type RankRole } from './schedule.ts';
+import { initialTrainables, loraSpec, trainableShapes, type TrainingModel } from './training-model.ts';
+
+/** The layer a tensor name belongs to, or 'embed' / 'head' for the ends of the stack. */
+export function tensorLayer(name: string): number | 'embed' | 'head' {
+  const m = /^model\.layers\.(\d+)\./.exec(name);
+  if (m) return Number(m[1]);
+  return name.startsWith('model.embed_tokens') ? 'embed' : 'head';
+}
+
+export function ownsTensor(range: BlockRange, name: string): boolean {
+  const l = tensorLayer(name);
+  if (l === 'embed') return range.embed;
+  if (l === 'head') return range.head;
+  return l >= range.start && l < range.end;
+}
+
+/** Which ranks run backward under a mask: a rank does when it or any rank below it trains. */
+export function backwardRanks(partition: readonly BlockRange[], trainable: readonly string[]): boolean[] {
+  const trains = partition.map((r) => trainable.some((n) => ownsTensor(r, n)));
+  let seen = false;
+  return trains.map((t) => (seen = seen || t));
+}
+
+export class Rank {
+  readonly values: Map<string, Float32Array>;
+  readonly shapes: Map<string, number[]>;
+  readonly optimizer: AdamW;
+  readonly lora: LoraSpec | null;
+  private readonly quantized: QuantizedMatMul | null;
+  program: RangeProgram | null = null;
+  role!: RankRole;
+  stage = -1;
+
+  constructor(
+    readonly run: RunConfig,
+    readonly model: TrainingModel,
+    readonly rank: number,
+    readonly partition: readonly BlockRange[],
+  ) {
+    const range = partition[rank];
+    const trainedEverywhere = model.plan.everTrainable;
+    if (model.config.tieWordEmbeddings && partition.length > 1 && trainedEverywhere.includes('model.embed_tokens.weight')) {
+      throw new Error('a trainable tied embedding cannot be split across pipeline ranks yet (it lives on the first and the last rank); untie it or train with one worker');
+    }
+    if (run.distill_weight > 0 && partition.length > 1) throw new Error('distillation runs in one process for now (the teacher needs the whole base model on the last rank); use propipe train');
+    this.values = initialTrainables(model, run, (n) => ownsTensor(range, n));
+    this.shapes = trainableShapes(model.config, this.values.keys(), run.lora_rank);
+    this.optimizer = new AdamW({ beta1: run.adam_beta1, beta2: run.adam_beta2, eps: run.adam_epsilon, weightDecay: run.weight_decay });
+    this.lora = loraSpec(run, model);
+    this.quantized = quantizationFor(run, model);
+  }
+
+  get range(): BlockRange {
+    return this.partition[this.rank];
+  }
+
+  /** Builds this rank's program for `stage`; a stage transition is a new program. */
+  async enterStage(stage: number): Promise<void> {
+    if (stage === this.stage && this.program) return;
+    await this.program?.release();
+    const trainable = this.model.plan.stages[stage].trainable;
+    this.role = roles(backwardRanks(this.partition, trainable))[this.rank];
+    this.program = await RangeProgram.create({
+      config: this.model.config,
+      range: this.range,
+      trainable: new Set(trainable.filter((n) => ownsTensor(this.range, n))),
+      load: (n) => this.values.get(n) ?? this.model.load(n),
+      inputGrad: this.role.gradToPrev,
+      lora: this.lora,
+      quantized: this.quantized,
+      device: this.run.device,
+      threads: this.run.threads,
+    });
+    this.stage = stage;
+  }
+
+  async release(): Promise<void> {
+    await this.program?.release();
+    this.program = null;
+  }
+}
