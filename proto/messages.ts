@@ -47,6 +47,10 @@ export interface AssignmentMsg {
   schedule: string;
   microBatches: number;
   epoch: number;
+  partition: BlockRangeMsg[];
+  stageStep: number;
+  positionEpoch: number;
+  positionIndex: number;
 }
 
 export type Directive = 'DIRECTIVE_UNSPECIFIED' | 'CONTINUE' | 'EVALUATE' | 'STOP' | 'REASSIGN';
@@ -66,6 +70,15 @@ export interface StepReportMsg {
   evalLossSum: number;
   evalTokens: number;
   stageSteps: number;
+  positionEpoch: number;
+  positionIndex: number;
+  isEval: boolean;
+}
+
+export interface ExportReportMsg {
+  workerId: string;
+  finalDir: string;
+  adapterDir: string;
 }
 
 export interface StepDecisionMsg {
@@ -76,6 +89,7 @@ export interface StepDecisionMsg {
   stage: number;
   stageStep: number;
   save: boolean;
+  stageSteps: number;
 }
 
 export interface ShardReportMsg {

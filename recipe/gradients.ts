@@ -1,6 +1,7 @@
 // Gradients of the mean token loss over a whole dataset taken as one batch. The file is processed in
 // chunks whose losses are scaled by 1/(all target tokens), so the sum equals the one-batch gradient
 // exactly while memory stays bounded.
+import { accumulateGrads } from '../model/adamw.ts';
 import type { Device } from '../model/graph/session.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
@@ -45,11 +46,7 @@ export async function datasetGradients(model: Pretrained, examples: readonly Exa
       }
       const r = await program.backward(b, params, { lossScale: 1 / tokens });
       lossSum += r.lossSum!;
-      for (const [name, g] of r.grads) {
-        const acc = grads.get(name);
-        if (!acc) grads.set(name, Float32Array.from(g));
-        else for (let i = 0; i < g.length; i++) acc[i] += g[i];
-      }
+      accumulateGrads(grads, r.grads);
     }
   } finally {
     await program.release();

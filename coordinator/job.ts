@@ -1,0 +1,264 @@
+// The job state machine: registration, the per-step barrier (global gradient norm, clip scale),
+// evaluation and early stopping, stage transitions, checkpoint commits and the end of training.
+// Pure logic over messages: the gRPC service and NATS signals are wired around it.
+import { clipScale } from '../model/adamw.ts';
+import { childLog } from '../model/log.ts';
+import type { AssignmentMsg, RegisterRequest, ShardReportMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
+import type { TrainerState } from '../recipe/checkpoints.ts';
+import { EarlyStopper } from '../recipe/early-stop.ts';
+import type { TrainedStack } from '../recipe/layout.ts';
+import type { RunConfig } from '../recipe/run-config.ts';
+import { planPartition, type RankPlan } from './partition.ts';
+
+const log = childLog({ component: 'job' });
+
+export type JobState = TrainerState;
+
+export interface JobEvents {
+  /** A stage transition every rank applies after `effectiveStep`. */
+  stage(stage: number, effectiveStep: number, trainable: string[]): void;
+  earlyStop(stage: number, step: number, best: number | null): void;
+  step(record: { step: number; stage: number; loss: number; gradNorm: number; tokens: number; seconds: number; reports: readonly StepReportMsg[] }): void;
+  eval(record: { step: number; stage: number; loss: number; improved: boolean }): void;
+  /** Every shard of `step` is in: write the manifest and commit. */
+  commit(step: number, state: JobState, shards: ShardReportMsg[], partition: RankPlan[]): string;
+  done(): void;
+}
+
+interface Worker {
+  req: RegisterRequest;
+  resolve: (a: AssignmentMsg) => void;
+}
+
+interface PendingStep {
+  reports: Map<number, StepReportMsg>;
+  waiters: ((d: StepDecisionMsg) => void)[];
+}
+
+export interface JobOptions {
+  jobId: string;
+  run: RunConfig;
+  stack: TrainedStack;
+  workers: number;
+  schedule: 'gpipe' | '1f1b';
+  microBatches: number;
+  natsUrl: string;
+  hasVal: boolean;
+  /** Partition by cost model that ignores the freeze mask (for comparison runs). */
+  ignoreMask?: boolean;
+  resume?: { state: JobState; dir: string } | null;
+}
+
+export class Job {
+  state: JobState;
+  phase: 'waiting' | 'running' | 'done' = 'waiting';
+  partition: RankPlan[] = [];
+  lastLoss = NaN;
+  lastCheckpoint = '';
+  epoch = 0;
+  private waiting: Worker[] = [];
+  private ranks: string[] = [];
+  private pending: PendingStep = { reports: new Map(), waiters: [] };
+  private held: Omit<StepDecisionMsg, 'directive' | 'stage' | 'save'> | null = null;
+  private evalDue = false;
+  private readonly stopper: EarlyStopper;
+  private readonly shards = new Map<number, ShardReportMsg[]>();
+  private pendingCommit: { step: number; state: JobState } | null = null;
+  private stepStarted = Date.now();
+  private resumeDir: string;
+  private capacities: number[] = [];
+
+  constructor(readonly o: JobOptions, private readonly events: JobEvents) {
+    this.state = o.resume?.state ?? { step: 0, stage: 0, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 }, tokens: 0 };
+    this.resumeDir = o.resume?.dir ?? '';
+    this.stopper = new EarlyStopper(o.run.early_stop_patience, o.run.early_stop_min_delta);
+    this.stopper.state = this.state.earlyStop;
+  }
+
+  get stages(): number {
+    return this.o.stack.stages.stages.length;
+  }
+
+  /** Resolves with this worker's assignment once the expected number of workers has registered. */
+  register(req: RegisterRequest): Promise<AssignmentMsg> {
+    return new Promise((resolve) => {
+      this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
+      this.waiting.push({ req, resolve });
+      log.info({ worker: req.workerId, peer: req.peerAddress, registered: this.waiting.length, expected: this.o.workers }, 'worker registered');
+      this.maybeAssign();
+    });
+  }
+
+  /** Assigns once every worker is here and no checkpoint the assignment must resume from is pending. */
+  private maybeAssign(): void {
+    if (this.waiting.length === this.o.workers && !this.pendingCommit) this.assign();
+  }
+
+  private plan(stage: number, workers = this.waiting.length): RankPlan[] {
+    const { config, stages } = this.o.stack;
+    const trainable = stages.stages[stage].trainable;
+    const perLayer = Array.from({ length: config.numLayers }, () => 0);
+    const trainsLayer = Array.from({ length: config.numLayers }, () => false);
+    for (const n of trainable) {
+      const m = /^model\.layers\.(\d+)\./.exec(n);
+      if (m) trainsLayer[Number(m[1])] = true;
+    }
+    for (const n of stages.everTrainable) {
+      const m = /^model\.layers\.(\d+)\./.exec(n);
+      if (m) perLayer[Number(m[1])] += 1;
+    }
+    return planPartition({
+      config,
+      trainable: trainsLayer,
+      headTrainable: trainable.some((n) => n === 'lm_head.weight' || n === 'model.norm.weight'),
+      embedTrainable: trainable.includes('model.embed_tokens.weight'),
+      trainableParams: perLayer.map((c) => c * config.hiddenSize * config.hiddenSize),
+      workers: this.capacities.slice(0, workers).map((memoryBytes) => ({ memoryBytes })),
+      microBatchTokens: this.o.run.per_device_train_batch_size * this.o.run.max_length,
+      inFlight: Math.min(this.o.microBatches, this.o.workers),
+      ignoreMask: this.o.ignoreMask,
+    });
+  }
+
+  private assign(): void {
+    this.capacities = this.waiting.map((w) => w.req.memoryBytes);
+    this.partition = this.plan(this.state.stage);
+    this.epoch++;
+    const workers = this.waiting;
+    this.waiting = [];
+    this.ranks = workers.map((w) => w.req.workerId);
+    this.phase = 'running';
+    this.pending = { reports: new Map(), waiters: [] };
+    log.info({ epoch: this.epoch, partition: this.partition.map((p, r) => ({ rank: r, worker: this.ranks[r], blocks: `${p.start}..${p.end - 1}`, cost: p.cost })) }, 'partition planned');
+    workers.forEach((w, rank) =>
+      w.resolve({
+        jobId: this.o.jobId,
+        rank,
+        worldSize: workers.length,
+        range: this.partition[rank],
+        nextPeer: rank + 1 < workers.length ? workers[rank + 1].req.peerAddress : '',
+        runConfigJson: JSON.stringify(this.o.run),
+        natsUrl: this.o.natsUrl,
+        stage: this.state.stage,
+        startStep: this.state.step,
+        resumeCheckpoint: this.resumeDir,
+        schedule: this.o.schedule,
+        microBatches: this.o.microBatches,
+        epoch: this.epoch,
+        partition: this.partition,
+        stageStep: this.state.stageStep,
+        positionEpoch: this.state.position.epoch,
+        positionIndex: this.state.position.index,
+      }),
+    );
+    this.stepStarted = Date.now();
+  }
+
+  rankOf(workerId: string): number {
+    return this.ranks.indexOf(workerId);
+  }
+
+  /** The step barrier: resolves when every rank has reported this step (or its evaluation). */
+  report(r: StepReportMsg): Promise<StepDecisionMsg> {
+    if (r.epoch !== this.epoch) return Promise.reject(new Error(`report for assignment epoch ${r.epoch}, the job is at epoch ${this.epoch}: register again`));
+    // A training report names the step it ran (0-based); an evaluation follows the step it evaluates.
+    const expected = r.isEval ? this.state.step - 1 : this.state.step;
+    if (r.step !== expected) return Promise.reject(new Error(`${r.isEval ? 'evaluation' : 'step'} report for step ${r.step}, the job expects step ${expected}`));
+    return new Promise((resolve) => {
+      this.pending.reports.set(r.rank, r);
+      this.pending.waiters.push(resolve);
+      if (this.pending.reports.size === this.ranks.length) {
+        const reports = [...this.pending.reports.values()].sort((a, b) => a.rank - b.rank);
+        const waiters = this.pending.waiters;
+        this.pending = { reports: new Map(), waiters: [] };
+        const d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
+        waiters.forEach((w) => w(d));
+      }
+    });
+  }
+
+  private afterStep(reports: StepReportMsg[]): StepDecisionMsg {
+    const run = this.o.run;
+    const last = reports[reports.length - 1];
+    const gradNorm = Math.sqrt(reports.reduce((s, r) => s + r.gradSqSum, 0));
+    const scale = Number.isFinite(gradNorm) ? clipScale(gradNorm, run.max_grad_norm) : 0;
+    const stageStep = this.state.stageStep;
+    const stageSteps = reports[0].stageSteps;
+    this.lastLoss = last.lossSum / last.tokens;
+    this.state = {
+      ...this.state,
+      step: this.state.step + 1,
+      stageStep: stageStep + 1,
+      position: { epoch: reports[0].positionEpoch, index: reports[0].positionIndex },
+      tokens: this.state.tokens + last.tokens,
+    };
+    const now = Date.now();
+    this.events.step({ step: this.state.step, stage: this.state.stage, loss: this.lastLoss, gradNorm, tokens: last.tokens, seconds: (now - this.stepStarted) / 1000, reports });
+    this.stepStarted = now;
+    this.held = { step: reports[0].step, gradNorm, clipScale: scale, stageStep, stageSteps };
+    const stageOver = this.state.stageStep >= stageSteps;
+    this.evalDue = this.o.hasVal && run.eval_steps > 0 && this.state.step % run.eval_steps === 0;
+    if (this.evalDue || (stageOver && this.o.hasVal)) return { ...this.held, directive: 'EVALUATE', stage: this.state.stage, save: false };
+    return this.finish(stageOver);
+  }
+
+  private afterEval(reports: StepReportMsg[]): StepDecisionMsg {
+    const last = reports[reports.length - 1];
+    const loss = last.evalLossSum / last.evalTokens;
+    let stop = false;
+    if (this.evalDue) {
+      const o = this.stopper.observe(loss);
+      this.state = { ...this.state, earlyStop: this.stopper.state };
+      this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: o.improved });
+      stop = o.stop;
+      if (stop) this.events.earlyStop(this.state.stage, this.state.step, this.stopper.state.best);
+    } else this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: false });
+    return this.finish(stop || this.state.stageStep >= this.held!.stageSteps);
+  }
+
+  private finish(stageOver: boolean): StepDecisionMsg {
+    const run = this.o.run;
+    let directive: StepDecisionMsg['directive'] = 'CONTINUE';
+    let save = run.save_steps > 0 && this.state.step % run.save_steps === 0;
+    const capped = run.max_steps !== undefined && this.state.step >= run.max_steps;
+    if (stageOver && !capped) {
+      const next = this.state.stage + 1;
+      if (next >= this.stages) directive = 'STOP';
+      else {
+        this.state = { ...this.state, stage: next, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 } };
+        this.stopper.reset();
+        this.events.stage(next, this.state.step, this.o.stack.stages.stages[next].trainable);
+        // A new mask may balance differently: ranks save, register again and resume on a new split.
+        const replanned = this.plan(next, this.ranks.length);
+        if (replanned.some((p, r) => p.start !== this.partition[r].start || p.end !== this.partition[r].end)) {
+          log.info({ stage: next, from: this.partition.map((p) => `${p.start}..${p.end - 1}`), to: replanned.map((p) => `${p.start}..${p.end - 1}`) }, 're-planning the partition for the new freeze mask');
+          directive = 'REASSIGN';
+          save = true;
+          this.phase = 'waiting';
+        }
+      }
+    }
+    if (capped) directive = 'STOP';
+    if (directive === 'STOP') save = true;
+    if (save) this.pendingCommit = { step: this.state.step, state: { ...this.state } };
+    return { ...this.held!, directive, stage: this.state.stage, save };
+  }
+
+  commitShard(s: ShardReportMsg): void {
+    const list = this.shards.get(s.step) ?? [];
+    list.push(s);
+    this.shards.set(s.step, list);
+    if (list.length === this.ranks.length && this.pendingCommit?.step === s.step) {
+      const { state } = this.pendingCommit;
+      this.pendingCommit = null;
+      this.shards.delete(s.step);
+      this.lastCheckpoint = this.resumeDir = this.events.commit(s.step, state, list.sort((a, b) => a.rank - b.rank), this.partition);
+      this.maybeAssign();
+    }
+  }
+
+  finishExport(): void {
+    this.phase = 'done';
+    this.events.done();
+  }
+}
