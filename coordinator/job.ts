@@ -19,7 +19,7 @@ export interface JobEvents {
   stage(stage: number, effectiveStep: number, trainable: string[]): void;
   earlyStop(stage: number, step: number, best: number | null): void;
   step(record: { step: number; stage: number; loss: number; gradNorm: number; tokens: number; seconds: number; reports: readonly StepReportMsg[] }): void;
-  eval(record: { step: number; stage: number; loss: number; improved: boolean }): void;
+  eval(record: { step: number; stage: number; loss: number; improved: boolean | null }): void;
   /** Every shard of `step` is in: write the manifest and commit. */
   commit(step: number, state: JobState, shards: ShardReportMsg[], partition: RankPlan[]): string;
   done(): void;
@@ -46,6 +46,8 @@ export interface JobOptions {
   hasVal: boolean;
   /** Partition by cost model that ignores the freeze mask (for comparison runs). */
   ignoreMask?: boolean;
+  /** Keep the first partition for the whole run instead of re-planning at stage transitions. */
+  staticPartition?: boolean;
   resume?: { state: JobState; dir: string } | null;
 }
 
@@ -195,7 +197,7 @@ export class Job {
     const now = Date.now();
     this.events.step({ step: this.state.step, stage: this.state.stage, loss: this.lastLoss, gradNorm, tokens: last.tokens, seconds: (now - this.stepStarted) / 1000, reports });
     this.stepStarted = now;
-    this.held = { step: reports[0].step, gradNorm, clipScale: scale, stageStep, stageSteps };
+    this.held = { step: reports[0].step, gradNorm, clipScale: scale, stageStep, stageSteps, evalBatches: reports[0].evalBatches };
     const stageOver = this.state.stageStep >= stageSteps;
     this.evalDue = this.o.hasVal && run.eval_steps > 0 && this.state.step % run.eval_steps === 0;
     if (this.evalDue || (stageOver && this.o.hasVal)) return { ...this.held, directive: 'EVALUATE', stage: this.state.stage, save: false };
@@ -212,7 +214,7 @@ export class Job {
       this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: o.improved });
       stop = o.stop;
       if (stop) this.events.earlyStop(this.state.stage, this.state.step, this.stopper.state.best);
-    } else this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: false });
+    } else this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: null });
     return this.finish(stop || this.state.stageStep >= this.held!.stageSteps);
   }
 
@@ -229,7 +231,7 @@ export class Job {
         this.stopper.reset();
         this.events.stage(next, this.state.step, this.o.stack.stages.stages[next].trainable);
         // A new mask may balance differently: ranks save, register again and resume on a new split.
-        const replanned = this.plan(next, this.ranks.length);
+        const replanned = this.o.staticPartition ? this.partition : this.plan(next, this.ranks.length);
         if (replanned.some((p, r) => p.start !== this.partition[r].start || p.end !== this.partition[r].end)) {
           log.info({ stage: next, from: this.partition.map((p) => `${p.start}..${p.end - 1}`), to: replanned.map((p) => `${p.start}..${p.end - 1}`) }, 're-planning the partition for the new freeze mask');
           directive = 'REASSIGN';

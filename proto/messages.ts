@@ -73,6 +73,7 @@ export interface StepReportMsg {
   positionEpoch: number;
   positionIndex: number;
   isEval: boolean;
+  evalBatches: number;
 }
 
 export interface ExportReportMsg {
@@ -90,6 +91,7 @@ export interface StepDecisionMsg {
   stageStep: number;
   save: boolean;
   stageSteps: number;
+  evalBatches: number;
 }
 
 export interface ShardReportMsg {

@@ -1,5 +1,8 @@
 // Every subcommand, in the order `propipe --help` lists them.
 import type { Command } from '../command.ts';
+import { coordinatorCommand } from './coordinator.ts';
+import { launchCommand } from './launch.ts';
+import { workerCommand } from './worker.ts';
 import { demoCommand } from './demo.ts';
 import { evalCommand } from './eval.ts';
 import { expandCommand } from './expand.ts';
@@ -8,4 +11,4 @@ import { initModel } from './init-model.ts';
 import { mergeCommand } from './merge.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, mergeCommand, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand];

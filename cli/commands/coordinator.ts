@@ -1,0 +1,50 @@
+import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
+import { log } from '../../model/log.ts';
+import { startCoordinator } from '../../coordinator/server.ts';
+import { UsageError } from '../args.ts';
+import type { Command } from '../command.ts';
+import { runFlagSpecs, runOverrides } from '../run-flags.ts';
+import { PIPELINE_FLAGS, pipelineOptions } from '../pipeline-flags.ts';
+
+export const coordinatorCommand: Command = {
+  name: 'coordinator',
+  summary: 'run the coordinator of a pipelined job (gRPC server; reads config.json only)',
+  usage: 'propipe coordinator --config run.yaml --workers N --nats nats://host:4222 [--port P] [--schedule 1f1b|gpipe] [--micro-batches M]',
+  flags: {
+    config: { type: 'string', description: 'YAML run file' },
+    workers: { type: 'string', description: 'number of workers to wait for' },
+    host: { type: 'string', description: 'address to listen on', default: '127.0.0.1' },
+    port: { type: 'string', description: 'gRPC port (0 = any)', default: '0' },
+    nats: { type: 'string', description: 'NATS server URL', default: 'nats://127.0.0.1:4222' },
+    'metrics-port': { type: 'string', description: 'serve Prometheus metrics on this port (/metrics)' },
+    'job-id': { type: 'string', description: 'job id (NATS subjects are propipe.<job-id>.*); random by default' },
+    ...PIPELINE_FLAGS,
+    ...runFlagSpecs(),
+  },
+  async run(f) {
+    let run;
+    try {
+      run = loadRunConfig(f.str('config'), runOverrides(f));
+    } catch (err) {
+      if (err instanceof RunConfigError) throw new UsageError(err.message);
+      throw err;
+    }
+    const p = pipelineOptions(f, run);
+    const c = await startCoordinator({
+      run: p.run,
+      workers: f.int('workers'),
+      schedule: p.schedule,
+      microBatches: p.microBatches,
+      ignoreMask: p.ignoreMask,
+      staticPartition: p.staticPartition,
+      host: f.str('host') ?? '127.0.0.1',
+      port: f.int('port', 0),
+      natsUrl: f.str('nats') ?? 'nats://127.0.0.1:4222',
+      metricsPort: f.has('metrics-port') ? f.int('metrics-port') : undefined,
+      jobId: f.str('job-id'),
+    });
+    await c.done;
+    await c.close();
+    log.info({ step: c.job.state.step }, 'job finished');
+  },
+};

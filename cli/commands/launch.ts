@@ -1,0 +1,34 @@
+import { launch } from '../../coordinator/launch.ts';
+import type { Command } from '../command.ts';
+import { runFlagSpecs } from '../run-flags.ts';
+import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
+
+const OWN = new Set(['workers']);
+
+export const launchCommand: Command = {
+  name: 'launch',
+  summary: 'run a pipelined job on this machine: nats-server, the coordinator and N worker processes',
+  usage: 'propipe launch --workers N --config run.yaml [run flags] [--schedule 1f1b|gpipe] [--micro-batches M]',
+  flags: {
+    workers: { type: 'string', description: 'number of worker processes', default: '2' },
+    config: { type: 'string', description: 'YAML run file' },
+    'metrics-port': { type: 'string', description: 'serve the coordinator’s Prometheus metrics on this port' },
+    ...PIPELINE_FLAGS,
+    ...runFlagSpecs(),
+  },
+  async run(f) {
+    // Everything but --workers goes to the coordinator as given.
+    const args = process.argv.slice(process.argv.indexOf('launch') + 1);
+    const coordinatorArgs: string[] = [];
+    for (let i = 0; i < args.length; i++) {
+      const name = args[i].replace(/^--/, '').split('=')[0];
+      if (OWN.has(name)) {
+        if (!args[i].includes('=')) i++;
+        continue;
+      }
+      coordinatorArgs.push(args[i]);
+    }
+    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs });
+    if (code !== 0) throw new Error('the pipelined job failed (see the prefixed logs above)');
+  },
+};

@@ -1,0 +1,32 @@
+import { runWorker } from '../../worker/worker.ts';
+import { UsageError } from '../args.ts';
+import type { Command } from '../command.ts';
+
+export const workerCommand: Command = {
+  name: 'worker',
+  summary: 'run a pipeline worker: registers with the coordinator and trains the block range it is given',
+  usage: 'propipe worker --coordinator host:port [--host H] [--port P] [--device cpu|cuda] [--memory-gb G]',
+  flags: {
+    coordinator: { type: 'string', description: 'the coordinator address host:port' },
+    host: { type: 'string', description: 'address of this worker’s peer service (reachable by its neighbours)', default: '127.0.0.1' },
+    port: { type: 'string', description: 'peer service port (0 = any)', default: '0' },
+    device: { type: 'string', description: 'cpu or cuda', default: 'cpu' },
+    'memory-gb': { type: 'string', description: 'memory this worker may use (default: 80% of the machine)' },
+    'worker-id': { type: 'string', description: 'stable id (e.g. the pod name); random by default' },
+    'stage-timeout-ms': { type: 'string', description: 'wait this long for a NATS stage signal before asking the coordinator', default: '5000' },
+  },
+  async run(f) {
+    const device = f.str('device') ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new UsageError(`--device must be cpu or cuda, got '${device}'`);
+    await runWorker({
+      coordinator: f.required('coordinator'),
+      host: f.str('host') ?? '127.0.0.1',
+      port: f.int('port', 0),
+      device,
+      memoryBytes: f.has('memory-gb') ? Math.floor(f.num('memory-gb') * 2 ** 30) : undefined,
+      workerId: f.str('worker-id'),
+      stageTimeoutMs: f.int('stage-timeout-ms', 5000),
+      natsDelayMs: process.env.PROPIPE_TEST_NATS_DELAY_MS ? Number(process.env.PROPIPE_TEST_NATS_DELAY_MS) : undefined,
+    });
+  },
+};

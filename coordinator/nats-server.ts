@@ -1,0 +1,78 @@
+// A local nats-server for `propipe launch`: from the PATH, or installed with apt-get when running as
+// root on Debian/Ubuntu; otherwise a clear message saying how to get it.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { childLog } from '../model/log.ts';
+
+const log = childLog({ component: 'nats-server' });
+
+function onPath(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+export function ensureNatsServer(): string {
+  if (onPath('nats-server')) return 'nats-server';
+  const root = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (root && onPath('apt-get')) {
+    log.info('nats-server is not installed; installing it with apt-get');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    const r = spawnSync('apt-get', ['install', '-y', '-qq', 'nats-server'], { stdio: 'inherit', env });
+    if (r.status === 0 && onPath('nats-server')) return 'nats-server';
+  }
+  throw new Error('nats-server was not found on the PATH. Install it (Debian/Ubuntu: sudo apt-get install nats-server; elsewhere: https://docs.nats.io) or point --nats at a running server');
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, host, () => {
+        s.end();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface NatsServerProcess {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function startNatsServer(opts: { port?: number; user?: string; pass?: string } = {}): Promise<NatsServerProcess> {
+  const bin = ensureNatsServer();
+  const port = opts.port ?? (await freePort());
+  const args = ['-a', '127.0.0.1', '-p', String(port)];
+  if (opts.user && opts.pass) args.push('--user', opts.user, '--pass', opts.pass);
+  const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderr?.on('data', () => undefined);
+  await waitForPort(port);
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    child,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}

@@ -1,0 +1,151 @@
+// The coordinator process: reads config.json (never weights), plans, and serves the Coordinator gRPC
+// service around the job state machine; signals go out on NATS, metrics over HTTP, the timeline to
+// output_dir/trace.json.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { loadConfig } from '../model/config.ts';
+import { readExpansionSidecar } from '../model/expand-sidecar.ts';
+import { childLog } from '../model/log.ts';
+import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
+import type { ExportReportMsg, RegisterRequest, ShardReportMsg, StepReportMsg } from '../proto/messages.ts';
+import { commitCheckpoint, latestManifest, partialDir, sha256File } from '../recipe/checkpoints.ts';
+import { trainedStack } from '../recipe/layout.ts';
+import type { RunConfig } from '../recipe/run-config.ts';
+import { Job } from './job.ts';
+import { connectNats, SignalPublisher } from '../proto/signals.ts';
+import { Telemetry } from './telemetry.ts';
+
+const log = childLog({ component: 'coordinator' });
+
+export interface CoordinatorOptions {
+  run: RunConfig;
+  workers: number;
+  schedule: 'gpipe' | '1f1b';
+  microBatches: number;
+  host: string;
+  port: number;
+  natsUrl: string;
+  metricsPort?: number;
+  jobId?: string;
+  ignoreMask?: boolean;
+  staticPartition?: boolean;
+  credentials?: grpc.ServerCredentials;
+}
+
+export interface RunningCoordinator {
+  address: string;
+  metricsPort: number | null;
+  job: Job;
+  /** Resolves when training is over and the export is written. */
+  done: Promise<void>;
+  close(): Promise<void>;
+}
+
+type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
+
+function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): Handler<Req, Res> {
+  return (call, cb) => {
+    Promise.resolve()
+      .then(() => fn(call.request))
+      .then((res) => cb(null, res))
+      .catch((err: Error) => cb({ code: grpc.status.FAILED_PRECONDITION, details: err.message } as grpc.ServiceError));
+  };
+}
+
+export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
+  const run = o.run;
+  const base = loadConfig(run.model);
+  const stack = trainedStack(run, base.config, base.raw, readExpansionSidecar(run.model));
+  const jobId = o.jobId ?? crypto.randomBytes(4).toString('hex');
+  const resume = run.resume ? latestManifest(run.output_dir) : null;
+  if (resume) log.info({ dir: resume.dir, step: resume.manifest.step, stage: resume.manifest.state.stage }, 'resuming the job from a committed checkpoint');
+  const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`);
+  const signals = new SignalPublisher(nc, jobId);
+  const telemetry = new Telemetry(run.output_dir);
+  const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort) : null;
+  let finish!: () => void;
+  const done = new Promise<void>((r) => (finish = r));
+  let stageInfo = { stage: resume?.manifest.state.stage ?? 0, effectiveStep: resume?.manifest.state.step ?? 0 };
+
+  const job = new Job(
+    { jobId, run, stack, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, natsUrl: o.natsUrl, hasVal: !!run.val_dataset, ignoreMask: o.ignoreMask, staticPartition: o.staticPartition, resume: resume ? { state: resume.manifest.state, dir: resume.dir } : null },
+    {
+      stage: (stage, effectiveStep, trainable) => {
+        stageInfo = { stage, effectiveStep };
+        log.info({ stage, effectiveStep, tensors: trainable.length }, `stage ${stage + 1}/${stack.stages.stages.length} begins after step ${effectiveStep}`);
+        signals.stage({ stage, effectiveStep, trainable });
+      },
+      earlyStop: (stage, step, best) => {
+        log.info({ stage, step, best }, `stage ${stage + 1} ended early: validation loss has not improved for ${run.early_stop_patience} evaluations`);
+        signals.earlyStop({ stage, step, best });
+      },
+      step: (r) => {
+        telemetry.recordStep(r);
+        if (r.step % run.logging_steps === 0) log.info({ step: r.step, stage: r.stage, loss: r.loss, gradNorm: r.gradNorm, tokensPerSec: Math.round(r.tokens / Math.max(r.seconds, 1e-9)) }, 'train');
+        fs.appendFileSync(path.join(run.output_dir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), step: r.step, stage: r.stage, loss: r.loss, grad_norm: r.gradNorm, tokens: r.tokens, seconds: r.seconds, busy: r.reports.map((x) => x.busySeconds) }) + '\n');
+      },
+      eval: (r) => {
+        telemetry.recordEval(r.loss);
+        log.info(r, 'eval');
+        fs.appendFileSync(path.join(run.output_dir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), step: r.step, stage: r.stage, eval_loss: r.loss, improved: r.improved }) + '\n');
+      },
+      commit: (step, state, shards, partition) => {
+        const dir = partialDir(run.output_dir, step);
+        const entries = shards.map((s) => {
+          const file = path.join(dir, s.file);
+          const bytes = fs.statSync(file).size;
+          if (bytes !== s.bytes || sha256File(file) !== s.sha256) throw new Error(`shard ${s.file} of step ${step} does not match its report (size or checksum)`);
+          return { file: s.file, bytes, sha256: s.sha256 };
+        });
+        const committed = commitCheckpoint(run.output_dir, step, state, entries, { train_type: run.train_type, stages: stack.stages.stages.length, partition }, run.save_total_limit);
+        log.info({ dir: committed, step }, 'checkpoint committed');
+        return committed;
+      },
+      done: () => finish(),
+    },
+  );
+
+  const { Coordinator } = loadProto();
+  const server = new grpc.Server(CHANNEL_OPTIONS);
+  server.addService(Coordinator.service, {
+    Register: unary((req: RegisterRequest) => job.register(req)),
+    ReportStep: unary((req: StepReportMsg) => job.report(req)),
+    CommitShard: unary((req: ShardReportMsg) => {
+      job.commitShard(req);
+      return { ok: true, message: '' };
+    }),
+    Status: unary(() => ({ jobId, state: job.phase, step: job.state.step, stage: job.state.stage, workers: job.partition.length, lastLoss: job.lastLoss, lastCheckpoint: job.lastCheckpoint })),
+    CurrentStage: unary(() => ({ stage: stageInfo.stage, effectiveStep: stageInfo.effectiveStep, trainable: stack.stages.stages[stageInfo.stage].trainable })),
+    ReportExport: unary((req: ExportReportMsg) => {
+      log.info({ final: req.finalDir, adapter: req.adapterDir }, 'run exported');
+      job.finishExport();
+      return { ok: true, message: '' };
+    }),
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${o.host}:${o.port}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const address = `${o.host}:${port}`;
+  log.info({ address, jobId, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.stages.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');
+  return {
+    address,
+    metricsPort,
+    job,
+    done,
+    close: async () => {
+      // Let in-flight answers (the export acknowledgement) reach their workers before closing.
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await telemetry.close();
+      await signals.close().catch(() => undefined);
+    },
+  };
+}

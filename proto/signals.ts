@@ -1,0 +1,54 @@
+// Control signals on NATS (part of the wire contract), per job: stage transitions, early stop, stop/abort. Workers also learn the
+// stage at the step barrier, so a late NATS message delays a rank instead of letting it run stale.
+import { connect, JSONCodec, type NatsConnection } from 'nats';
+
+export interface StageSignal {
+  stage: number;
+  effectiveStep: number;
+  trainable: string[];
+}
+
+export interface EarlyStopSignal {
+  stage: number;
+  step: number;
+  best: number | null;
+}
+
+export interface ControlSignal {
+  command: 'stop' | 'abort';
+  reason: string;
+}
+
+export function subjects(jobId: string) {
+  return { stage: `propipe.${jobId}.stage`, earlyStop: `propipe.${jobId}.early_stop`, control: `propipe.${jobId}.control` };
+}
+
+export const codec = JSONCodec<unknown>();
+
+export async function connectNats(url: string, name: string, auth: { user?: string; pass?: string; token?: string } = {}): Promise<NatsConnection> {
+  return connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...auth });
+}
+
+export class SignalPublisher {
+  private readonly s: ReturnType<typeof subjects>;
+
+  constructor(private readonly nc: NatsConnection, jobId: string) {
+    this.s = subjects(jobId);
+  }
+
+  stage(sig: StageSignal): void {
+    this.nc.publish(this.s.stage, codec.encode(sig));
+  }
+
+  earlyStop(sig: EarlyStopSignal): void {
+    this.nc.publish(this.s.earlyStop, codec.encode(sig));
+  }
+
+  control(sig: ControlSignal): void {
+    this.nc.publish(this.s.control, codec.encode(sig));
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain();
+  }
+}
