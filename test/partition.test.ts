@@ -1,0 +1,47 @@
+// The freeze-aware partition planner: costs follow the mask, memory limits hold, infeasible plans say why.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { blockFlopsPerToken, layerCosts, planCost, planPartition, type PartitionInput } from '../coordinator/partition.ts';
+import { randomModelConfig } from '../model/init.ts';
+
+const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
+const GiB = 2 ** 30;
+const input = (trainable: boolean[], workers: number, memory = 8 * GiB): PartitionInput => ({
+  config, trainable, headTrainable: false, embedTrainable: false, trainableParams: trainable.map((t) => (t ? 1000 : 0)),
+  workers: Array.from({ length: workers }, () => ({ memoryBytes: memory })), microBatchTokens: 4 * 128, inFlight: 2,
+});
+
+test('costs: F+B+W for trainable blocks, F+B above them, F for the frozen prefix', () => {
+  const mask = Array.from({ length: 12 }, (_, i) => i === 8);
+  const c = layerCosts(input(mask, 2));
+  const f = blockFlopsPerToken(config);
+  assert.deepEqual(c.slice(0, 8), new Array(8).fill(f));
+  assert.equal(c[8], 4 * f);
+  assert.deepEqual(c.slice(9), [3 * f, 3 * f, 3 * f]);
+});
+
+test('the frozen prefix goes to wider ranks and the plan beats a mask-blind split', () => {
+  const mask = Array.from({ length: 12 }, (_, i) => i >= 9);
+  const aware = planPartition(input(mask, 3));
+  const blind = planPartition({ ...input(mask, 3), ignoreMask: true });
+  assert.deepEqual(blind.map((r) => r.end - r.start), [4, 4, 4]);
+  assert.ok(aware[0].end - aware[0].start > 4, JSON.stringify(aware));
+  // Price the blind split with the true costs: its slowest rank is slower than the aware plan's.
+  const c = layerCosts(input(mask, 3));
+  const sum = (r: { start: number; end: number }) => c.slice(r.start, r.end).reduce((x, y) => x + y, 0);
+  const headCost = aware[2].cost - sum(aware[2]);
+  const blindTruth = Math.max(...blind.map((r, i) => sum(r) + (i === 2 ? headCost : 0)));
+  assert.ok(planCost(aware) < blindTruth, `${planCost(aware)} vs ${blindTruth}`);
+  assert.ok(aware.every((r, i) => r.embed === (i === 0) && r.head === (i === 2)));
+  assert.equal(aware[0].start, 0);
+  assert.equal(aware[2].end, 12);
+  for (let i = 1; i < 3; i++) assert.equal(aware[i].start, aware[i - 1].end, 'contiguous ranges');
+});
+
+test('memory limits shape the split, and an impossible one says what to do', () => {
+  const mask = new Array(12).fill(false);
+  const tight = planPartition({ ...input(mask, 3), workers: [{ memoryBytes: 40 * 2 ** 20 }, { memoryBytes: 8 * GiB }, { memoryBytes: 8 * GiB }] });
+  assert.ok(tight.every((r, i) => i !== 0 || r.memoryBytes <= 40 * 2 ** 20));
+  assert.throws(() => planPartition(input(mask, 2, 10 * 2 ** 20)), /no split of 12 blocks fits the workers' memory .*add workers or quantize/);
+  assert.throws(() => planPartition(input(new Array(12).fill(false), 13)), /at most 12 workers/);
+});

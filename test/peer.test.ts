@@ -1,0 +1,66 @@
+// Frames between ranks: chunking round-trips, and a malformed frame is rejected with
+// INVALID_ARGUMENT while the worker's peer service keeps serving.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { encodeFrames, FrameAssembler, FrameError, tensorMsg } from '../proto/frames.ts';
+import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
+import type { FrameMsg } from '../proto/messages.ts';
+import { PeerLink, PeerServer } from '../worker/peer.ts';
+
+const floats = (n: number) => Float32Array.from({ length: n }, (_, i) => i * 0.5 - 3);
+
+test('a chunked activation with labels reassembles exactly', () => {
+  const data = floats(2 * 3 * 1000);
+  const labels = BigInt64Array.from([1n, 2n, -100n, 4n, 5n, 6n]);
+  const frames = encodeFrames({ kind: 'ACTIVATION', step: 7, microBatch: 1, tensor: { dtype: 'float32', shape: [2, 3, 1000], data }, labels: { dtype: 'int64', shape: [2, 3], data: labels }, stepTokens: 9 }, 4096);
+  assert.equal(frames.length, Math.ceil((data.byteLength) / 4096));
+  const asm = new FrameAssembler();
+  const out = frames.map((f) => asm.push(f)).filter(Boolean);
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0]!.tensor.data, data);
+  assert.deepEqual(out[0]!.labels!.data, labels);
+  assert.equal(out[0]!.stepTokens, 9);
+});
+
+test('malformed frames are named precisely', () => {
+  const good = encodeFrames({ kind: 'GRADIENT', step: 1, microBatch: 0, tensor: { dtype: 'float32', shape: [2, 2], data: floats(4) } })[0];
+  const bad = (patch: Partial<FrameMsg>, re: RegExp) => assert.throws(() => new FrameAssembler().push({ ...good, ...patch }), (e: Error) => e instanceof FrameError && re.test(e.message));
+  bad({ tensor: { ...good.tensor!, dtype: 'float16' } }, /dtype 'float16'/);
+  bad({ tensor: { ...good.tensor!, shape: [2, 3] } }, /shape \[2,3\] × 4 bytes = 24, but 16 bytes arrived/);
+  bad({ tensor: { ...good.tensor!, shape: [0, 2] } }, /positive dims/);
+  bad({ kind: 'FRAME_KIND_UNSPECIFIED' }, /kind/);
+  bad({ chunk: 3, chunks: 2 }, /chunk 3 of 2/);
+  assert.throws(() => new FrameAssembler(() => 'step 5 is not expected').push(good), /step 5 is not expected/);
+});
+
+test('the peer service answers a bad frame with INVALID_ARGUMENT and keeps delivering good ones', async () => {
+  const server = new PeerServer();
+  server.expect = (_k, step) => (step > 10 ? `frame for step ${step} while this rank is at step 0` : null);
+  const address = await server.start('127.0.0.1', 0);
+  const { Peer } = loadProto();
+  const client = new Peer(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
+  const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
+  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const wrongSize = { ...frame(1), tensor: { ...frame(1).tensor!, shape: [1, 2, 4] } };
+  const e1 = await send(wrongSize);
+  assert.equal(e1?.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(e1!.details, /16 \* 4|× 4 bytes = 32, but 24 bytes arrived/);
+  const e2 = await send(frame(99));
+  assert.equal(e2?.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(e2!.details, /step 99/);
+  assert.equal(await send(frame(2)), null);
+  const got = await server.mailbox.take('ACTIVATION', 2, 0);
+  assert.deepEqual(got.tensor.data, floats(6));
+  client.close();
+
+  // The streaming path: activations up, gradients down on the same stream.
+  const mailboxBelow = new PeerServer().mailbox;
+  const link = new PeerLink(address, mailboxBelow, () => null);
+  await link.sendUp({ kind: 'ACTIVATION', step: 3, microBatch: 1, tensor: { dtype: 'float32', shape: [1, 1, 4], data: floats(4) } });
+  assert.deepEqual((await server.mailbox.take('ACTIVATION', 3, 1)).tensor.data, floats(4));
+  await server.sendDown({ kind: 'GRADIENT', step: 3, microBatch: 1, tensor: { dtype: 'float32', shape: [1, 1, 4], data: floats(4).map((v) => -v) } });
+  assert.deepEqual((await mailboxBelow.take('GRADIENT', 3, 1)).tensor.data, floats(4).map((v) => -v));
+  link.close();
+  await server.stop();
+});
