@@ -67,6 +67,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort) : null;
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
+  const summary = { steps: 0, tokens: 0, seconds: 0, finalTrainLoss: NaN, finalValLoss: null as number | null, peakRssPerRank: [] as number[], trainableParams: 0 };
   let stageInfo = { stage: resume?.manifest.state.stage ?? 0, effectiveStep: resume?.manifest.state.step ?? 0 };
 
   const job = new Job(
@@ -83,11 +84,18 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
       },
       step: (r) => {
         telemetry.recordStep(r);
+        summary.steps = r.step;
+        summary.tokens += r.tokens;
+        summary.seconds += r.seconds;
+        summary.finalTrainLoss = r.loss;
+        summary.trainableParams = r.reports.reduce((n, x) => n + x.trainableParams, 0);
+        r.reports.forEach((x) => (summary.peakRssPerRank[x.rank] = Math.max(summary.peakRssPerRank[x.rank] ?? 0, x.rssBytes)));
         if (r.step % run.logging_steps === 0) log.info({ step: r.step, stage: r.stage, loss: r.loss, gradNorm: r.gradNorm, tokensPerSec: Math.round(r.tokens / Math.max(r.seconds, 1e-9)) }, 'train');
         fs.appendFileSync(path.join(run.output_dir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), step: r.step, stage: r.stage, loss: r.loss, grad_norm: r.gradNorm, tokens: r.tokens, seconds: r.seconds, busy: r.reports.map((x) => x.busySeconds) }) + '\n');
       },
       eval: (r) => {
         telemetry.recordEval(r.loss);
+        summary.finalValLoss = r.loss;
         log.info(r, 'eval');
         fs.appendFileSync(path.join(run.output_dir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), step: r.step, stage: r.stage, eval_loss: r.loss, improved: r.improved }) + '\n');
       },
@@ -120,6 +128,21 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     CurrentStage: unary(() => ({ stage: stageInfo.stage, effectiveStep: stageInfo.effectiveStep, trainable: stack.stages.stages[stageInfo.stage].trainable })),
     ReportExport: unary((req: ExportReportMsg) => {
       log.info({ final: req.finalDir, adapter: req.adapterDir }, 'run exported');
+      // The same summary `propipe train --json` prints, for scripts that drive pipelined runs.
+      const result = {
+        steps: summary.steps,
+        tokens: summary.tokens,
+        finalTrainLoss: summary.finalTrainLoss,
+        finalValLoss: summary.finalValLoss,
+        tokensPerSec: summary.seconds > 0 ? summary.tokens / summary.seconds : 0,
+        trainableParams: summary.trainableParams,
+        peakRssBytes: summary.peakRssPerRank.reduce((a, b) => a + b, 0),
+        peakRssPerRank: summary.peakRssPerRank,
+        workers: o.workers,
+        finalDir: req.finalDir,
+        adapterDir: req.adapterDir,
+      };
+      fs.writeFileSync(path.join(run.output_dir, 'result.json'), JSON.stringify(result, null, 2) + '\n');
       job.finishExport();
       return { ok: true, message: '' };
     }),

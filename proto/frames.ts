@@ -41,6 +41,7 @@ export interface OutFrame {
   microBatch: number;
   tensor: WireTensor;
   labels?: WireTensor;
+  inputIds?: WireTensor;
   stepTokens?: number;
 }
 
@@ -56,6 +57,7 @@ export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): Fra
       microBatch: f.microBatch,
       tensor: { dtype: t.dtype, shape: t.shape, data: t.data.subarray(c * chunkBytes, Math.min(t.data.length, (c + 1) * chunkBytes)) },
       labels: c === 0 && f.labels ? tensorMsg(f.labels) : null,
+      inputIds: c === 0 && f.inputIds ? tensorMsg(f.inputIds) : null,
       stepTokens: f.stepTokens ?? 0,
       chunk: c,
       chunks,
@@ -70,6 +72,7 @@ export interface InFrame {
   microBatch: number;
   tensor: WireTensor;
   labels: WireTensor | null;
+  inputIds: WireTensor | null;
   stepTokens: number;
 }
 
@@ -109,7 +112,8 @@ export class FrameAssembler {
     const data = p.parts.length === 1 ? p.parts[0] : Buffer.concat(p.parts);
     const tensor = decodeTensor({ ...p.first.tensor!, data }, `${key} tensor`);
     const labels = p.first.labels && p.first.labels.data.length > 0 ? decodeTensor(p.first.labels, `${key} labels`) : null;
-    return { kind: m.kind, step: m.step, microBatch: m.microBatch, tensor, labels, stepTokens: p.first.stepTokens };
+    const inputIds = p.first.inputIds && p.first.inputIds.data.length > 0 ? decodeTensor(p.first.inputIds, `${key} input_ids`) : null;
+    return { kind: m.kind, step: m.step, microBatch: m.microBatch, tensor, labels, inputIds, stepTokens: p.first.stepTokens };
   }
 
   pending(): number {

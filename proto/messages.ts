@@ -17,6 +17,7 @@ export interface FrameMsg {
   stepTokens: number;
   chunk: number;
   chunks: number;
+  inputIds: TensorMsg | null;
 }
 
 export interface BlockRangeMsg {
@@ -74,6 +75,8 @@ export interface StepReportMsg {
   positionIndex: number;
   isEval: boolean;
   evalBatches: number;
+  rssBytes: number;
+  trainableParams: number;
 }
 
 export interface ExportReportMsg {

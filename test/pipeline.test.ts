@@ -1,5 +1,5 @@
 // The pipeline for real: nats-server, a coordinator and worker processes on loopback. A 2-worker GPipe
-// run and a 3-worker 1F1B run of a staged LLaMA Pro job give the losses and exported weights of the
+// run and a 3-worker 1F1B run of a staged LLaMA Pro job (+LoRA, +distillation) give the losses and exported weights of the
 // single-process run, across a stage transition (and the re-plan it triggers), and a rank whose NATS
 // delivery is late waits instead of running a stale mask.
 import assert from 'node:assert/strict';
@@ -25,7 +25,7 @@ function sameWeights(a: string, b: string): void {
 
 test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B with a delayed NATS rank', async () => {
   const t = await makeTiny();
-  const run = { model: t.model, dataset: t.train, val_dataset: t.val, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', steps_per_stage: 3, eval_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 3, logging_steps: 1, seed: 11 };
+  const run = { model: t.model, dataset: t.train, val_dataset: t.val, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 3, eval_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 3, logging_steps: 1, seed: 11 };
   const local = await new Trainer({ ...run, output_dir: path.join(t.root, 'local') }).train();
   const ref = losses(path.join(t.root, 'local'));
   assert.equal(ref.length, 6);

@@ -1,6 +1,6 @@
 // `propipe demo`: builds a tiny base model, pretrains it on domain A, fine-tunes it on domain B with
-// four methods, and measures retention (A quiz) against adaptation (B quiz and loss). Each training
-// run is a child `propipe train` process, so peak memory is measured per method.
+// several methods, and measures retention (A quiz) against adaptation (B quiz and loss). Each training
+// run is a pipelined job of child processes (`propipe launch`), so peak memory is measured per method.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -26,6 +26,8 @@ export interface DemoOptions {
   pretrainSteps: number;
   finetuneSteps: number;
   threads: number;
+  /** Pipeline workers per training run (0 = one process). */
+  workers: number;
 }
 
 export interface DemoRow {
@@ -44,18 +46,26 @@ export interface DemoResult {
   rows: DemoRow[];
 }
 
-/** Runs `propipe train --config file --json` in a child process and returns its result line. */
-async function trainChild(config: RunConfigInput, file: string, threads: number): Promise<TrainResult> {
+/** The summary of one training run, local or pipelined. */
+type RunSummary = Pick<TrainResult, 'finalDir' | 'trainableParams' | 'peakRssBytes' | 'tokensPerSec'>;
+
+/**
+ * Trains with `file` in child processes: `propipe launch --workers N` (coordinator + N workers on
+ * NATS and gRPC), or `propipe train` in one process when workers is 0.
+ */
+async function trainChild(config: RunConfigInput, file: string, threads: number, workers: number): Promise<RunSummary> {
   fs.writeFileSync(file, YAML.stringify({ ...config, threads }));
+  const args = workers > 0 ? ['launch', '--workers', String(workers), '--config', file] : ['train', '--config', file, '--json'];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'train', '--config', file, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_LEVEL: process.env.PROPIPE_LOG_LEVEL ?? 'warn' } });
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_LEVEL: process.env.PROPIPE_LOG_LEVEL ?? 'warn' } });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
     child.on('close', (code) => {
-      if (code !== 0) return reject(new Error(`training with ${file} failed (exit ${code}):\n${err.slice(-2000)}`));
-      resolve(JSON.parse(out.trim().split('\n').pop()!) as TrainResult);
+      if (code !== 0) return reject(new Error(`training with ${file} failed (exit ${code}):\n${err.slice(-3000)}`));
+      if (workers === 0) return resolve(JSON.parse(out.trim().split('\n').pop()!) as RunSummary);
+      resolve(JSON.parse(fs.readFileSync(path.join(config.output_dir, 'result.json'), 'utf8')) as RunSummary);
     });
   });
 }
@@ -82,7 +92,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   fs.mkdirSync(configs, { recursive: true });
 
   log.info({ steps: o.pretrainSteps }, 'pretraining the base model on domain A');
-  await trainChild(pretrainConfig(paths, path.join(o.out, 'pretrain'), o.seed, o.pretrainSteps), path.join(configs, 'pretrain.yaml'), o.threads);
+  await trainChild(pretrainConfig(paths, path.join(o.out, 'pretrain'), o.seed, o.pretrainSteps), path.join(configs, 'pretrain.yaml'), o.threads, o.workers);
   const base = await measure(paths.base, files, o.threads);
   log.info(base, 'base model after pretraining');
 
@@ -90,7 +100,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   for (const m of demoMethods(o.finetuneSteps)) {
     log.info({ method: m.label }, 'fine-tuning on domain B');
     const t0 = performance.now();
-    const r = await trainChild(m.config(paths, path.join(o.out, m.name), o.seed), path.join(configs, `${m.name}.yaml`), o.threads);
+    const r = await trainChild(m.config(paths, path.join(o.out, m.name), o.seed), path.join(configs, `${m.name}.yaml`), o.threads, o.workers);
     const seconds = (performance.now() - t0) / 1000;
     const after = await measure(r.finalDir, files, o.threads);
     rows.push({ method: m.label, retentionA: after.accuracyA, accuracyB: after.accuracyB, lossB: after.lossB, trainableParams: r.trainableParams, peakRssMB: r.peakRssBytes / 2 ** 20, tokensPerSec: r.tokensPerSec, seconds });

@@ -25,6 +25,7 @@ export interface Links {
 export interface StepResult {
   grads: Map<string, Float32Array>;
   lossSum: number;
+  klSum: number;
   tokens: number;
   spans: Span[];
   busySeconds: number;
@@ -51,7 +52,7 @@ function slotFromFrame(f: InFrame, hidden: number): Slot {
   if (f.tensor.dtype !== 'float32' || f.tensor.shape.length !== 3 || f.tensor.shape[2] !== hidden) {
     throw new Error(`activation of step ${f.step} micro-batch ${f.microBatch} has shape [${f.tensor.shape}], expected [batch, seq, ${hidden}]`);
   }
-  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined }, stepTokens: f.stepTokens };
+  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined }, stepTokens: f.stepTokens };
 }
 
 /**
@@ -65,8 +66,11 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
   const grads = new Map<string, Float32Array>();
   const spans: Span[] = [];
   let lossSum = 0;
+  let klSum = 0;
   let tokens = 0;
   let busy = 0;
+  // Token ids travel with the activations only when the last rank's teacher needs them.
+  const carryIds = rank.run.distill_weight > 0;
   const stepTokens = micro ? micro.reduce((s, m) => s + countTargets(m.labels, m.batch, m.seq), 0) : 0;
   const outputs = new Map<number, Float32Array>();
   const timed = async <T>(name: string, compute: boolean, fn: () => Promise<T>): Promise<T> => {
@@ -101,8 +105,10 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         const s = slots.get(a.mb)!;
         const out = outputs.get(a.mb)!;
         outputs.delete(a.mb);
-        const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape: [s.batch.batch, s.batch.seq], data: s.batch.labels } : undefined;
-        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, stepTokens: s.stepTokens }));
+        const shape = [s.batch.batch, s.batch.seq];
+        const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape, data: s.batch.labels } : undefined;
+        const inputIds: WireTensor | undefined = carryIds && s.batch.inputIds ? { dtype: 'int64', shape, data: s.batch.inputIds } : undefined;
+        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, inputIds, stepTokens: s.stepTokens }));
         if (!rank.role.backward) slots.delete(a.mb);
         break;
       }
@@ -114,10 +120,17 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       case 'backward': {
         const s = slots.get(a.mb)!;
         const seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
+        if (rank.teacher) {
+          const teacherIds = s.batch.inputIds;
+          if (!teacherIds) throw new Error('distillation needs the token ids on the last rank');
+          const t = await timed(`teacher F${a.mb}`, true, () => rank.teacher!.forward({ batch: s.batch.batch, seq: s.batch.seq, inputIds: teacherIds, labels: s.batch.labels }, new Map()));
+          s.batch = { ...s.batch, teacherLogits: t.logits.data as Float32Array };
+        }
         const r = await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed));
         accumulateGrads(grads, r.grads);
         if (rank.range.head) {
           lossSum += r.lossSum!;
+          klSum += r.klSum ?? 0;
           tokens += r.tokenCount!;
         }
         s.hiddenGrad = r.hiddenGrad;
@@ -131,7 +144,7 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       }
     }
   }
-  return { grads, lossSum, tokens, spans, busySeconds: busy };
+  return { grads, lossSum, klSum, tokens, spans, busySeconds: busy };
 }
 
 /** A forward-only pass over the validation batches: the last rank returns the summed loss. */

@@ -37,6 +37,8 @@ export class Rank {
   readonly lora: LoraSpec | null;
   private readonly quantized: QuantizedMatMul | null;
   program: RangeProgram | null = null;
+  /** The unexpanded base model, on the last rank of a distillation run: its logits are the target. */
+  teacher: RangeProgram | null = null;
   role!: RankRole;
   stage = -1;
 
@@ -51,7 +53,6 @@ export class Rank {
     if (model.config.tieWordEmbeddings && partition.length > 1 && trainedEverywhere.includes('model.embed_tokens.weight')) {
       throw new Error('a trainable tied embedding cannot be split across pipeline ranks yet (it lives on the first and the last rank); untie it or train with one worker');
     }
-    if (run.distill_weight > 0 && partition.length > 1) throw new Error('distillation runs in one process for now (the teacher needs the whole base model on the last rank); use propipe train');
     this.values = initialTrainables(model, run, (n) => ownsTensor(range, n));
     this.shapes = trainableShapes(model.config, this.values.keys(), run.lora_rank);
     this.optimizer = new AdamW({ beta1: run.adam_beta1, beta2: run.adam_beta2, eps: run.adam_epsilon, weightDecay: run.weight_decay });
@@ -77,14 +78,26 @@ export class Rank {
       inputGrad: this.role.gradToPrev,
       lora: this.lora,
       quantized: this.quantized,
+      distill: this.distills ? { weight: this.run.distill_weight, temperature: this.run.distill_temperature } : null,
       device: this.run.device,
       threads: this.run.threads,
     });
+    if (this.distills && !this.teacher) {
+      const base = this.model.base.config;
+      this.teacher = await RangeProgram.create({ config: base, range: { start: 0, end: base.numLayers, embed: true, head: true }, trainable: new Set(), load: this.model.base.load, inputGrad: false, logits: true, device: this.run.device, threads: this.run.threads });
+    }
     this.stage = stage;
+  }
+
+  /** Distillation happens where the logits are: the rank with the head. */
+  get distills(): boolean {
+    return this.run.distill_weight > 0 && this.range.head;
   }
 
   async release(): Promise<void> {
     await this.program?.release();
+    await this.teacher?.release();
     this.program = null;
+    this.teacher = null;
   }
 }

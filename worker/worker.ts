@@ -117,6 +117,7 @@ async function runAssignment(
   }
   const feed = a.rank === 0 ? await openFeed(run, model) : null;
   const schedule = a.schedule as ScheduleKind;
+  const trainableParams = [...rank.values.values()].reduce((n, v) => n + v.length, 0);
   const M = a.microBatches;
   let step = a.startStep;
   let stage = a.stage;
@@ -137,10 +138,11 @@ async function runAssignment(
       const position = batches ? batches[batches.length - 1].next : { epoch: 0, index: 0 };
       const valBatches = feed?.valBatches();
       let d: StepDecisionMsg = await coord.reportStep({
-        workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: gradSq, lossSum: res.lossSum, klSum: 0, tokens: res.tokens,
+        workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: gradSq, lossSum: res.lossSum, klSum: res.klSum, tokens: res.tokens,
         busySeconds: res.busySeconds, stepSeconds: (performance.now() - t0) / 1000, traceJson: JSON.stringify(absolute(res.spans)),
         evalLossSum: 0, evalTokens: 0, stageSteps: feed ? stageSteps(run, feed.train.examples.length) : 0,
         positionEpoch: position.epoch, positionIndex: position.index, isEval: false, evalBatches: valBatches?.length ?? 0,
+        rssBytes: process.memoryUsage().rss, trainableParams,
       });
       const tOpt = performance.now();
       if (Number.isFinite(d.gradNorm)) {
@@ -154,6 +156,7 @@ async function runAssignment(
         d = await coord.reportStep({
           workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: 0, lossSum: 0, klSum: 0, tokens: 0, busySeconds: 0, stepSeconds: 0, traceJson: '',
           evalLossSum: ev.lossSum, evalTokens: ev.tokens, stageSteps: 0, positionEpoch: 0, positionIndex: 0, isEval: true, evalBatches: 0,
+          rssBytes: process.memoryUsage().rss, trainableParams,
         });
       }
       step++;

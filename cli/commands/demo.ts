@@ -10,11 +10,12 @@ export const demoCommand: Command = {
     seed: { type: 'string', description: 'seed of data, model and training', default: '1' },
     'pretrain-steps': { type: 'string', description: 'optimizer steps of pretraining on A', default: '400' },
     'finetune-steps': { type: 'string', description: 'optimizer steps of each fine-tuning method on B', default: '200' },
-    threads: { type: 'string', description: 'intra-op threads (0 = all cores)', default: '0' },
+    threads: { type: 'string', description: 'intra-op threads per worker (0 = all cores)', default: '1' },
+    workers: { type: 'string', description: 'pipeline workers per training run (coordinator + NATS + gRPC); 0 trains in one process', default: '2' },
     json: { type: 'boolean', description: 'print the results as JSON instead of a table' },
   },
   async run(f) {
-    const r = await runDemo({ out: f.str('out') ?? 'runs/demo', seed: f.int('seed', 1), pretrainSteps: f.int('pretrain-steps', 400), finetuneSteps: f.int('finetune-steps', 200), threads: f.int('threads', 0) });
+    const r = await runDemo({ out: f.str('out') ?? 'runs/demo', seed: f.int('seed', 1), pretrainSteps: f.int('pretrain-steps', 400), finetuneSteps: f.int('finetune-steps', 200), threads: f.int('threads', 1), workers: f.int('workers', 2) });
     console.log(f.bool('json') ? JSON.stringify(r) : formatDemoTable(r));
   },
 };
