@@ -14,6 +14,8 @@ export interface LaunchOptions {
   /** Flags passed to `propipe coordinator` (run config, schedule, micro-batches...). */
   coordinatorArgs: string[];
   workerArgs?: string[];
+  /** Extra environment of every process. */
+  env?: Record<string, string>;
   /** Per-worker extra environment (tests: fault injection, delays). */
   workerEnv?: (index: number) => Record<string, string>;
   quiet?: boolean;
@@ -44,12 +46,12 @@ export async function launch(o: LaunchOptions): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), ...o.coordinatorArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1' } });
+    const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), ...o.coordinatorArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...o.env } });
     children.push(coordinator);
     prefixed(coordinator, 'coord', o);
     await waitForPort(port, '127.0.0.1', 30_000);
     for (let i = 0; i < o.workers; i++) {
-      const w = spawn(process.execPath, [BIN, 'worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...(o.workerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...(o.workerEnv?.(i) ?? {}) } });
+      const w = spawn(process.execPath, [BIN, 'worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...(o.workerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...o.env, ...(o.workerEnv?.(i) ?? {}) } });
       children.push(w);
       prefixed(w, `w${i}`, o);
     }

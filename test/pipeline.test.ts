@@ -43,6 +43,7 @@ test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B
       coordinatorArgs: ['--config', file, '--schedule', schedule, '--metrics-port', '0', ...extra],
       workerEnv: (i): Record<string, string> => (i === delayed ? { PROPIPE_TEST_NATS_DELAY_MS: '1500' } : {}),
       quiet: true,
+      env: { PROPIPE_LOG_LEVEL: 'info' },
       onLine: (tag, line) => lines.push(`${tag} ${line}`),
     });
     assert.equal(code, 0, lines.slice(-20).join('\n'));
