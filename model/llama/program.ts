@@ -167,11 +167,26 @@ export class RangeProgram {
   private tablesFor(seq: number) {
     let t = this.tables.get(seq);
     if (!t) {
-      const mask = new Float32Array(seq * seq);
-      for (let i = 0; i < seq; i++) for (let j = i + 1; j < seq; j++) mask[i * seq + j] = -1e9;
+      const window = this.config.slidingWindow;
+      if (window !== null && this.config.arch === 'qwen2' && seq > window) {
+        throw new Error(`Qwen2 sliding-window attention (use_sliding_window, window ${window}) applies to some layers only and is not supported; use sequences of at most ${window} tokens`);
+      }
+      const mask = causalMask(seq, window);
       t = { ...ropeTables(this.config, seq), mask };
       this.tables.set(seq, t);
     }
     return t;
   }
+}
+
+/**
+ * Additive attention mask [seq, seq]: 0 where query i may attend key j (j ≤ i, and with a sliding
+ * window of w, i - j < w, as Mistral), a large negative elsewhere.
+ */
+export function causalMask(seq: number, window: number | null = null): Float32Array {
+  const mask = new Float32Array(seq * seq);
+  for (let i = 0; i < seq; i++) {
+    for (let j = 0; j < seq; j++) if (j > i || (window !== null && i - j >= window)) mask[i * seq + j] = -1e9;
+  }
+  return mask;
 }
