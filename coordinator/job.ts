@@ -23,6 +23,11 @@ export interface JobEvents {
   /** Every shard of `step` is in: write the manifest and commit. */
   commit(step: number, state: JobState, shards: ShardReportMsg[], partition: RankPlan[]): string;
   done(): void;
+  /**
+   * A rank failed (died, stalled, lost its link): every rank must register again. Returns the last
+   * committed checkpoint to restart from, or null to restart from the beginning.
+   */
+  recover(reason: string, epoch: number): { state: JobState; dir: string } | null;
 }
 
 interface Worker {
@@ -32,7 +37,8 @@ interface Worker {
 
 interface PendingStep {
   reports: Map<number, StepReportMsg>;
-  waiters: ((d: StepDecisionMsg) => void)[];
+  waiters: { resolve: (d: StepDecisionMsg) => void; reject: (e: Error) => void }[];
+  timer?: NodeJS.Timeout;
 }
 
 export interface JobOptions {
@@ -48,7 +54,11 @@ export interface JobOptions {
   ignoreMask?: boolean;
   /** Keep the first partition for the whole run instead of re-planning at stage transitions. */
   staticPartition?: boolean;
+  /** A barrier that not every rank reaches within this time fails the job over (0 = wait forever). */
+  stepTimeoutMs?: number;
   resume?: { state: JobState; dir: string } | null;
+  /** Identifies this coordinator process in assignments and control signals. */
+  incarnation: string;
 }
 
 export class Job {
@@ -83,6 +93,8 @@ export class Job {
 
   /** Resolves with this worker's assignment once the expected number of workers has registered. */
   register(req: RegisterRequest): Promise<AssignmentMsg> {
+    // A worker registering while the job runs has restarted or lost its assignment: fail over.
+    if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
     return new Promise((resolve) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
       this.waiting.push({ req, resolve });
@@ -151,9 +163,11 @@ export class Job {
         stageStep: this.state.stageStep,
         positionEpoch: this.state.position.epoch,
         positionIndex: this.state.position.index,
+        incarnation: this.o.incarnation,
       }),
     );
     this.stepStarted = Date.now();
+    this.armTimer(this.state.step);
   }
 
   rankOf(workerId: string): number {
@@ -166,17 +180,55 @@ export class Job {
     // A training report names the step it ran (0-based); an evaluation follows the step it evaluates.
     const expected = r.isEval ? this.state.step - 1 : this.state.step;
     if (r.step !== expected) return Promise.reject(new Error(`${r.isEval ? 'evaluation' : 'step'} report for step ${r.step}, the job expects step ${expected}`));
-    return new Promise((resolve) => {
+    if (this.phase !== 'running') return Promise.reject(new Error('the job is re-assigning: register again'));
+    return new Promise((resolve, reject) => {
       this.pending.reports.set(r.rank, r);
-      this.pending.waiters.push(resolve);
+      this.pending.waiters.push({ resolve, reject });
       if (this.pending.reports.size === this.ranks.length) {
         const reports = [...this.pending.reports.values()].sort((a, b) => a.rank - b.rank);
-        const waiters = this.pending.waiters;
+        const { waiters, timer } = this.pending;
+        clearTimeout(timer);
         this.pending = { reports: new Map(), waiters: [] };
         const d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
-        waiters.forEach((w) => w(d));
+        waiters.forEach((w) => w.resolve(d));
+        if (d.directive !== 'STOP' && d.directive !== 'REASSIGN') this.armTimer(d.step + (d.directive === 'EVALUATE' ? 0 : 1));
       }
     });
+  }
+
+  /**
+   * Every rank must reach the next barrier within the step timeout, counted from the previous one: a
+   * rank that died, stalled or lost its link anywhere in the step is noticed, not waited for forever.
+   */
+  private armTimer(step: number): void {
+    const timeout = this.o.stepTimeoutMs ?? 0;
+    clearTimeout(this.pending.timer);
+    if (timeout <= 0) return;
+    const epoch = this.epoch;
+    this.pending.timer = setTimeout(() => {
+      if (this.epoch !== epoch || this.phase !== 'running') return;
+      const missing = this.ranks.map((_, rank) => rank).filter((rank) => !this.pending.reports.has(rank));
+      this.fail(`rank(s) ${missing.join(', ')} did not reach the barrier of step ${step} within ${timeout} ms`);
+    }, timeout);
+  }
+
+  /** Fails the current assignment over: every rank registers again and resumes from the last commit. */
+  fail(reason: string): void {
+    if (this.phase !== 'running') return;
+    log.warn({ reason, epoch: this.epoch }, 'a rank failed: re-assigning the job from the last committed checkpoint');
+    this.phase = 'waiting';
+    clearTimeout(this.pending.timer);
+    const err = new Error(`the job is re-assigning (${reason}): register again`);
+    this.pending.waiters.forEach((w) => w.reject(err));
+    this.pending = { reports: new Map(), waiters: [] };
+    this.pendingCommit = null;
+    this.shards.clear();
+    this.held = null;
+    const from = this.events.recover(reason, this.epoch + 1);
+    this.state = from?.state ?? { step: 0, stage: 0, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 }, tokens: 0 };
+    this.resumeDir = from?.dir ?? '';
+    this.stopper.state = this.state.earlyStop;
+    this.maybeAssign();
   }
 
   private afterStep(reports: StepReportMsg[]): StepDecisionMsg {
@@ -260,6 +312,7 @@ export class Job {
   }
 
   finishExport(): void {
+    clearTimeout(this.pending.timer);
     this.phase = 'done';
     this.events.done();
   }

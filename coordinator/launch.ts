@@ -19,6 +19,10 @@ export interface LaunchOptions {
   /** Per-worker extra environment (tests: fault injection, delays). */
   workerEnv?: (index: number) => Record<string, string>;
   quiet?: boolean;
+  /** Extra environment of the coordinator's first life (fault injection). */
+  coordinatorEnv?: Record<string, string>;
+  /** How often a dying process is started again (default 3). */
+  restarts?: number;
   /** Every log line of every process, with its tag (coord, w0, w1, ...). */
   onLine?: (tag: string, line: string) => void;
 }
@@ -37,41 +41,67 @@ function prefixed(child: ChildProcess, tag: string, o: LaunchOptions): void {
 export async function launch(o: LaunchOptions): Promise<number> {
   const nats = await startNatsServer();
   const port = await freePort();
-  const children: ChildProcess[] = [];
-  const stopAll = () => children.forEach((c) => c.exitCode === null && c.kill('SIGTERM'));
+  const jobId = `job${port}`;
+  const restarts = o.restarts ?? 3;
+  const live = new Set<ChildProcess>();
+  let stopping = false;
+  const stopAll = () => {
+    stopping = true;
+    live.forEach((c) => c.exitCode === null && c.kill('SIGTERM'));
+  };
   const onSignal = () => {
     log.info('interrupted: stopping every process');
     stopAll();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+
+  const baseEnv = { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...o.env };
+  /**
+   * Runs a process and, like Kubernetes, starts it again when it dies, up to `restarts` times.
+   * Fault-injection variables apply to the first life only. Resolves with the final exit code.
+   */
+  const supervise = (tag: string, args: (life: number) => string[], env: (life: number) => NodeJS.ProcessEnv): Promise<number> =>
+    new Promise((resolve) => {
+      const start = (life: number) => {
+        const child = spawn(process.execPath, [BIN, ...args(life)], { stdio: ['ignore', 'pipe', 'pipe'], env: env(life) });
+        live.add(child);
+        prefixed(child, tag, o);
+        child.once('exit', (code, signal) => {
+          live.delete(child);
+          const failed = code !== 0;
+          if (failed && !stopping && life < restarts) {
+            log.warn({ process: tag, code, signal, restart: life + 1 }, 'process died: restarting it');
+            start(life + 1);
+          } else resolve(code ?? 1);
+        });
+      };
+      start(0);
+    });
+
   try {
-    const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), ...o.coordinatorArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...o.env } });
-    children.push(coordinator);
-    prefixed(coordinator, 'coord', o);
+    const coordinatorArgs = (life: number) => ['coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), '--job-id', jobId, ...o.coordinatorArgs, ...(life > 0 ? ['--resume'] : [])];
+    const coordinator = supervise('coord', coordinatorArgs, (life) => ({ ...baseEnv, ...(life === 0 ? o.coordinatorEnv : {}) }));
     await waitForPort(port, '127.0.0.1', 30_000);
-    for (let i = 0; i < o.workers; i++) {
-      const w = spawn(process.execPath, [BIN, 'worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...(o.workerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: process.env.PROPIPE_LOG_JSON ?? '1', ...o.env, ...(o.workerEnv?.(i) ?? {}) } });
-      children.push(w);
-      prefixed(w, `w${i}`, o);
-    }
-    // One failed process would leave the others waiting at a barrier: take them all down.
-    const codes = await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<number>((r) => {
-            const done = (code: number) => {
-              if (code !== 0) stopAll();
-              r(code);
-            };
-            if (c.exitCode !== null) done(c.exitCode);
-            else c.once('exit', (code) => done(code ?? 1));
-          }),
-      ),
+    const workers = Array.from({ length: o.workers }, (_, i) =>
+      supervise(`w${i}`, () => ['worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...(o.workerArgs ?? [])], (life) => ({ ...baseEnv, ...(life === 0 ? (o.workerEnv?.(i) ?? {}) : {}) })).then((code) => {
+        // A worker out of restarts would leave the others waiting at a barrier forever.
+        if (code !== 0) stopAll();
+        return code;
+      }),
     );
+    const coordCode = await coordinator;
+    if (coordCode !== 0) {
+      log.error({ code: coordCode }, 'the coordinator failed');
+      stopAll();
+    }
+    // Workers leave on their own after the job ends; give them a moment before taking them down.
+    const timer = setTimeout(stopAll, 15_000);
+    const codes = await Promise.all(workers);
+    clearTimeout(timer);
     const failed = codes.findIndex((c) => c !== 0);
-    if (failed >= 0) log.error({ process: failed === 0 ? 'coordinator' : `w${failed - 1}`, code: codes[failed] }, 'a process failed');
-    return failed >= 0 ? 1 : 0;
+    if (failed >= 0) log.error({ process: `w${failed}`, code: codes[failed] }, 'a worker failed');
+    return coordCode !== 0 || failed >= 0 ? 1 : 0;
   } finally {
     stopAll();
     process.off('SIGINT', onSignal);

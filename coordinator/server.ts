@@ -31,6 +31,7 @@ export interface CoordinatorOptions {
   jobId?: string;
   ignoreMask?: boolean;
   staticPartition?: boolean;
+  stepTimeoutMs?: number;
   credentials?: grpc.ServerCredentials;
 }
 
@@ -41,6 +42,11 @@ export interface RunningCoordinator {
   /** Resolves when training is over and the export is written. */
   done: Promise<void>;
   close(): Promise<void>;
+}
+
+/** Test hook: kill -9 the coordinator at the barrier of this step (PROPIPE_TEST_COORD_CRASH_AT_STEP). */
+function crashCoordinatorAt(step: number): void {
+  if (process.env.PROPIPE_TEST_COORD_CRASH_AT_STEP === String(step)) process.kill(process.pid, 'SIGKILL');
 }
 
 type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
@@ -63,15 +69,16 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   if (resume) log.info({ dir: resume.dir, step: resume.manifest.step, stage: resume.manifest.state.stage }, 'resuming the job from a committed checkpoint');
   const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`);
   const signals = new SignalPublisher(nc, jobId);
-  const telemetry = new Telemetry(run.output_dir);
+  const telemetry = new Telemetry(run.output_dir, run.resume);
   const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort) : null;
   let finish!: () => void;
   const done = new Promise<void>((r) => (finish = r));
   const summary = { steps: 0, tokens: 0, seconds: 0, finalTrainLoss: NaN, finalValLoss: null as number | null, peakRssPerRank: [] as number[], trainableParams: 0 };
   let stageInfo = { stage: resume?.manifest.state.stage ?? 0, effectiveStep: resume?.manifest.state.step ?? 0 };
 
+  const incarnation = crypto.randomBytes(6).toString('hex');
   const job = new Job(
-    { jobId, run, stack, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, natsUrl: o.natsUrl, hasVal: !!run.val_dataset, ignoreMask: o.ignoreMask, staticPartition: o.staticPartition, resume: resume ? { state: resume.manifest.state, dir: resume.dir } : null },
+    { incarnation, jobId, run, stack, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, natsUrl: o.natsUrl, hasVal: !!run.val_dataset, ignoreMask: o.ignoreMask, staticPartition: o.staticPartition, stepTimeoutMs: o.stepTimeoutMs, resume: resume ? { state: resume.manifest.state, dir: resume.dir } : null },
     {
       stage: (stage, effectiveStep, trainable) => {
         stageInfo = { stage, effectiveStep };
@@ -83,6 +90,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
         signals.earlyStop({ stage, step, best });
       },
       step: (r) => {
+        crashCoordinatorAt(r.step);
         telemetry.recordStep(r);
         summary.steps = r.step;
         summary.tokens += r.tokens;
@@ -112,6 +120,14 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
         return committed;
       },
       done: () => finish(),
+      recover: (reason, epoch) => {
+        signals.control({ command: 'reassign', reason, epoch, incarnation });
+        fs.appendFileSync(path.join(run.output_dir, 'metrics.jsonl'), JSON.stringify({ time: new Date().toISOString(), event: 'recover', reason, epoch }) + '\n');
+        const last = latestManifest(run.output_dir);
+        if (last) log.info({ dir: last.dir, step: last.manifest.step }, 'restarting from the last committed checkpoint');
+        else log.info('no committed checkpoint: restarting from the beginning');
+        return last ? { state: last.manifest.state, dir: last.dir } : null;
+      },
     },
   );
 
@@ -147,6 +163,8 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
       return { ok: true, message: '' };
     }),
   });
+  // Workers of a previous coordinator process may be blocked mid-step: tell them to register again.
+  signals.control({ command: 'reassign', reason: 'the coordinator (re)started', epoch: 1, incarnation });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${o.host}:${o.port}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
   const address = `${o.host}:${port}`;
   log.info({ address, jobId, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.stages.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');

@@ -20,12 +20,15 @@ export class Telemetry {
   private server: http.Server | null = null;
   private trace: number | null = null;
 
-  constructor(outputDir: string | null) {
+  constructor(outputDir: string | null, append = false) {
     if (outputDir) {
       fs.mkdirSync(outputDir, { recursive: true });
-      // The JSON array format may stay unterminated, so a crashed run's trace still opens.
-      this.trace = fs.openSync(path.join(outputDir, 'trace.json'), 'w');
-      fs.writeSync(this.trace, '[\n');
+      // The JSON array format may stay unterminated, so a crashed run's trace still opens; a restarted
+      // coordinator appends to it.
+      const file = path.join(outputDir, 'trace.json');
+      const fresh = !append || !fs.existsSync(file) || fs.statSync(file).size === 0;
+      this.trace = fs.openSync(file, fresh ? 'w' : 'a');
+      if (fresh) fs.writeSync(this.trace, '[\n');
     }
   }
 

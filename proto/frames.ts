@@ -1,5 +1,6 @@
 // Tensor frames between ranks: encoding without copies where the platform allows, chunking of large
 // tensors, and validation on receipt (a frame that does not describe itself exactly is rejected).
+import { constants } from 'node:buffer';
 import type { FrameKind, FrameMsg, TensorMsg } from './messages.ts';
 
 export type WireTensor = { dtype: 'float32'; shape: number[]; data: Float32Array } | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
@@ -20,15 +21,22 @@ export function tensorMsg(t: WireTensor): TensorMsg {
   return { dtype: t.dtype, shape: t.shape, data: Buffer.from(d.buffer, d.byteOffset, d.byteLength) };
 }
 
-export function decodeTensor(m: TensorMsg | null | undefined, what: string): WireTensor {
-  if (!m) throw new FrameError(`${what}: missing tensor`);
+/** Validates dtype and shape and returns the byte size they describe. */
+function tensorBytes(m: Pick<TensorMsg, 'dtype' | 'shape'>, what: string): number {
   const size = ELEMENT_BYTES[m.dtype];
   if (!size) throw new FrameError(`${what}: dtype '${m.dtype}' is not float32 or int64`);
   if (!Array.isArray(m.shape) || m.shape.length === 0 || m.shape.length > 4 || m.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
     throw new FrameError(`${what}: shape [${m.shape}] is not 1 to 4 positive dims`);
   }
-  const count = m.shape.reduce((a, b) => a * b, 1);
-  if (count * size !== m.data.length) throw new FrameError(`${what}: shape [${m.shape}] × ${size} bytes = ${count * size}, but ${m.data.length} bytes arrived`);
+  return m.shape.reduce((a, b) => a * b, 1) * size;
+}
+
+export function decodeTensor(m: TensorMsg | null | undefined, what: string): WireTensor {
+  if (!m) throw new FrameError(`${what}: missing tensor`);
+  const bytes = tensorBytes(m, what);
+  const size = ELEMENT_BYTES[m.dtype];
+  const count = bytes / size;
+  if (bytes !== m.data.length) throw new FrameError(`${what}: shape [${m.shape}] × ${size} bytes = ${count * size}, but ${m.data.length} bytes arrived`);
   // Typed arrays need aligned offsets; gRPC buffers are not guaranteed to be, so copy when they are not.
   const aligned = m.data.byteOffset % size === 0 ? m.data : Buffer.from(m.data);
   if (m.dtype === 'float32') return { dtype: 'float32', shape: m.shape, data: new Float32Array(aligned.buffer, aligned.byteOffset, count) };
@@ -78,10 +86,25 @@ export interface InFrame {
 
 const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION']);
 const MAX_CHUNKS = 4096;
+const MAX_LENGTH = constants.MAX_LENGTH;
 
-/** Reassembles chunked frames per (kind, step, micro-batch) and validates every complete one. */
+/** A chunked frame in reassembly: its tensor is allocated once, from the first chunk, and filled in place. */
+interface Partial {
+  first: FrameMsg;
+  received: number;
+  target: Buffer | null;
+  chunkBytes: number;
+  filled: number;
+}
+
+/**
+ * Reassembles chunked frames per (kind, step, micro-batch) and validates every complete one. The first
+ * chunk of a multi-chunk frame fixes the chunk size and, with the shape, the tensor's size: the tensor
+ * is allocated then (bounded by what `chunks` chunks of that size can carry) and every chunk is copied
+ * into place as it arrives, instead of keeping the parts and concatenating them at the end.
+ */
 export class FrameAssembler {
-  private readonly partial = new Map<string, { parts: Buffer[]; first: FrameMsg; received: number }>();
+  private readonly partial = new Map<string, Partial>();
 
   constructor(private readonly expect: (kind: FrameKind, step: number, microBatch: number) => string | null = () => null) {}
 
@@ -99,21 +122,39 @@ export class FrameAssembler {
     let p = this.partial.get(key);
     if (!p) {
       if (m.chunk !== 0) throw new FrameError(`chunk ${m.chunk} of ${key} arrived before chunk 0`);
-      p = { parts: [], first: m, received: 0 };
+      if (m.chunks === 1) return this.complete(m, m.tensor.data, key);
+      p = { first: m, received: 0, target: null, chunkBytes: m.tensor.data.length, filled: 0 };
+      const total = tensorBytes(m.tensor, `${key} tensor`);
+      // Every chunk but the last carries exactly chunkBytes; the last carries the rest (at least one byte).
+      if (p.chunkBytes === 0 || total <= (m.chunks - 1) * p.chunkBytes || total > m.chunks * p.chunkBytes || total > MAX_LENGTH) {
+        throw new FrameError(`${key} tensor: shape [${m.tensor.shape}] is ${total} bytes, which ${m.chunks} chunks of ${p.chunkBytes} bytes cannot carry`);
+      }
+      p.target = Buffer.allocUnsafeSlow(total);
       this.partial.set(key, p);
     } else if (m.chunk !== p.received || m.chunks !== p.first.chunks || m.tensor.dtype !== p.first.tensor!.dtype) {
       this.partial.delete(key);
       throw new FrameError(`chunk ${m.chunk}/${m.chunks} of ${key} does not follow chunk ${p.received - 1}/${p.first.chunks}`);
     }
-    p.parts.push(m.tensor.data);
+    const target = p.target!;
+    const data = m.tensor.data;
+    const want = m.chunk === m.chunks - 1 ? target.length - p.filled : p.chunkBytes;
+    if (data.length !== want) {
+      this.partial.delete(key);
+      throw new FrameError(`chunk ${m.chunk}/${m.chunks} of ${key} carries ${data.length} bytes, expected ${want}`);
+    }
+    target.set(data, p.filled);
+    p.filled += data.length;
     p.received++;
     if (p.received < p.first.chunks) return null;
     this.partial.delete(key);
-    const data = p.parts.length === 1 ? p.parts[0] : Buffer.concat(p.parts);
-    const tensor = decodeTensor({ ...p.first.tensor!, data }, `${key} tensor`);
-    const labels = p.first.labels && p.first.labels.data.length > 0 ? decodeTensor(p.first.labels, `${key} labels`) : null;
-    const inputIds = p.first.inputIds && p.first.inputIds.data.length > 0 ? decodeTensor(p.first.inputIds, `${key} input_ids`) : null;
-    return { kind: m.kind, step: m.step, microBatch: m.microBatch, tensor, labels, inputIds, stepTokens: p.first.stepTokens };
+    return this.complete(p.first, target, key);
+  }
+
+  private complete(first: FrameMsg, data: Buffer, key: string): InFrame {
+    const tensor = decodeTensor({ ...first.tensor!, data }, `${key} tensor`);
+    const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
+    const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
+    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, stepTokens: first.stepTokens };
   }
 
   pending(): number {

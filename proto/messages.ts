@@ -52,6 +52,7 @@ export interface AssignmentMsg {
   stageStep: number;
   positionEpoch: number;
   positionIndex: number;
+  incarnation: string;
 }
 
 export type Directive = 'DIRECTIVE_UNSPECIFIED' | 'CONTINUE' | 'EVALUATE' | 'STOP' | 'REASSIGN';

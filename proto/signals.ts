@@ -15,8 +15,13 @@ export interface EarlyStopSignal {
 }
 
 export interface ControlSignal {
-  command: 'stop' | 'abort';
+  /** reassign: every rank drops its step and registers again (a rank failed). */
+  command: 'stop' | 'abort' | 'reassign';
   reason: string;
+  /** The assignment epoch the command leads to. */
+  epoch?: number;
+  /** The coordinator process that sent it; a restarted coordinator has a new one. */
+  incarnation?: string;
 }
 
 export function subjects(jobId: string) {

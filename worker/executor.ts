@@ -59,7 +59,7 @@ function slotFromFrame(f: InFrame, hidden: number): Slot {
  * One training step on this rank. `micro` is given on the first rank only; every other rank learns
  * the micro-batches from its activation frames.
  */
-export async function runStep(rank: Rank, kind: ScheduleKind, step: number, microBatches: number, links: Links, micro?: readonly MicroBatch[]): Promise<StepResult> {
+export async function runStep(rank: Rank, kind: ScheduleKind, step: number, microBatches: number, links: Links, micro?: readonly MicroBatch[], afterFirstAction: () => void = () => undefined): Promise<StepResult> {
   const program = rank.program!;
   const hidden = rank.model.config.hiddenSize;
   const slots = new Map<number, Slot>();
@@ -82,7 +82,10 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
     return v;
   };
 
+  let first = true;
   for (const a of schedule(kind, rank.role, microBatches)) {
+    if (!first) afterFirstAction();
+    first = false;
     switch (a.op) {
       case 'recv_act': {
         const f = await timed(`recv F${a.mb}`, false, () => links.mailbox.take('ACTIVATION', step, a.mb));

@@ -2,7 +2,7 @@
 // then waits for that stage's NATS signal (the freeze mask) before building anything. A signal that
 // is late or lost delays this rank; it never lets it run a step with a stale mask.
 import type { NatsConnection, Subscription } from 'nats';
-import { codec, subjects, type StageSignal } from '../proto/signals.ts';
+import { codec, subjects, type ControlSignal, type StageSignal } from '../proto/signals.ts';
 import { childLog } from '../model/log.ts';
 
 const log = childLog({ component: 'stage-watcher' });
@@ -11,6 +11,9 @@ export class StageWatcher {
   private readonly seen = new Map<number, StageSignal>();
   private readonly waiters = new Map<number, ((s: StageSignal) => void)[]>();
   private readonly sub: Subscription;
+  private readonly control: Subscription;
+  /** Called for every control signal (reassign, stop, abort). */
+  onControl: (sig: ControlSignal) => void = () => undefined;
 
   /** `delayMs` holds every delivery back (a test hook that simulates a slow NATS link to this rank). */
   constructor(nc: NatsConnection, jobId: string, private readonly delayMs = 0) {
@@ -22,6 +25,11 @@ export class StageWatcher {
         if (this.delayMs > 0) await new Promise((r) => setTimeout(r, this.delayMs));
         this.deliver(sig, 'nats');
       }
+    })();
+    const control = nc.subscribe(subjects(jobId).control);
+    this.control = control;
+    void (async () => {
+      for await (const m of control) this.onControl(codec.decode(m.data) as ControlSignal);
     })();
   }
 
@@ -53,5 +61,6 @@ export class StageWatcher {
 
   close(): void {
     this.sub.unsubscribe();
+    this.control.unsubscribe();
   }
 }

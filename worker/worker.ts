@@ -2,6 +2,7 @@
 // runs the pipeline schedule step after step, applies the optimizer with the global clip scale, and
 // follows the coordinator's directives (evaluate, checkpoint, stage transition, re-assign, stop).
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sumOfSquares } from '../model/adamw.ts';
@@ -19,6 +20,7 @@ import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';
 import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
+import { crashInSave, crashPoint, isRecoverable, RecoverableError, stallPoint } from './faults.ts';
 import { runEval, runStep, type Links, type MicroBatch, type Span } from './executor.ts';
 import { exportRun } from './export-run.ts';
 import { PeerLink, PeerServer } from './peer.ts';
@@ -26,6 +28,14 @@ import { ownsTensor, Rank } from './rank.ts';
 import type { ScheduleKind } from './schedule.ts';
 import { StageWatcher } from './stage-watcher.ts';
 import { prepareModel, type TrainingModel } from './training-model.ts';
+
+const MAX_FAILURES = 30;
+
+async function backoff(failures: number, log: ReturnType<typeof childLog>, err: unknown): Promise<void> {
+  const ms = Math.min(3000, 100 * 2 ** Math.min(failures, 5));
+  log.warn({ err: (err as Error).message, retryInMs: ms, failures }, 'lost the assignment; registering again');
+  await new Promise((r) => setTimeout(r, ms));
+}
 
 export interface WorkerOptions {
   coordinator: string;
@@ -75,16 +85,31 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   let model: TrainingModel | null = null;
   let watcher: StageWatcher | null = null;
   let nats: Awaited<ReturnType<typeof connectNats>> | null = null;
+  let failures = 0;
   try {
     for (;;) {
-      log.info({ coordinator: o.coordinator, peer: peerAddress }, 'registering');
-      const a: AssignmentMsg = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8) });
+      let a: AssignmentMsg;
+      try {
+        log.info({ coordinator: o.coordinator, peer: peerAddress }, 'registering');
+        a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8) });
+      } catch (err) {
+        // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
+        if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
+        await backoff(failures, log, err);
+        continue;
+      }
       const run = parseRunConfig(JSON.parse(a.runConfigJson), 'the coordinator’s run config');
       model ??= prepareModel(run);
       nats ??= await connectNats(a.natsUrl, workerId);
       watcher ??= new StageWatcher(nats, a.jobId, o.natsDelayMs ?? 0);
-      const outcome = await runAssignment(a, run, model, server, coord, watcher, workerId, o, log);
-      if (outcome === 'stop') return;
+      try {
+        const outcome = await runAssignment(a, run, model, server, coord, watcher, workerId, o, log);
+        if (outcome === 'stop') return;
+        failures = 0;
+      } catch (err) {
+        if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
+        await backoff(failures, log, err);
+      }
     }
   } finally {
     watcher?.close();
@@ -123,17 +148,23 @@ async function runAssignment(
   let stage = a.stage;
   let evalBatches = 0;
   server.mailbox.reset();
+  server.resetBelow();
   server.expect = (kind, s, mb) => (s < step || s > step + 1 ? `frame for step ${s} while this rank is at step ${step}` : mb >= Math.max(M, evalBatches, 1) && kind !== 'EVAL_ACTIVATION' ? `micro-batch ${mb} out of range (${M} per step)` : null);
   const link = a.nextPeer ? new PeerLink(a.nextPeer, server.mailbox, server.expect) : null;
   const links: Links = { mailbox: server.mailbox, up: link ? (f) => link.sendUp(f) : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
+  // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
+  watcher.onControl = (sig) => {
+    if (sig.command === 'reassign' && (sig.incarnation !== a.incarnation || (sig.epoch ?? 0) > a.epoch)) server.mailbox.fail(new RecoverableError(`re-assigning: ${sig.reason}`));
+  };
   await rank.enterStage(stage);
 
   try {
     for (;;) {
       const t0 = performance.now();
       const batches = feed?.next(M);
-      const res = await runStep(rank, schedule, step, M, links, batches);
+      await stallPoint(step);
+      const res = await runStep(rank, schedule, step, M, links, batches, () => crashPoint(step));
       const gradSq = sumOfSquares(res.grads.values());
       const position = batches ? batches[batches.length - 1].next : { epoch: 0, index: 0 };
       const valBatches = feed?.valBatches();
@@ -161,7 +192,12 @@ async function runAssignment(
       }
       step++;
       if (d.save) {
-        const entry = writeShard(shardFile(run.output_dir, step, a.rank), rank.values, rank.optimizer, rank.shapes);
+        const file = shardFile(run.output_dir, step, a.rank);
+        crashInSave(step, () => {
+          fs.mkdirSync(path.dirname(file), { recursive: true });
+          fs.writeFileSync(`${file}.tmp-torn`, Buffer.alloc(1024));
+        });
+        const entry = writeShard(file, rank.values, rank.optimizer, rank.shapes);
         await coord.commitShard({ workerId, rank: a.rank, step, file: entry.file, bytes: entry.bytes, sha256: entry.sha256 });
       }
       if (d.directive === 'STOP') {

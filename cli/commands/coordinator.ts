@@ -18,6 +18,7 @@ export const coordinatorCommand: Command = {
     nats: { type: 'string', description: 'NATS server URL', default: 'nats://127.0.0.1:4222' },
     'metrics-port': { type: 'string', description: 'serve Prometheus metrics on this port (/metrics)' },
     'job-id': { type: 'string', description: 'job id (NATS subjects are propipe.<job-id>.*); random by default' },
+    'step-timeout-ms': { type: 'string', description: 'a rank that has not reached the step barrier this long after the first one is treated as failed (0 = never)', default: '300000' },
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
   },
@@ -42,6 +43,7 @@ export const coordinatorCommand: Command = {
       natsUrl: f.str('nats') ?? 'nats://127.0.0.1:4222',
       metricsPort: f.has('metrics-port') ? f.int('metrics-port') : undefined,
       jobId: f.str('job-id'),
+      stepTimeoutMs: f.int('step-timeout-ms', 300_000),
     });
     await c.done;
     await c.close();

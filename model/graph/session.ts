@@ -40,6 +40,9 @@ export class CompiledGraph {
       interOpNumThreads: 1,
       externalData,
       logSeverityLevel: 3,
+      // Each session has its own thread pool; spinning pools of idle sessions (the forward graph while
+      // the backward runs) steal the cores from the running one. Measured in bench/block-throughput.ts.
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
     return new CompiledGraph(session, session.inputNames, session.outputNames);
   }

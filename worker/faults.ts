@@ -1,0 +1,51 @@
+// Failure handling on the worker side: which errors mean "register again", and the fault-injection
+// hooks the integration tests use to kill or stall a worker at a chosen point (environment variables,
+// read once; they do nothing unless set).
+export class RecoverableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RecoverableError';
+  }
+}
+
+/** gRPC failures (coordinator restarted, barrier rejected) and lost links are survivable. */
+export function isRecoverable(err: unknown): boolean {
+  return err instanceof RecoverableError || (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number');
+}
+
+const env = (name: string) => {
+  const v = process.env[name];
+  return v === undefined ? undefined : Number(v);
+};
+
+const CRASH_AT_STEP = env('PROPIPE_TEST_CRASH_AT_STEP');
+const CRASH_IN_SAVE = env('PROPIPE_TEST_CRASH_IN_SAVE');
+const STALL_AT_STEP = env('PROPIPE_TEST_STALL_AT_STEP');
+const STALL_MS = env('PROPIPE_TEST_STALL_MS') ?? 0;
+
+function kill9(): never {
+  process.kill(process.pid, 'SIGKILL');
+  throw new Error('unreachable');
+}
+
+/** In the middle of step `step` (after its first action): kill -9 this process. */
+export function crashPoint(step: number): void {
+  if (CRASH_AT_STEP === step) kill9();
+}
+
+/** While writing the checkpoint shard of `step`: leave a torn file, then kill -9. */
+export function crashInSave(step: number, write: () => void): void {
+  if (CRASH_IN_SAVE === step) {
+    write();
+    kill9();
+  }
+}
+
+let stalled = false;
+
+/** Once per process: sleep at step `step` (a worker that is alive but slow). */
+export async function stallPoint(step: number): Promise<void> {
+  if (stalled || STALL_AT_STEP !== step || STALL_MS <= 0) return;
+  stalled = true;
+  await new Promise((r) => setTimeout(r, STALL_MS));
+}
