@@ -44,7 +44,8 @@ async function main(argv: string[]): Promise<number> {
     }
     console.error(`propipe ${name}: ${(err as Error).message}`);
     if (process.env.PROPIPE_DEBUG) console.error((err as Error).stack);
-    return 1;
+    const code = (err as { exitCode?: unknown }).exitCode;
+    return typeof code === 'number' ? code : 1;
   }
 }
 

@@ -56,6 +56,8 @@ export interface JobOptions {
   staticPartition?: boolean;
   /** A barrier that not every rank reaches within this time fails the job over (0 = wait forever). */
   stepTimeoutMs?: number;
+  /** Consecutive steps with a non-finite loss or gradient norm (each skipped) before the job stops. */
+  maxBadSteps?: number;
   resume?: { state: JobState; dir: string } | null;
   /** Identifies this coordinator process in assignments and control signals. */
   incarnation: string;
@@ -79,6 +81,9 @@ export class Job {
   private stepStarted = Date.now();
   private resumeDir: string;
   private capacities: number[] = [];
+  private badSteps = 0;
+  /** Why the job was aborted, when it was. */
+  abortReason: string | null = null;
 
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
     this.state = o.resume?.state ?? { step: 0, stage: 0, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 }, tokens: 0 };
@@ -250,6 +255,20 @@ export class Job {
     this.events.step({ step: this.state.step, stage: this.state.stage, loss: this.lastLoss, gradNorm, tokens: last.tokens, seconds: (now - this.stepStarted) / 1000, reports });
     this.stepStarted = now;
     this.held = { step: reports[0].step, gradNorm, clipScale: scale, stageStep, stageSteps, evalBatches: reports[0].evalBatches };
+    // NaN or Inf never reaches the weights: every rank skips the update (non-finite norm), and a run
+    // that keeps producing them stops with a clear error instead of spinning.
+    if (!Number.isFinite(gradNorm) || !Number.isFinite(this.lastLoss)) {
+      this.badSteps++;
+      log.warn({ step: this.state.step, loss: this.lastLoss, gradNorm, consecutive: this.badSteps }, 'non-finite loss or gradient: the update of this step is skipped on every rank');
+      const limit = this.o.maxBadSteps ?? 3;
+      if (this.badSteps >= limit) {
+        this.abortReason = `${this.badSteps} consecutive steps had a non-finite loss or gradient (last: step ${this.state.step}); lower the learning rate, check the data, or resume from an earlier checkpoint`;
+        log.error({ reason: this.abortReason }, 'aborting the job');
+        // Let the ABORT answers reach every rank before the coordinator goes down.
+        setTimeout(() => this.events.done(), 500);
+        return { ...this.held, gradNorm: NaN, directive: 'ABORT', stage: this.state.stage, save: false };
+      }
+    } else this.badSteps = 0;
     const stageOver = this.state.stageStep >= stageSteps;
     this.evalDue = this.o.hasVal && run.eval_steps > 0 && this.state.step % run.eval_steps === 0;
     if (this.evalDue || (stageOver && this.o.hasVal)) return { ...this.held, directive: 'EVALUATE', stage: this.state.stage, save: false };

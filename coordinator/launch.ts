@@ -1,9 +1,12 @@
 // `propipe launch`: nats-server, the coordinator and N workers on this machine, each a real process,
 // their logs streamed with a rank prefix, all shut down together at the end or on Ctrl-C.
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { childLog } from '../model/log.ts';
+import { makeLocalCredentials } from './credentials.ts';
 import { freePort, startNatsServer, waitForPort } from './nats-server.ts';
 
 const log = childLog({ component: 'launch' });
@@ -23,6 +26,8 @@ export interface LaunchOptions {
   coordinatorEnv?: Record<string, string>;
   /** How often a dying process is started again (default 3). */
   restarts?: number;
+  /** Plain gRPC and NATS without credentials (default: throwaway TLS certificates, token, NATS password). */
+  insecure?: boolean;
   /** Every log line of every process, with its tag (coord, w0, w1, ...). */
   onLine?: (tag: string, line: string) => void;
 }
@@ -39,7 +44,9 @@ function prefixed(child: ChildProcess, tag: string, o: LaunchOptions): void {
 }
 
 export async function launch(o: LaunchOptions): Promise<number> {
-  const nats = await startNatsServer();
+  const creds = o.insecure ? null : makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-creds-')));
+  const nats = await startNatsServer(creds ? { user: creds.natsUser, pass: creds.natsPass } : {});
+  const secure = creds ? ['--tls-cert', creds.tlsCert, '--tls-key', creds.tlsKey, '--tls-ca', creds.tlsCa, '--mtls', '--token-file', creds.tokenFile] : [];
   const port = await freePort();
   const jobId = `job${port}`;
   const restarts = o.restarts ?? 3;
@@ -69,7 +76,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
         prefixed(child, tag, o);
         child.once('exit', (code, signal) => {
           live.delete(child);
-          const failed = code !== 0;
+          // Exit code 3 means the job itself is over (aborted): restarting would not help.
+          const failed = code !== 0 && code !== 3;
           if (failed && !stopping && life < restarts) {
             log.warn({ process: tag, code, signal, restart: life + 1 }, 'process died: restarting it');
             start(life + 1);
@@ -80,11 +88,11 @@ export async function launch(o: LaunchOptions): Promise<number> {
     });
 
   try {
-    const coordinatorArgs = (life: number) => ['coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), '--job-id', jobId, ...o.coordinatorArgs, ...(life > 0 ? ['--resume'] : [])];
+    const coordinatorArgs = (life: number) => ['coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), '--job-id', jobId, ...secure, ...o.coordinatorArgs, ...(life > 0 ? ['--resume'] : [])];
     const coordinator = supervise('coord', coordinatorArgs, (life) => ({ ...baseEnv, ...(life === 0 ? o.coordinatorEnv : {}) }));
     await waitForPort(port, '127.0.0.1', 30_000);
     const workers = Array.from({ length: o.workers }, (_, i) =>
-      supervise(`w${i}`, () => ['worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...(o.workerArgs ?? [])], (life) => ({ ...baseEnv, ...(life === 0 ? (o.workerEnv?.(i) ?? {}) : {}) })).then((code) => {
+      supervise(`w${i}`, () => ['worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...secure, ...(o.workerArgs ?? [])], (life) => ({ ...baseEnv, ...(life === 0 ? (o.workerEnv?.(i) ?? {}) : {}) })).then((code) => {
         // A worker out of restarts would leave the others waiting at a barrier forever.
         if (code !== 0) stopAll();
         return code;
@@ -107,5 +115,6 @@ export async function launch(o: LaunchOptions): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await nats.stop();
+    if (creds) fs.rmSync(creds.dir, { recursive: true, force: true });
   }
 }

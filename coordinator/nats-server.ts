@@ -66,7 +66,8 @@ export async function startNatsServer(opts: { port?: number; user?: string; pass
   child.stderr?.on('data', () => undefined);
   await waitForPort(port);
   return {
-    url: `nats://127.0.0.1:${port}`,
+    // Credentials ride in the URL, which only travels to workers over the job's TLS channel.
+    url: opts.user && opts.pass ? `nats://${opts.user}:${opts.pass}@127.0.0.1:${port}` : `nats://127.0.0.1:${port}`,
     port,
     child,
     stop: async () => {

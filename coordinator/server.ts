@@ -9,6 +9,7 @@ import { loadConfig } from '../model/config.ts';
 import { readExpansionSidecar } from '../model/expand-sidecar.ts';
 import { childLog } from '../model/log.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
+import { checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import type { ExportReportMsg, RegisterRequest, ShardReportMsg, StepReportMsg } from '../proto/messages.ts';
 import { commitCheckpoint, latestManifest, partialDir, sha256File } from '../recipe/checkpoints.ts';
 import { trainedStack } from '../recipe/layout.ts';
@@ -32,7 +33,7 @@ export interface CoordinatorOptions {
   ignoreMask?: boolean;
   staticPartition?: boolean;
   stepTimeoutMs?: number;
-  credentials?: grpc.ServerCredentials;
+  security?: Security;
 }
 
 export interface RunningCoordinator {
@@ -51,8 +52,10 @@ function crashCoordinatorAt(step: number): void {
 
 type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
-function unary<Req, Res>(fn: (req: Req) => Promise<Res> | Res): Handler<Req, Res> {
+function unary<Req, Res>(sec: Security, fn: (req: Req) => Promise<Res> | Res): Handler<Req, Res> {
   return (call, cb) => {
+    const denied = checkToken(sec, call.metadata);
+    if (denied) return cb(denied);
     Promise.resolve()
       .then(() => fn(call.request))
       .then((res) => cb(null, res))
@@ -131,18 +134,22 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
     },
   );
 
+  const sec = o.security ?? {};
   const { Coordinator } = loadProto();
   const server = new grpc.Server(CHANNEL_OPTIONS);
   server.addService(Coordinator.service, {
-    Register: unary((req: RegisterRequest) => job.register(req)),
-    ReportStep: unary((req: StepReportMsg) => job.report(req)),
-    CommitShard: unary((req: ShardReportMsg) => {
+    Register: unary(sec, (req: RegisterRequest) => job.register(req)),
+    ReportStep: unary(sec, (req: StepReportMsg) => job.report(req)),
+    CommitShard: unary(sec, (req: ShardReportMsg) => {
+      // The report names a file the coordinator will hash: only a shard of a known rank, no paths.
+      if (!/^shard-\d{5}\.safetensors$/.test(req.file)) throw new Error(`shard file name '${req.file}' is not shard-NNNNN.safetensors`);
+      if (job.rankOf(req.workerId) !== req.rank) throw new Error(`worker ${req.workerId} is not rank ${req.rank} of the current assignment`);
       job.commitShard(req);
       return { ok: true, message: '' };
     }),
-    Status: unary(() => ({ jobId, state: job.phase, step: job.state.step, stage: job.state.stage, workers: job.partition.length, lastLoss: job.lastLoss, lastCheckpoint: job.lastCheckpoint })),
-    CurrentStage: unary(() => ({ stage: stageInfo.stage, effectiveStep: stageInfo.effectiveStep, trainable: stack.stages.stages[stageInfo.stage].trainable })),
-    ReportExport: unary((req: ExportReportMsg) => {
+    Status: unary(sec, () => ({ jobId, state: job.phase, step: job.state.step, stage: job.state.stage, workers: job.partition.length, lastLoss: job.lastLoss, lastCheckpoint: job.lastCheckpoint })),
+    CurrentStage: unary(sec, () => ({ stage: stageInfo.stage, effectiveStep: stageInfo.effectiveStep, trainable: stack.stages.stages[stageInfo.stage].trainable })),
+    ReportExport: unary(sec, (req: ExportReportMsg) => {
       log.info({ final: req.finalDir, adapter: req.adapterDir }, 'run exported');
       // The same summary `propipe train --json` prints, for scripts that drive pipelined runs.
       const result = {
@@ -165,9 +172,9 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   });
   // Workers of a previous coordinator process may be blocked mid-step: tell them to register again.
   signals.control({ command: 'reassign', reason: 'the coordinator (re)started', epoch: 1, incarnation });
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${o.host}:${o.port}`, o.credentials ?? grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${o.host}:${o.port}`, serverCredentials(sec), (err, p) => (err ? reject(err) : resolve(p))));
   const address = `${o.host}:${port}`;
-  log.info({ address, jobId, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.stages.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');
+  log.info({ address, jobId, tls: !!sec.tls, token: !!sec.token, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.stages.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');
   return {
     address,
     metricsPort,

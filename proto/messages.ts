@@ -55,7 +55,7 @@ export interface AssignmentMsg {
   incarnation: string;
 }
 
-export type Directive = 'DIRECTIVE_UNSPECIFIED' | 'CONTINUE' | 'EVALUATE' | 'STOP' | 'REASSIGN';
+export type Directive = 'DIRECTIVE_UNSPECIFIED' | 'CONTINUE' | 'EVALUATE' | 'STOP' | 'REASSIGN' | 'ABORT';
 
 export interface StepReportMsg {
   workerId: string;

@@ -30,8 +30,11 @@ export function subjects(jobId: string) {
 
 export const codec = JSONCodec<unknown>();
 
-export async function connectNats(url: string, name: string, auth: { user?: string; pass?: string; token?: string } = {}): Promise<NatsConnection> {
-  return connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...auth });
+/** Connects to NATS; `nats://user:pass@host:port` or `nats://token@host:port` carry the credentials. */
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  const u = new URL(url);
+  const auth = u.password ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : u.username ? { token: decodeURIComponent(u.username) } : {};
+  return connect({ servers: `${u.protocol}//${u.host}`, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...auth });
 }
 
 export class SignalPublisher {

@@ -60,3 +60,26 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
     });
   }
 });
+
+test('NaN/Inf never reaches the weights: a bad step is skipped, a run that keeps diverging stops', async (t) => {
+  const tiny = await makeTiny();
+  const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, stage_order: 'none', steps_per_stage: 5, learning_rate: 1e-2, per_device_train_batch_size: 4, seed: 5 };
+  for (const [name, env, expectCode] of [['one poisoned step', { PROPIPE_TEST_NAN_AT_STEP: '2' }, 0], ['poisoned from step 1 on', { PROPIPE_TEST_NAN_FROM_STEP: '1' }, 1]] as const) {
+    await t.test(name, async () => {
+      const out = path.join(tiny.root, name.replace(/\W+/g, '-'));
+      fs.writeFileSync(`${out}.yaml`, YAML.stringify({ ...run, output_dir: out }));
+      const lines: string[] = [];
+      // Every worker gets the hook; only the rank that sends activations (rank 0) uses it.
+      const code = await launch({ workers: 2, insecure: true, coordinatorArgs: ['--config', `${out}.yaml`], quiet: true, env: { PROPIPE_LOG_LEVEL: 'info', ...env }, onLine: (tag, l) => lines.push(`${tag} ${l}`) });
+      assert.equal(code, expectCode, lines.slice(-10).join('\n'));
+      assert.ok(lines.some((l) => l.includes('the update of this step is skipped on every rank')));
+      if (expectCode === 0) {
+        const final = openCheckpoint(path.join(out, 'final'));
+        for (const n of final.names()) assert.ok(final.readF32(n).every(Number.isFinite), `${n} has NaN`);
+      } else {
+        assert.ok(lines.some((l) => l.includes('aborting the job') && l.includes('consecutive steps had a non-finite loss')));
+        assert.ok(!lines.some((l) => l.includes('"process":"coord"') && l.includes('restarting')), 'an aborted job is not restarted');
+      }
+    });
+  }
+});

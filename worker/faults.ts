@@ -8,6 +8,15 @@ export class RecoverableError extends Error {
   }
 }
 
+/** The job cannot go on; a supervisor must not restart it (the CLI exits with code 3). */
+export class JobAborted extends Error {
+  readonly exitCode = 3;
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobAborted';
+  }
+}
+
 /** gRPC failures (coordinator restarted, barrier rejected) and lost links are survivable. */
 export function isRecoverable(err: unknown): boolean {
   return err instanceof RecoverableError || (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number');
@@ -22,6 +31,8 @@ const CRASH_AT_STEP = env('PROPIPE_TEST_CRASH_AT_STEP');
 const CRASH_IN_SAVE = env('PROPIPE_TEST_CRASH_IN_SAVE');
 const STALL_AT_STEP = env('PROPIPE_TEST_STALL_AT_STEP');
 const STALL_MS = env('PROPIPE_TEST_STALL_MS') ?? 0;
+const NAN_AT_STEP = env('PROPIPE_TEST_NAN_AT_STEP');
+const NAN_FROM_STEP = env('PROPIPE_TEST_NAN_FROM_STEP');
 
 function kill9(): never {
   process.kill(process.pid, 'SIGKILL');
@@ -48,4 +59,9 @@ export async function stallPoint(step: number): Promise<void> {
   if (stalled || STALL_AT_STEP !== step || STALL_MS <= 0) return;
   stalled = true;
   await new Promise((r) => setTimeout(r, STALL_MS));
+}
+
+/** Puts a NaN into an outgoing activation (a diverging rank), at one step or from a step on. */
+export function poisonPoint(step: number, data: Float32Array): void {
+  if (NAN_AT_STEP === step || (NAN_FROM_STEP !== undefined && step >= NAN_FROM_STEP)) data[0] = NaN;
 }

@@ -16,6 +16,7 @@ import { layerLearningRate, stageLrFactor, warmupSteps } from '../recipe/lr-sche
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
 import { describeStage } from '../recipe/stages.ts';
 import { exportRun } from './export-run.ts';
+import { JobAborted } from './faults.ts';
 import { latestCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { MetricsLog } from './metrics-log.ts';
 import { Progress } from './progress.ts';
@@ -23,6 +24,7 @@ import { memoryReport, quantizationFor, type MemoryReport } from './quantization
 import { initialTrainables, loraSpec, prepareModel, trainableShapes, type TrainingModel } from './training-model.ts';
 
 const log = childLog({ component: 'trainer' });
+const MAX_BAD_STEPS = 3;
 
 export interface StageSummary {
   index: number;
@@ -93,6 +95,7 @@ export class Trainer {
     let distillSeconds = 0;
     let lastLoss = NaN;
     let lastVal: number | null = null;
+    let badSteps = 0;
 
     for (let stageIdx = state.stage; stageIdx < model.plan.stages.length; stageIdx++) {
       const stage = model.plan.stages[stageIdx];
@@ -146,9 +149,13 @@ export class Trainer {
         const gradNorm = Math.sqrt(sumOfSquares(grads.values()));
         const scale = clipScale(gradNorm, run.max_grad_norm);
         const factor = stageLrFactor(state.stageStep, stageSteps, warmup, run.min_lr_ratio);
-        if (!Number.isFinite(gradNorm)) {
-          log.warn({ step: state.step, stage: stageIdx }, 'non-finite gradient norm: step skipped, weights unchanged');
+        if (!Number.isFinite(gradNorm) || !Number.isFinite(lossSum)) {
+          // NaN or Inf never reaches the weights; a run that keeps producing them stops.
+          badSteps++;
+          log.warn({ step: state.step, stage: stageIdx, consecutive: badSteps }, 'non-finite loss or gradient: step skipped, weights unchanged');
+          if (badSteps >= MAX_BAD_STEPS) throw new JobAborted(`${badSteps} consecutive steps had a non-finite loss or gradient (last: step ${state.step + 1}); lower the learning rate, check the data, or resume from an earlier checkpoint`);
         } else {
+          badSteps = 0;
           for (const [n, g] of grads) optimizer.update(n, values.get(n)!, g, layerLearningRate(run, n, model.config.numLayers) * factor, scale);
         }
         const seconds = (performance.now() - t0) / 1000;

@@ -81,17 +81,16 @@ export class PeerServer {
     return `${host}:${bound}`;
   }
 
-  /** Applies the flow-control window (and, when set, a larger HTTP/2 frame size) to every session. */
+  /** Applies the flow-control window of the options to every HTTP/2 session of this server. */
   private tuneSessions(): void {
     const window = this.options['grpc-node.flow_control_window'] as number | undefined;
-    const frame = this.options['propipe.max_frame_size'] as number | undefined;
-    if (!window && !frame) return;
-    // grpc-js keeps its HTTP/2 servers private; without them the defaults stay (slower, still correct).
+    if (!window) return;
+    // grpc-js keeps its HTTP/2 servers private; without them the default window stays (slower, still correct).
     const servers = (this.server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
     for (const s of servers?.keys() ?? []) {
       s.on('session', (session: http2.ServerHttp2Session) => {
-        if (window) session.setLocalWindowSize(window);
-        session.settings({ ...(window ? { initialWindowSize: window } : {}), ...(frame ? { maxFrameSize: frame } : {}) });
+        session.setLocalWindowSize(window);
+        session.settings({ initialWindowSize: window });
       });
     }
   }

@@ -9,7 +9,9 @@ import { sumOfSquares } from '../model/adamw.ts';
 import { childLog } from '../model/log.ts';
 import { optionalTokenizer } from '../model/pretrained.ts';
 import { deriveSeed } from '../model/rng.ts';
+import type { OutFrame } from '../proto/frames.ts';
 import type { AssignmentMsg, StepDecisionMsg } from '../proto/messages.ts';
+import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import { connectNats } from '../proto/signals.ts';
 import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
 import { readManifest } from '../recipe/checkpoints.ts';
@@ -20,7 +22,7 @@ import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';
 import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
-import { crashInSave, crashPoint, isRecoverable, RecoverableError, stallPoint } from './faults.ts';
+import { crashInSave, crashPoint, isRecoverable, JobAborted, poisonPoint, RecoverableError, stallPoint } from './faults.ts';
 import { runEval, runStep, type Links, type MicroBatch, type Span } from './executor.ts';
 import { exportRun } from './export-run.ts';
 import { PeerLink, PeerServer } from './peer.ts';
@@ -48,6 +50,7 @@ export interface WorkerOptions {
   stageTimeoutMs?: number;
   /** Test hook: hold back every NATS stage delivery by this much. */
   natsDelayMs?: number;
+  security?: Security;
 }
 
 /** Rank 0 owns the data: the training stream of the current stage and the validation batches. */
@@ -79,9 +82,10 @@ async function openFeed(run: RunConfig, model: TrainingModel): Promise<DataFeed>
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const workerId = o.workerId ?? `${os.hostname()}-${process.pid}-${crypto.randomBytes(2).toString('hex')}`;
   const log = childLog({ component: 'worker', worker: workerId });
-  const server = new PeerServer();
+  const sec = o.security ?? {};
+  const server = new PeerServer(serverCredentials(sec), (md) => checkToken(sec, md));
   const peerAddress = await server.start(o.host, o.port);
-  const coord = new CoordinatorClient(o.coordinator);
+  const coord = new CoordinatorClient(o.coordinator, channelCredentials(sec), callMetadata(sec));
   let model: TrainingModel | null = null;
   let watcher: StageWatcher | null = null;
   let nats: Awaited<ReturnType<typeof connectNats>> | null = null;
@@ -150,8 +154,13 @@ async function runAssignment(
   server.mailbox.reset();
   server.resetBelow();
   server.expect = (kind, s, mb) => (s < step || s > step + 1 ? `frame for step ${s} while this rank is at step ${step}` : mb >= Math.max(M, evalBatches, 1) && kind !== 'EVAL_ACTIVATION' ? `micro-batch ${mb} out of range (${M} per step)` : null);
-  const link = a.nextPeer ? new PeerLink(a.nextPeer, server.mailbox, server.expect) : null;
-  const links: Links = { mailbox: server.mailbox, up: link ? (f) => link.sendUp(f) : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
+  const sec = o.security ?? {};
+  const link = a.nextPeer ? new PeerLink(a.nextPeer, server.mailbox, server.expect, channelCredentials(sec), callMetadata(sec)) : null;
+  const up = (f: OutFrame) => {
+    if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
+    return link!.sendUp(f);
+  };
+  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
   // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
   watcher.onControl = (sig) => {
@@ -205,6 +214,7 @@ async function runAssignment(
         return 'stop';
       }
       if (d.directive === 'REASSIGN') return 'reassign';
+      if (d.directive === 'ABORT') throw new JobAborted(`the coordinator aborted the job at step ${step}: repeated non-finite losses or gradients (see its log)`);
       if (d.stage !== stage) {
         const w = await watcher.waitFor(d.stage, o.stageTimeoutMs ?? 5000, async () => {
           const info = await coord.currentStage(a.epoch);

@@ -1,8 +1,10 @@
 import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
 import { log } from '../../model/log.ts';
 import { startCoordinator } from '../../coordinator/server.ts';
+import { JobAborted } from '../../worker/faults.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
+import { SECURITY_FLAGS, securityOptions } from '../security-flags.ts';
 import { runFlagSpecs, runOverrides } from '../run-flags.ts';
 import { PIPELINE_FLAGS, pipelineOptions } from '../pipeline-flags.ts';
 
@@ -19,6 +21,7 @@ export const coordinatorCommand: Command = {
     'metrics-port': { type: 'string', description: 'serve Prometheus metrics on this port (/metrics)' },
     'job-id': { type: 'string', description: 'job id (NATS subjects are propipe.<job-id>.*); random by default' },
     'step-timeout-ms': { type: 'string', description: 'a rank that has not reached the step barrier this long after the first one is treated as failed (0 = never)', default: '300000' },
+    ...SECURITY_FLAGS,
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
   },
@@ -44,9 +47,11 @@ export const coordinatorCommand: Command = {
       metricsPort: f.has('metrics-port') ? f.int('metrics-port') : undefined,
       jobId: f.str('job-id'),
       stepTimeoutMs: f.int('step-timeout-ms', 300_000),
+      security: securityOptions(f),
     });
     await c.done;
     await c.close();
+    if (c.job.abortReason) throw new JobAborted(c.job.abortReason);
     log.info({ step: c.job.state.step }, 'job finished');
   },
 };

@@ -3,7 +3,7 @@ import type { Command } from '../command.ts';
 import { runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
 
-const OWN = new Set(['workers']);
+const OWN = new Set(['workers', 'insecure']);
 
 export const launchCommand: Command = {
   name: 'launch',
@@ -13,6 +13,7 @@ export const launchCommand: Command = {
     workers: { type: 'string', description: 'number of worker processes', default: '2' },
     config: { type: 'string', description: 'YAML run file' },
     'metrics-port': { type: 'string', description: 'serve the coordinator’s Prometheus metrics on this port' },
+    insecure: { type: 'boolean', description: 'no TLS, token or NATS password (default: throwaway credentials for this run)' },
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
   },
@@ -23,12 +24,12 @@ export const launchCommand: Command = {
     for (let i = 0; i < args.length; i++) {
       const name = args[i].replace(/^--/, '').split('=')[0];
       if (OWN.has(name)) {
-        if (!args[i].includes('=')) i++;
+        if (name !== 'insecure' && !args[i].includes('=')) i++;
         continue;
       }
       coordinatorArgs.push(args[i]);
     }
-    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs });
+    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure') });
     if (code !== 0) throw new Error('the pipelined job failed (see the prefixed logs above)');
   },
 };

@@ -1,6 +1,7 @@
 import { runWorker } from '../../worker/worker.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
+import { SECURITY_FLAGS, securityOptions } from '../security-flags.ts';
 
 export const workerCommand: Command = {
   name: 'worker',
@@ -14,6 +15,7 @@ export const workerCommand: Command = {
     'memory-gb': { type: 'string', description: 'memory this worker may use (default: 80% of the machine)' },
     'worker-id': { type: 'string', description: 'stable id (e.g. the pod name); random by default' },
     'stage-timeout-ms': { type: 'string', description: 'wait this long for a NATS stage signal before asking the coordinator', default: '5000' },
+    ...SECURITY_FLAGS,
   },
   async run(f) {
     const device = f.str('device') ?? 'cpu';
@@ -26,6 +28,7 @@ export const workerCommand: Command = {
       memoryBytes: f.has('memory-gb') ? Math.floor(f.num('memory-gb') * 2 ** 30) : undefined,
       workerId: f.str('worker-id'),
       stageTimeoutMs: f.int('stage-timeout-ms', 5000),
+      security: securityOptions(f),
       natsDelayMs: process.env.PROPIPE_TEST_NATS_DELAY_MS ? Number(process.env.PROPIPE_TEST_NATS_DELAY_MS) : undefined,
     });
   },

@@ -1,0 +1,40 @@
+// Throwaway credentials for a local run: a CA, one certificate for every local service (SAN
+// 127.0.0.1, localhost), a bearer token and NATS user/password, all under a private directory.
+import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export interface LocalCredentials {
+  dir: string;
+  tlsCert: string;
+  tlsKey: string;
+  tlsCa: string;
+  tokenFile: string;
+  natsUser: string;
+  natsPass: string;
+}
+
+function openssl(args: string[], cwd: string): void {
+  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new Error(`openssl ${args[0]} failed (${r.error?.message ?? r.stderr.trim()}); install openssl or run with --insecure`);
+}
+
+export function makeLocalCredentials(dir: string): LocalCredentials {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=propipe local CA', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', 'node.key', '-out', 'node.csr'], dir);
+  fs.writeFileSync(path.join(dir, 'san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
+  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.cnf', '-out', 'node.crt'], dir);
+  const tokenFile = path.join(dir, 'token');
+  fs.writeFileSync(tokenFile, crypto.randomBytes(24).toString('hex'), { mode: 0o600 });
+  return {
+    dir,
+    tlsCert: path.join(dir, 'node.crt'),
+    tlsKey: path.join(dir, 'node.key'),
+    tlsCa: path.join(dir, 'ca.crt'),
+    tokenFile,
+    natsUser: 'propipe',
+    natsPass: crypto.randomBytes(16).toString('hex'),
+  };
+}
