@@ -7,7 +7,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { childLog } from '../model/log.ts';
 import { makeLocalCredentials } from './credentials.ts';
-import { freePort, startNatsServer, waitForPort } from './nats-server.ts';
+import { freePort, startNatsServer, waitForPort, type NatsServerProcess } from './nats-server.ts';
 
 const log = childLog({ component: 'launch' });
 const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
@@ -28,6 +28,8 @@ export interface LaunchOptions {
   restarts?: number;
   /** Plain gRPC and NATS without credentials (default: throwaway TLS certificates, token, NATS password). */
   insecure?: boolean;
+  /** Called once nats-server runs (tests restart it mid-run through this). */
+  onNats?: (nats: NatsServerProcess) => void;
   /** Every log line of every process, with its tag (coord, w0, w1, ...). */
   onLine?: (tag: string, line: string) => void;
 }
@@ -46,6 +48,7 @@ function prefixed(child: ChildProcess, tag: string, o: LaunchOptions): void {
 export async function launch(o: LaunchOptions): Promise<number> {
   const creds = o.insecure ? null : makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-creds-')));
   const nats = await startNatsServer(creds ? { user: creds.natsUser, pass: creds.natsPass } : {});
+  o.onNats?.(nats);
   const secure = creds ? ['--tls-cert', creds.tlsCert, '--tls-key', creds.tlsKey, '--tls-ca', creds.tlsCa, '--mtls', '--token-file', creds.tokenFile] : [];
   const port = await freePort();
   const jobId = `job${port}`;

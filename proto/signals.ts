@@ -30,6 +30,15 @@ export function subjects(jobId: string) {
 
 export const codec = JSONCodec<unknown>();
 
+/** Flushes and closes, but never waits long for a NATS server that is gone. */
+export async function closeNats(nc: NatsConnection, timeoutMs = 2000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)));
+  await Promise.race([nc.drain().catch(() => undefined), timeout]);
+  clearTimeout(timer);
+  if (!nc.isClosed()) await nc.close().catch(() => undefined);
+}
+
 /** Connects to NATS; `nats://user:pass@host:port` or `nats://token@host:port` carry the credentials. */
 export async function connectNats(url: string, name: string): Promise<NatsConnection> {
   const u = new URL(url);
@@ -57,6 +66,6 @@ export class SignalPublisher {
   }
 
   async close(): Promise<void> {
-    await this.nc.drain();
+    await closeNats(this.nc);
   }
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../coordinator/launch.ts';
+import { startNatsServer } from '../coordinator/nats-server.ts';
 import { openCheckpoint } from '../model/safetensors.ts';
 import { Trainer } from '../worker/local-trainer.ts';
 import { maxRelError } from './support/compare.ts';
@@ -81,5 +82,46 @@ test('NaN/Inf never reaches the weights: a bad step is skipped, a run that keeps
         assert.ok(!lines.some((l) => l.includes('"process":"coord"') && l.includes('restarting')), 'an aborted job is not restarted');
       }
     });
+  }
+});
+
+test('nats-server restarted mid-run: clients reconnect, every stage transition is applied once', async () => {
+  const tiny = await makeTiny();
+  const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, steps_per_stage: 6, learning_rate: 1e-2, per_device_train_batch_size: 4, seed: 5, logging_steps: 1 };
+  const reference = await new Trainer({ ...run, output_dir: path.join(tiny.root, 'reference') }).train();
+  const out = path.join(tiny.root, 'nats-restart');
+  fs.writeFileSync(`${out}.yaml`, YAML.stringify({ ...run, output_dir: out }));
+  let restarted: Awaited<ReturnType<typeof startNatsServer>> | null = null;
+  let nats: Awaited<ReturnType<typeof startNatsServer>> | null = null;
+  let stopped = false;
+  const lines: string[] = [];
+  const code = await launch({
+    workers: 2,
+    insecure: true,
+    coordinatorArgs: ['--config', `${out}.yaml`, '--static-partition'],
+    workerArgs: ['--stage-timeout-ms', '1000'],
+    quiet: true,
+    // Ranks slow down just before the stage transition, so NATS is down when it is signalled.
+    env: { PROPIPE_LOG_LEVEL: 'info', PROPIPE_TEST_STALL_AT_STEP: '5', PROPIPE_TEST_STALL_MS: '1000' },
+    onNats: (n) => (nats = n),
+    onLine: (tag, l) => {
+      lines.push(`${tag} ${l}`);
+      if (!stopped && tag === 'coord' && l.includes('"msg":"train"') && l.includes('"step":5,')) {
+        stopped = true;
+        void (async () => {
+          await nats!.stop();
+          await new Promise((r) => setTimeout(r, 3000));
+          restarted = await startNatsServer({ port: nats!.port });
+        })();
+      }
+    },
+  });
+  await (restarted as { stop(): Promise<void> } | null)?.stop();
+  assert.equal(code, 0, lines.slice(-20).join('\n'));
+  sameWeights(reference.finalDir, path.join(out, 'final'));
+  assert.ok(stopped, 'NATS was stopped mid-run');
+  for (const w of ['w0', 'w1']) {
+    const entered = lines.filter((l) => l.startsWith(`${w} `) && l.includes('entering stage'));
+    assert.equal(entered.length, 1, `${w} applied the stage transition exactly once`);
   }
 });

@@ -12,7 +12,7 @@ import { deriveSeed } from '../model/rng.ts';
 import type { OutFrame } from '../proto/frames.ts';
 import type { AssignmentMsg, StepDecisionMsg } from '../proto/messages.ts';
 import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
-import { connectNats } from '../proto/signals.ts';
+import { closeNats, connectNats } from '../proto/signals.ts';
 import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
 import { readManifest } from '../recipe/checkpoints.ts';
 import { readJsonl, type Dataset } from '../recipe/data.ts';
@@ -117,7 +117,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     }
   } finally {
     watcher?.close();
-    await nats?.drain().catch(() => undefined);
+    if (nats) await closeNats(nats);
     coord.close();
     await server.stop();
   }
