@@ -125,3 +125,17 @@ test('nats-server restarted mid-run: clients reconnect, every stage transition i
     assert.equal(entered.length, 1, `${w} applied the stage transition exactly once`);
   }
 });
+
+test('resume with a different number of workers: the trainable tensors are re-sharded by name', async () => {
+  const tiny = await makeTiny();
+  const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, steps_per_stage: 4, save_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, seed: 9 };
+  const reference = await new Trainer({ ...run, output_dir: path.join(tiny.root, 'reference') }).train();
+  const out = path.join(tiny.root, 'reshard');
+  fs.writeFileSync(`${out}.yaml`, YAML.stringify({ ...run, output_dir: out }));
+  const lines: string[] = [];
+  const opts = { insecure: true, quiet: true, onLine: (tag: string, l: string) => lines.push(`${tag} ${l}`) };
+  assert.equal(await launch({ ...opts, workers: 2, coordinatorArgs: ['--config', `${out}.yaml`, '--max-steps', '5'] }), 0, lines.slice(-10).join('\n'));
+  assert.ok(fs.existsSync(path.join(out, 'checkpoint-5', 'manifest.json')));
+  assert.equal(await launch({ ...opts, workers: 3, coordinatorArgs: ['--config', `${out}.yaml`, '--resume'] }), 0, lines.slice(-10).join('\n'));
+  sameWeights(reference.finalDir, path.join(out, 'final'));
+});
