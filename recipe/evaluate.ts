@@ -1,7 +1,6 @@
 // Mean token loss and perplexity of a model over a dataset (padding never counted).
 import type { Device } from '../model/graph/session.ts';
-import { RangeProgram } from '../model/llama/program.ts';
-import { wholeModel } from '../model/llama/range-graph.ts';
+import { frozenWholeModel } from '../model/llama/program.ts';
 import type { Pretrained } from '../model/pretrained.ts';
 import { makeBatch } from './batch.ts';
 import type { Example } from './data.ts';
@@ -21,15 +20,7 @@ export interface EvalResult {
 }
 
 export async function evaluateLoss(model: Pretrained, examples: readonly Example[], o: EvalOptions = {}): Promise<EvalResult> {
-  const program = await RangeProgram.create({
-    config: model.config,
-    range: wholeModel(model.config),
-    trainable: new Set(),
-    load: model.load,
-    inputGrad: false,
-    device: o.device,
-    threads: o.threads,
-  });
+  const program = await frozenWholeModel(model.config, model.load, { device: o.device, threads: o.threads });
   let lossSum = 0;
   let tokens = 0;
   try {

@@ -4,8 +4,8 @@
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Device } from '../model/graph/session.ts';
-import { RangeProgram } from '../model/llama/program.ts';
-import { IO, wholeModel } from '../model/llama/range-graph.ts';
+import { frozenWholeModel, type RangeProgram } from '../model/llama/program.ts';
+import { IO } from '../model/llama/range-graph.ts';
 import { optionalTokenizer, type Pretrained } from '../model/pretrained.ts';
 import type { TextTokenizer } from '../model/tokenizer.ts';
 import { makeBatch } from './batch.ts';
@@ -267,16 +267,7 @@ export function summarizeMc(questions: readonly McQuestion[], rows: readonly McR
 export async function scoreMultipleChoice(model: McModel, tok: TextTokenizer, questions: readonly McQuestion[], o: McScoreOptions = {}): Promise<McResult> {
   if (questions.length === 0) throw new Error('no questions to score');
   const rows = encodeMcRows(questions, tok, { ...o, vocabSize: o.vocabSize ?? model.config.vocabSize });
-  const program = await RangeProgram.create({
-    config: model.config,
-    range: wholeModel(model.config),
-    trainable: new Set(),
-    load: model.load,
-    inputGrad: false,
-    rowLoss: true,
-    device: o.device,
-    threads: o.threads,
-  });
+  const program = await frozenWholeModel(model.config, model.load, { rowLoss: true, device: o.device, threads: o.threads });
   try {
     const logliks = await rowLogLikelihoods(program, rows, o.batchSize ?? 16, o.padId ?? tok.padId ?? model.config.padTokenId ?? 0);
     return summarizeMc(questions, rows, logliks);

@@ -2,7 +2,7 @@
 // freeze mask, AdamW on the host. The pipeline runs the same recipe split across ranks.
 import path from 'node:path';
 import { accumulateGrads, AdamW, clipScale, sumOfSquares } from '../model/adamw.ts';
-import { RangeProgram } from '../model/llama/program.ts';
+import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
 import { childLog } from '../model/log.ts';
 import { optionalTokenizer } from '../model/pretrained.ts';
@@ -222,7 +222,7 @@ export class Trainer {
 
   /** The unexpanded base model, frozen, whose logits the student is kept close to. */
   private async teacher(model: TrainingModel): Promise<RangeProgram> {
-    return RangeProgram.create({ config: model.base.config, range: wholeModel(model.base.config), trainable: new Set(), load: model.base.load, inputGrad: false, logits: true, device: this.run.device, threads: this.run.threads });
+    return frozenWholeModel(model.base.config, model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });
   }
 
 }

@@ -16,16 +16,11 @@ const log = childLog({ component: 'peer' });
 export type FrameExpectation = (kind: FrameKind, step: number, microBatch: number) => string | null;
 
 async function writeAll(stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg> | grpc.ServerDuplexStream<FrameMsg, FrameMsg>, frames: FrameMsg[]): Promise<void> {
-  let flushed: Promise<void> = Promise.resolve();
-  for (const [i, f] of frames.entries()) {
+  for (const f of frames) {
     if (stream.destroyed) throw new RecoverableError('the peer stream is closed');
-    let ok = true;
-    if (process.env.PROPIPE_EXP_FLUSH && i === frames.length - 1) flushed = new Promise<void>((res) => { ok = stream.write(f, () => res()); });
-    else ok = stream.write(f);
     // A peer that died never drains: wait for whichever comes first.
-    if (!ok) await drainOrClose(stream);
+    if (!stream.write(f)) await Promise.race([once(stream, 'drain'), once(stream, 'close'), once(stream, 'error')]);
   }
-  await flushed;
 }
 
 /**

@@ -2,7 +2,7 @@
 // block range under the current stage's freeze mask.
 import { AdamW } from '../model/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
-import { RangeProgram } from '../model/llama/program.ts';
+import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
@@ -83,8 +83,7 @@ export class Rank {
       threads: this.run.threads,
     });
     if (this.distills && !this.teacher) {
-      const base = this.model.base.config;
-      this.teacher = await RangeProgram.create({ config: base, range: { start: 0, end: base.numLayers, embed: true, head: true }, trainable: new Set(), load: this.model.base.load, inputGrad: false, logits: true, device: this.run.device, threads: this.run.threads });
+      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });
     }
     this.stage = stage;
   }

@@ -4,7 +4,7 @@ import { backward } from '../autodiff/backward.ts';
 import type { ModelConfig } from '../config.ts';
 import { CompiledGraph, type Device, type HostTensor } from '../graph/session.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
-import { buildRangeGraph, IO, type BlockRange } from './range-graph.ts';
+import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
 
 export interface ProgramOptions {
@@ -53,6 +53,15 @@ export const GRAD_PREFIX = 'grad.';
 const HIDDEN_GRAD = 'grad.hidden_in';
 const OUT_GRAD = 'grad.hidden_out';
 const LOSS_SCALE = 'loss_scale';
+
+/** A frozen whole model, forward only: evaluation, scoring and distillation teachers. */
+export function frozenWholeModel(
+  config: ModelConfig,
+  load: WeightLoader,
+  o: { device?: Device; threads?: number; logits?: boolean; rowLoss?: boolean } = {},
+): Promise<RangeProgram> {
+  return RangeProgram.create({ config, range: wholeModel(config), trainable: new Set(), load, inputGrad: false, ...o });
+}
 
 export class RangeProgram {
   private readonly tables = new Map<number, { cos: Float32Array; sin: Float32Array; mask: Float32Array }>();
