@@ -120,7 +120,8 @@ test('nats-server restarted mid-run: clients reconnect, every stage transition i
     },
   });
   // The restarted server may come up after the run ended; it must not outlive the test.
-  if (bounce) await (await bounce).stop();
+  const pending = bounce as Promise<{ stop(): Promise<void> }> | null;
+  if (pending) await (await pending).stop();
   assert.equal(code, 0, lines.slice(-20).join('\n'));
   sameWeights(reference.finalDir, path.join(out, 'final'));
   assert.ok(stopped, 'NATS was stopped mid-run');
