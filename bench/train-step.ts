@@ -1,0 +1,484 @@
+// Tokens/s of a full training step (forward, backward, global clipping, AdamW) of a whole Llama model,
+// run with the same machinery as the trainer (worker/local-trainer.ts): RangeProgram.backward with
+// lossScale 1/targets, the gradient copy the trainer's accumulation makes, sumOfSquares + clipScale,
+// then AdamW.update for every trainable tensor. Modes:
+//   full            every parameter trainable, one whole-model program
+//   llamapro_whole  the L-block stack is a LLaMA Pro expansion of L-P original blocks (P new blocks
+//                   interleaved by planExpansion); only the new blocks' tensors train. One whole-model
+//                   program: its backward graph also runs the frozen prefix's forward (the trainer runs
+//                   no separate forward: the backward graph returns the loss), but no backward for it
+//   llamapro_split  the same model as two programs chained by activations: the frozen prefix
+//                   [0, lowest new) as a forward-only range (no backward graph), and [lowest new, L)
+//                   with the head, backward for the new blocks' weights only. The same MatMul work as
+//                   llamapro_whole in one process; what differs is one more session run and hand-off
+// Per mode: median ms/step and tokens/s (tokens = batch·seq), and a breakdown of the step (prefix
+// forward, the backward run, gradient copy, clipping, AdamW). With --profile (default on) the main
+// backward graph is also run in a raw ORT session under the profiler, which separates ORT's own run
+// time (kernels) from what crossing the Node binding costs (wrapping feeds, copying fetches to JS).
+//
+//   npx tsx bench/train-step.ts [--layers 8 --hidden 256 --heads 8 --kv-heads 4 --intermediate 688
+//     --vocab 4096 --seq 128 --batch 8 --new-blocks 2 --threads 2 --warmup 2 --reps 5 --seed 1
+//     --modes full,llamapro_whole,llamapro_split --no-profile]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { AdamW, clipScale, sumOfSquares } from '../model/adamw.ts';
+import { backward as autodiff } from '../model/autodiff/backward.ts';
+import { parseConfig, type ModelConfig } from '../model/config.ts';
+import { expandConfig, expandedLoader, newLayerIndices, planExpansion } from '../model/expand.ts';
+import type { Graph } from '../model/graph/graph.ts';
+import { liveNodes, serialize } from '../model/graph/serialize.ts';
+import { randomWeights } from '../model/init.ts';
+import { ParamBinder } from '../model/llama/params.ts';
+import { RangeProgram, type Batch } from '../model/llama/program.ts';
+import { buildRangeGraph, IO, wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
+import { ropeTables } from '../model/llama/rope.ts';
+import { layerParamSpecs, paramSpecs } from '../model/params.ts';
+import { concretize } from './block-throughput.ts';
+import { defaultThreads, Flags, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
+
+export interface TrainShape {
+  layers: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  vocab: number;
+  seq: number;
+  batch: number;
+}
+
+export const DEFAULT_TRAIN_SHAPE: TrainShape = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 4096, seq: 128, batch: 8 };
+export const TRAIN_MODES = ['full', 'llamapro_whole', 'llamapro_split'] as const;
+export type TrainMode = (typeof TRAIN_MODES)[number];
+
+export const TRAIN_SHAPE_FLAGS = ['layers', 'hidden', 'heads', 'kv-heads', 'intermediate', 'vocab', 'seq', 'batch', 'new-blocks'] as const;
+export const TRAIN_RUN_FLAGS = ['threads', 'warmup', 'reps', 'seed', 'profile'] as const;
+
+export interface TrainStepOptions {
+  shape: TrainShape;
+  /** New blocks of the LLaMA Pro modes; the stack has shape.layers − newBlocks original blocks. */
+  newBlocks: number;
+  threads: number;
+  warmup: number;
+  reps: number;
+  seed: number;
+  modes: readonly TrainMode[];
+  profile: boolean;
+}
+
+/**
+ * Removes a string-valued `--name value` / `--name=value` from argv (Flags in common.ts reads numbers
+ * and booleans only) and returns its value and the remaining arguments.
+ */
+export function takeStringFlag(argv: readonly string[], name: string): { value: string | undefined; rest: string[] } {
+  const rest: string[] = [];
+  let value: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === `--${name}`) {
+      value = argv[++i];
+      if (value === undefined) throw new Error(`--${name} needs a value`);
+    } else if (a.startsWith(`--${name}=`)) value = a.slice(name.length + 3);
+    else rest.push(a);
+  }
+  return { value, rest };
+}
+
+export function trainOptionsFromFlags(f: Flags, modesFlag?: string): TrainStepOptions {
+  const d = DEFAULT_TRAIN_SHAPE;
+  const modes = modesFlag ? modesFlag.split(',').map((m) => m.trim()) : [...TRAIN_MODES];
+  for (const m of modes) if (!(TRAIN_MODES as readonly string[]).includes(m)) throw new Error(`--modes: '${m}' is not one of ${TRAIN_MODES.join(', ')}`);
+  return {
+    shape: {
+      layers: f.int('layers', d.layers),
+      hidden: f.int('hidden', d.hidden),
+      heads: f.int('heads', d.heads),
+      kvHeads: f.int('kv-heads', d.kvHeads),
+      intermediate: f.int('intermediate', d.intermediate),
+      vocab: f.int('vocab', d.vocab),
+      seq: f.int('seq', d.seq),
+      batch: f.int('batch', d.batch),
+    },
+    newBlocks: f.int('new-blocks', 2),
+    threads: f.int('threads', Math.min(2, defaultThreads())),
+    warmup: f.int('warmup', 2),
+    reps: f.int('reps', 5),
+    seed: f.int('seed', 1),
+    modes: modes as TrainMode[],
+    profile: f.bool('profile', true),
+  };
+}
+
+export function trainConfig(s: TrainShape, layers = s.layers): ModelConfig {
+  return parseConfig(
+    {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: s.hidden,
+      intermediate_size: s.intermediate,
+      num_hidden_layers: layers,
+      num_attention_heads: s.heads,
+      num_key_value_heads: s.kvHeads,
+      vocab_size: s.vocab,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      max_position_embeddings: Math.max(2048, s.seq),
+      tie_word_embeddings: false,
+      hidden_act: 'silu',
+      initializer_range: 0.02,
+    },
+    'bench config',
+  ).config;
+}
+
+/** A model of the step's shape: its config, a loader for every tensor, and which tensors train. */
+export interface BenchModel {
+  config: ModelConfig;
+  load: (name: string) => Float32Array;
+  trainable: Set<string>;
+  /** Expanded indices of the new blocks (LLaMA Pro), or null. */
+  newLayers: number[] | null;
+}
+
+function weightsMap(config: ModelConfig, seed: number): Map<string, Float32Array> {
+  return new Map(randomWeights(config, seed, 0.02).map((t) => [t.name, t.data as Float32Array]));
+}
+
+export function fullModel(o: TrainStepOptions): BenchModel {
+  const config = trainConfig(o.shape);
+  const w = weightsMap(config, o.seed);
+  return { config, load: (n) => w.get(n)!, trainable: new Set(paramSpecs(config).map((s) => s.name)), newLayers: null };
+}
+
+/** The L-block stack as the expansion of L − P random original blocks, read through expandedLoader. */
+export function llamaProModel(o: TrainStepOptions): BenchModel {
+  const originals = o.shape.layers - o.newBlocks;
+  const base = trainConfig(o.shape, originals);
+  const plan = planExpansion(originals, o.newBlocks);
+  const config = expandConfig(base, plan);
+  const w = weightsMap(base, o.seed);
+  const load = expandedLoader((n) => w.get(n)!, plan);
+  const newLayers = newLayerIndices(plan);
+  const trainable = new Set(newLayers.flatMap((l) => layerParamSpecs(config, l).map((s) => s.name)));
+  return { config, load, trainable, newLayers };
+}
+
+export function randomBatch(config: ModelConfig, s: TrainShape, seed: number): Batch & { targets: number } {
+  const rng = new Rng(seed ^ 0x5eed);
+  const n = s.batch * s.seq;
+  const inputIds = new BigInt64Array(n);
+  for (let i = 0; i < n; i++) inputIds[i] = BigInt(Math.floor(rng.next() * config.vocabSize));
+  // Every position is a target after the shift (HF convention: labels = input_ids).
+  return { batch: s.batch, seq: s.seq, inputIds, labels: inputIds.slice(), targets: s.batch * (s.seq - 1) };
+}
+
+// ---- ORT profiling of one backward graph, rebuilt as RangeProgram.create builds it ----
+
+const LOSS_SCALE = 'loss_scale';
+
+export function backwardGraph(config: ModelConfig, range: BlockRange, trainable: ReadonlySet<string>, load: (n: string) => Float32Array): { graph: Graph; shapes: Map<string, number[]>; trainableNames: string[] } {
+  const binder = new ParamBinder({ trainable, load });
+  const { graph, seed } = buildRangeGraph(config, range, binder);
+  const trainableNames = binder.used.filter((n) => trainable.has(n));
+  const gb = graph.clone(`${graph.name}_backward`);
+  gb.outputs.splice(0, gb.outputs.length);
+  const seedGrad = gb.input(LOSS_SCALE, 'float32', []);
+  const grads = autodiff(gb, [{ value: seed, grad: seedGrad }], trainableNames);
+  for (const w of trainableNames) gb.output(gb.rename(grads.get(w)!, `grad.${w}`));
+  gb.output(IO.lossSum);
+  gb.output(IO.tokenCount);
+  return { graph: gb, shapes: binder.shapes, trainableNames };
+}
+
+/** MatMul FLOPs (2 per multiply-add) of the nodes a graph keeps, at the step's batch and seq. */
+export function graphMatmulFlops(g: Graph, batch: number, seq: number): number {
+  const c = concretize(g, { batch, seq });
+  let flops = 0;
+  for (const n of liveNodes(c)) {
+    if (n.op !== 'MatMul') continue;
+    const a = c.info(n.inputs[0]).shape;
+    const out = c.info(n.outputs[0]).shape;
+    const k = a[a.length - 1];
+    if (typeof k !== 'number' || out.some((d) => typeof d !== 'number')) throw new Error(`MatMul ${n.outputs[0]}: shape not static`);
+    flops += 2 * (out as number[]).reduce((x, y) => x * y, 1) * k;
+  }
+  return flops;
+}
+
+interface ProfileEvent {
+  cat?: string;
+  name?: string;
+  ts?: number;
+  dur?: number;
+  args?: { op_name?: string };
+}
+
+export interface BackwardProfile {
+  note: string;
+  /** Median wall time of session.run as seen from JS. */
+  wall_ms: number;
+  /** Median of ORT's model_run event (inside the native session). */
+  ort_run_ms: number;
+  /** Sum of node kernel times (median per node). */
+  kernel_ms: number;
+  /** wall − ort_run: Node binding cost (feeds wrapped as OrtValues, fetches copied into JS buffers). */
+  binding_ms: number;
+  bytes_fed: number;
+  bytes_fetched: number;
+  by_op: { op: string; ms: number; share: number; count: number }[];
+  top_nodes: { node: string; op: string; ms: number }[];
+}
+
+async function profileBackward(
+  config: ModelConfig,
+  range: BlockRange,
+  trainable: ReadonlySet<string>,
+  load: (n: string) => Float32Array,
+  params: ReadonlyMap<string, Float32Array>,
+  batch: Batch & { targets: number },
+  threads: number,
+): Promise<BackwardProfile> {
+  const { graph, shapes, trainableNames } = backwardGraph(config, range, trainable, load);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-train-step-'));
+  const { bytes, externalData } = serialize(graph);
+  const session = await ort.InferenceSession.create(bytes, {
+    executionProviders: ['cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    externalData,
+    logSeverityLevel: 3,
+    enableProfiling: true,
+    profileFilePrefix: path.join(dir, 'profile'),
+  });
+  try {
+    const rope = ropeTables(config, batch.seq);
+    const mask = new Float32Array(batch.seq * batch.seq);
+    for (let i = 0; i < batch.seq; i++) for (let j = i + 1; j < batch.seq; j++) mask[i * batch.seq + j] = -1e9;
+    const feeds: Record<string, ort.Tensor> = {
+      [IO.cos]: new ort.Tensor('float32', rope.cos, [batch.seq, config.headDim]),
+      [IO.sin]: new ort.Tensor('float32', rope.sin, [batch.seq, config.headDim]),
+      [IO.mask]: new ort.Tensor('float32', mask, [batch.seq, batch.seq]),
+      [LOSS_SCALE]: new ort.Tensor('float32', Float32Array.of(1 / batch.targets), []),
+      [IO.labels]: new ort.Tensor('int64', batch.labels!, [batch.batch, batch.seq]),
+    };
+    if (range.embed) feeds[IO.inputIds] = new ort.Tensor('int64', batch.inputIds!, [batch.batch, batch.seq]);
+    else feeds[IO.hiddenIn] = new ort.Tensor('float32', batch.hidden!, [batch.batch, batch.seq, config.hiddenSize]);
+    for (const n of trainableNames) feeds[n] = new ort.Tensor('float32', params.get(n)!, shapes.get(n)!);
+    const used: Record<string, ort.Tensor> = {};
+    for (const n of session.inputNames) used[n] = feeds[n];
+    const bytesFed = Object.values(used).reduce((a, t) => a + (t.data as ArrayBufferView).byteLength, 0);
+    const skip = 2;
+    const runs = 3;
+    const wall: number[] = [];
+    let bytesFetched = 0;
+    for (let i = 0; i < skip + runs; i++) {
+      const t0 = performance.now();
+      const out = await session.run(used);
+      if (i >= skip) wall.push(performance.now() - t0);
+      bytesFetched = Object.values(out).reduce((a, t) => a + (t.data as ArrayBufferView).byteLength, 0);
+    }
+    session.endProfiling();
+    const file = fs.readdirSync(dir).find((f) => f.endsWith('.json'));
+    if (!file) throw new Error(`ORT wrote no profile into ${dir}`);
+    const events = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as ProfileEvent[];
+    const modelRuns = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').slice(skip);
+    const perNode = new Map<string, { op: string; us: number[] }>();
+    for (const r of modelRuns) {
+      const from = r.ts ?? 0;
+      const to = from + (r.dur ?? 0);
+      for (const e of events) {
+        if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || (e.ts ?? -1) < from || (e.ts ?? 0) > to) continue;
+        const node = e.name.replace(/_kernel_time$/, '');
+        const entry = perNode.get(node) ?? { op: e.args?.op_name ?? '?', us: [] };
+        entry.us.push(e.dur ?? 0);
+        perNode.set(node, entry);
+      }
+    }
+    const nodes = [...perNode].map(([node, v]) => ({ node, op: v.op, us: median(v.us) }));
+    const total = nodes.reduce((a, n) => a + n.us, 0);
+    const byOp = new Map<string, { us: number; count: number }>();
+    for (const n of nodes) {
+      const e = byOp.get(n.op) ?? { us: 0, count: 0 };
+      e.us += n.us;
+      e.count++;
+      byOp.set(n.op, e);
+    }
+    const ortRun = median(modelRuns.map((r) => r.dur ?? 0)) / 1e3;
+    const wallMs = median(wall);
+    return {
+      note: 'the backward graph in a raw ORT session with the same options as CompiledGraph plus the profiler; 2 unprofiled-in-stats runs, then the median of 3',
+      wall_ms: round(wallMs),
+      ort_run_ms: round(ortRun),
+      kernel_ms: round(total / 1e3),
+      binding_ms: round(wallMs - ortRun),
+      bytes_fed: bytesFed,
+      bytes_fetched: bytesFetched,
+      by_op: [...byOp].sort((a, b) => b[1].us - a[1].us).slice(0, 14).map(([op, v]) => ({ op, ms: round(v.us / 1e3), share: round(v.us / total), count: v.count })),
+      top_nodes: nodes.sort((a, b) => b.us - a.us).slice(0, 8).map((n) => ({ node: n.node, op: n.op, ms: round(n.us / 1e3) })),
+    };
+  } finally {
+    await session.release();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---- the benchmark ----
+
+export interface TrainModeResult {
+  mode: TrainMode;
+  description: string;
+  trainable_params: number;
+  trainable_tensors: number;
+  new_layers: number[] | null;
+  session_create_ms: number;
+  ms_per_step: { median: number; min: number; all: number[] };
+  tokens_per_s: number;
+  /**
+   * MatMul GFLOP per step counted from the graphs the step runs (the backward graph computes the
+   * forward once and returns the loss, so there is no separate forward run), and that over the median
+   * step time: the whole step's effective rate, host work included.
+   */
+  matmul_gflop_per_step: number;
+  effective_gflops: number;
+  /** Median of each part of the step (ms). */
+  breakdown_ms: { prefix_forward: number | null; backward_run: number; grad_copy: number; clip: number; adamw: number };
+  loss_first_last: [number, number];
+  profile?: BackwardProfile;
+}
+
+export interface TrainStepResult {
+  shape: TrainShape & { head_dim: number; tokens_per_step: number; new_blocks: number };
+  threads: number;
+  timing: string;
+  modes: TrainModeResult[];
+}
+
+const DESCRIPTIONS: Record<TrainMode, string> = {
+  full: 'every parameter trainable; one whole-model RangeProgram whose backward graph computes the forward, the loss and every gradient in one run',
+  llamapro_whole: 'LLaMA Pro: only the new blocks train; one whole-model RangeProgram: its backward graph runs the frozen prefix forward (no backward for it) and differentiates from the lowest new block up',
+  llamapro_split: 'LLaMA Pro: frozen prefix as a forward-only RangeProgram (no backward graph), chained by activations to a RangeProgram from the lowest new block to the loss',
+};
+
+export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult> {
+  const s = o.shape;
+  const results: TrainModeResult[] = [];
+  for (const mode of o.modes) {
+    const model = mode === 'full' ? fullModel(o) : llamaProModel(o);
+    const { config } = model;
+    const batch = randomBatch(config, s, o.seed);
+    const values = new Map<string, Float32Array>();
+    for (const n of model.trainable) values.set(n, Float32Array.from(model.load(n)));
+    const load = (n: string) => values.get(n) ?? model.load(n);
+
+    info(`${mode}: building sessions (${config.numLayers} layers, ${values.size} trainable tensors, ${o.threads} threads)`);
+    const t0 = performance.now();
+    let prefix: RangeProgram | null = null;
+    let mainRange: BlockRange = wholeModel(config);
+    if (mode === 'llamapro_split') {
+      const lowest = Math.min(...model.newLayers!);
+      prefix = await RangeProgram.create({ config, range: { start: 0, end: lowest, embed: true, head: false }, trainable: new Set(), load, inputGrad: false, threads: o.threads });
+      if (prefix.hasBackward) throw new Error('the frozen prefix got a backward graph');
+      mainRange = { start: lowest, end: config.numLayers, embed: false, head: true };
+    }
+    const program = await RangeProgram.create({ config, range: mainRange, trainable: model.trainable, load, inputGrad: false, threads: o.threads });
+    const createMs = performance.now() - t0;
+    const optimizer = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
+    const lr = 1e-4;
+    const noParams = new Map<string, Float32Array>();
+
+    info(`${mode}: ${o.warmup} warm-up + ${o.reps} timed steps`);
+    const steps: number[] = [];
+    const parts = { prefix: [] as number[], backward: [] as number[], copy: [] as number[], clip: [] as number[], adamw: [] as number[] };
+    const losses: number[] = [];
+    let lastHidden: Float32Array | undefined;
+    for (let i = 0; i < o.warmup + o.reps; i++) {
+      const a = performance.now();
+      let fed: Batch = batch;
+      if (prefix) {
+        lastHidden = (await prefix.forward(batch, noParams)).hidden_out.data as Float32Array;
+        fed = { ...batch, hidden: lastHidden };
+      }
+      const b = performance.now();
+      const r = await program.backward(fed, values, { lossScale: 1 / batch.targets });
+      const c = performance.now();
+      // The trainer accumulates micro-batch gradients into fresh copies (one micro-batch here).
+      const grads = new Map<string, Float32Array>();
+      for (const [n, g] of r.grads) grads.set(n, Float32Array.from(g));
+      const d = performance.now();
+      const norm = Math.sqrt(sumOfSquares(grads.values()));
+      const scale = clipScale(norm, 1.0);
+      const e = performance.now();
+      for (const [n, g] of grads) optimizer.update(n, values.get(n)!, g, lr, scale);
+      const f = performance.now();
+      losses.push(r.lossSum! / r.tokenCount!);
+      if (i < o.warmup) continue;
+      steps.push(f - a);
+      parts.prefix.push(b - a);
+      parts.backward.push(c - b);
+      parts.copy.push(d - c);
+      parts.clip.push(e - d);
+      parts.adamw.push(f - e);
+    }
+    const med = median(steps);
+    let flops = graphMatmulFlops(backwardGraph(config, mainRange, model.trainable, load).graph, s.batch, s.seq);
+    if (prefix) {
+      const { graph } = buildRangeGraph(config, { start: 0, end: mainRange.start, embed: true, head: false }, new ParamBinder({ trainable: new Set(), load }));
+      flops += graphMatmulFlops(graph, s.batch, s.seq);
+    }
+    const result: TrainModeResult = {
+      mode,
+      description: DESCRIPTIONS[mode],
+      trainable_params: [...values.values()].reduce((acc, v) => acc + v.length, 0),
+      trainable_tensors: values.size,
+      new_layers: model.newLayers,
+      session_create_ms: round(createMs, 1),
+      ms_per_step: { median: round(med), min: round(Math.min(...steps)), all: steps.map((x) => round(x, 1)) },
+      tokens_per_s: round((s.batch * s.seq) / (med / 1e3), 1),
+      matmul_gflop_per_step: round(flops / 1e9),
+      effective_gflops: round(flops / 1e9 / (med / 1e3), 1),
+      breakdown_ms: {
+        prefix_forward: prefix ? round(median(parts.prefix)) : null,
+        backward_run: round(median(parts.backward)),
+        grad_copy: round(median(parts.copy)),
+        clip: round(median(parts.clip)),
+        adamw: round(median(parts.adamw)),
+      },
+      loss_first_last: [round(losses[0], 5), round(losses[losses.length - 1], 5)],
+    };
+    info(`${mode}: ${result.ms_per_step.median} ms/step, ${result.tokens_per_s} tokens/s`);
+    await program.release();
+    await prefix?.release();
+    if (o.profile) {
+      info(`${mode}: profiling the backward graph`);
+      const fed = prefix ? { ...batch, hidden: lastHidden } : batch;
+      result.profile = await profileBackward(config, mainRange, model.trainable, load, values, fed, o.threads);
+    }
+    results.push(result);
+  }
+  return {
+    shape: { ...s, head_dim: s.hidden / s.heads, tokens_per_step: s.batch * s.seq, new_blocks: o.newBlocks },
+    threads: o.threads,
+    timing: `median of ${o.reps} steps after ${o.warmup} warm-up steps; a step is (prefix forward,) the backward run (forward computed inside it, loss returned by it), the trainer's gradient copy, global-norm clip, AdamW on every trainable tensor`,
+    modes: results,
+  };
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const { value: modes, rest } = takeStringFlag(process.argv.slice(2), 'modes');
+  const flags = new Flags(rest);
+  flags.check([...TRAIN_SHAPE_FLAGS, ...TRAIN_RUN_FLAGS]);
+  const o = trainOptionsFromFlags(flags, modes);
+  const r = await runTrainStep(o);
+  printJson({ bench: 'propipe-train-step', host: hostInfo(o.threads), ...r, wall_s: round((performance.now() - started) / 1000, 1) });
+}
+
+if (isMain(import.meta.url)) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}
