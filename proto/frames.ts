@@ -7,10 +7,11 @@ export type WireTensor = { dtype: 'float32'; shape: number[]; data: Float32Array
 
 const ELEMENT_BYTES: Record<string, number> = { float32: 4, int64: 8 };
 /**
- * Default chunk payload. bench/transfer.ts sweeps 64 KB to 16 MB between two processes: 1 MB moves
- * 16 MB tensors about 10 % faster than 4 MB with less receiver CPU (a chunk stays in cache between
- * grpc-js's copy and the copy into the tensor), and is level with it on smaller tensors; below 512 KB
- * the per-message cost dominates, and one whole-tensor message cannot overlap encoding with sending.
+ * Default chunk payload, from bench/transfer.ts (64 KB to 16 MB chunks between two processes): on 16 MB
+ * tensors 1 MB chunks cost the receiver about a fifth less CPU per MB than 4 MB chunks (a chunk stays in
+ * cache between grpc-js's copy and the copy into the tensor) at the same or better throughput; on 1-4 MB
+ * tensors the two are level; 64-256 KB chunks cost the sender more CPU per MB, and one whole 16 MB
+ * message is 2-3x slower (nothing is sent until all of it is encoded).
  */
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 

@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { encodeFrames, FrameAssembler, FrameError, tensorMsg } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';
+import { Mailbox } from '../worker/mailbox.ts';
 import { PeerLink, PeerServer } from '../worker/peer.ts';
 
 const floats = (n: number) => Float32Array.from({ length: n }, (_, i) => i * 0.5 - 3);
@@ -63,4 +64,37 @@ test('the peer service answers a bad frame with INVALID_ARGUMENT and keeps deliv
   assert.deepEqual((await mailboxBelow.take('GRADIENT', 3, 1)).tensor.data, floats(4).map((v) => -v));
   link.close();
   await server.stop();
+});
+
+test('chunks are copied into a tensor sized from the first one; a chunk of the wrong length is rejected', () => {
+  const data = floats(2 * 3 * 1000);
+  const frames = encodeFrames({ kind: 'ACTIVATION', step: 2, microBatch: 0, tensor: { dtype: 'float32', shape: [2, 3, 1000], data } }, 4096);
+  const asm = new FrameAssembler();
+  frames.slice(0, -1).forEach((f) => assert.equal(asm.push(f), null));
+  const out = asm.push(frames[frames.length - 1])!;
+  assert.equal(out.tensor.data.byteOffset % 4, 0);
+  assert.deepEqual(out.tensor.data, data);
+  // A middle chunk one byte short, and a first chunk whose shape the announced chunks cannot carry.
+  const short = new FrameAssembler();
+  short.push(frames[0]);
+  assert.throws(() => short.push({ ...frames[1], tensor: { ...frames[1].tensor!, data: frames[1].tensor!.data.subarray(1) } }), /carries 4095 bytes, expected 4096/);
+  assert.equal(short.pending(), 0);
+  assert.throws(() => new FrameAssembler().push({ ...frames[0], tensor: { ...frames[0].tensor!, shape: [2, 3, 100000] } }), /cannot carry/);
+});
+
+test('backpressure waits leave no listeners behind', async () => {
+  const server = new PeerServer();
+  const address = await server.start('127.0.0.1', 0);
+  const link = new PeerLink(address, new Mailbox(), () => null);
+  link.chunkBytes = 64 * 1024;
+  const stream = (link as unknown as { stream: NodeJS.EventEmitter }).stream;
+  const data = new Float32Array(1024 * 1024);
+  try {
+    for (let step = 0; step < 8; step++) await link.sendUp({ kind: 'ACTIVATION', step, microBatch: 0, tensor: { dtype: 'float32', shape: [1024, 1024], data } });
+    for (let step = 0; step < 8; step++) await server.mailbox.take('ACTIVATION', step, 0);
+    assert.ok(stream.listenerCount('error') <= 1 && stream.listenerCount('close') === 0 && stream.listenerCount('drain') === 0, `listeners: error ${stream.listenerCount('error')}, close ${stream.listenerCount('close')}, drain ${stream.listenerCount('drain')}`);
+  } finally {
+    link.close();
+    await server.stop();
+  }
 });
