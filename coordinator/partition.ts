@@ -1,8 +1,13 @@
 // The partition planner: contiguous block ranges per worker, balanced by a cost model that knows the
-// freeze mask, under each worker's memory limit. Costs are matmul FLOPs per token:
-//   trainable block                     F + (F + B + W)   (the backward graph recomputes its forward)
-//   frozen block that gradients cross   F + (F + B)
-//   frozen block below every trainable  F                 (a forward-only prefix)
+// freeze mask, under each worker's memory limit. Costs are matmul FLOPs per token, per rank, as the
+// rank's graphs execute them (F = one block's forward; B and W its input- and weight-gradient, each ≈ F):
+//   every block of the range                 F      (the forward run; the last rank folds it into backward)
+//   a rank that runs backward, every block   + F    (the backward graph recomputes its range's forward)
+//   blocks that gradients cross              + B    (from the range's lowest trainable block, or all of
+//                                                    them when a lower rank needs the input gradient)
+//   trainable blocks                         + W
+//   a rank below every trainable block       F only (a forward-only prefix)
+// So the issue's F+B+W / F+B / F per block holds for a range's top, and the recompute is counted.
 // Embedding and head count as layers of their own (on the first and last rank).
 import type { ModelConfig } from '../model/config.ts';
 
@@ -48,22 +53,33 @@ export function blockParams(c: ModelConfig): number {
   return blockFlopsPerToken(c) / 2 + 2 * c.hiddenSize;
 }
 
-/** Cost of each block in units of FLOPs per token, given the mask. */
+/** Per-block cost if the block were alone on a rank (for reports and tests): F, F+B, or F+B+W plus recompute. */
 export function layerCosts(p: PartitionInput): number[] {
-  const f = blockFlopsPerToken(p.config);
-  const lowest = p.trainable.indexOf(true);
-  const anyBelowHead = lowest >= 0 || p.headTrainable;
-  return p.trainable.map((t, i) => {
-    if (p.ignoreMask) return 4 * f;
-    if (t) return 4 * f;
-    const crossed = (lowest >= 0 && i > lowest) || (lowest < 0 && anyBelowHead);
-    return crossed ? 3 * f : f;
-  });
+  return p.trainable.map((_, i) => rangeCost(p, i, i + 1, false));
 }
 
-function headCost(p: PartitionInput): number {
+/** Cost of blocks [s, e) on one rank, as its forward and backward graphs run them. */
+export function rangeCost(p: PartitionInput, s: number, e: number, last: boolean): number {
+  const f = blockFlopsPerToken(p.config);
+  const trains = (i: number) => p.ignoreMask || p.trainable[i];
+  const lowest = p.ignoreMask ? 0 : p.trainable.indexOf(true);
+  const headTrains = p.ignoreMask || p.headTrainable;
+  const forward = (e - s) * f;
+  const backward = (lowest >= 0 && lowest < e) || (last && headTrains);
+  if (!backward) return forward + (last ? headCost(p, false) : 0);
+  const gradientBelow = lowest >= 0 && lowest < s;
+  const from = gradientBelow ? s : lowest >= 0 && lowest < e ? Math.max(s, lowest) : e;
+  let cost = last ? 0 : forward; // the last rank's backward graph also yields the loss
+  cost += forward; // recompute
+  cost += (e - from) * f; // input gradients
+  for (let i = s; i < e; i++) if (trains(i)) cost += f; // weight gradients
+  return cost + (last ? headCost(p, true) : 0);
+}
+
+function headCost(p: PartitionInput, backward: boolean): number {
   const f = 2 * p.config.hiddenSize * p.config.vocabSize;
-  return p.ignoreMask || p.headTrainable ? 4 * f : 3 * f;
+  if (!backward) return f;
+  return f + f + (p.ignoreMask || p.headTrainable ? f : 0);
 }
 
 function layerMemory(p: PartitionInput, i: number): number {
@@ -98,27 +114,22 @@ export function planPartition(p: PartitionInput): RankPlan[] {
   const P = p.workers.length;
   if (P < 1) throw new Error('no workers to plan for');
   if (P > L) throw new Error(`${P} workers for ${L} blocks: every worker needs at least one block; use at most ${L} workers`);
-  const cost = layerCosts(p);
-  const prefixCost = [0];
   const prefixMem = [0];
-  for (let i = 0; i < L; i++) {
-    prefixCost.push(prefixCost[i] + cost[i]);
-    prefixMem.push(prefixMem[i] + layerMemory(p, i));
-  }
+  for (let i = 0; i < L; i++) prefixMem.push(prefixMem[i] + layerMemory(p, i));
   const act = activationMemory(p);
-  const rangeCost = (s: number, e: number, r: number) => prefixCost[e] - prefixCost[s] + (r === P - 1 ? headCost(p) : 0);
+  const cost = (s: number, e: number, r: number) => rangeCost(p, s, e, r === P - 1);
   const rangeMem = (s: number, e: number, r: number) => prefixMem[e] - prefixMem[s] + act + endsMemory(p, r === 0, r === P - 1);
   const fits = (s: number, e: number, r: number) => rangeMem(s, e, r) <= p.workers[r].memoryBytes;
 
   // best[r][e]: the smallest max-cost of ranks 0..r covering blocks [0, e).
   const best: number[][] = Array.from({ length: P }, () => new Array<number>(L + 1).fill(Infinity));
   const cut: number[][] = Array.from({ length: P }, () => new Array<number>(L + 1).fill(-1));
-  for (let e = 1; e <= L; e++) if (fits(0, e, 0)) best[0][e] = rangeCost(0, e, 0);
+  for (let e = 1; e <= L; e++) if (fits(0, e, 0)) best[0][e] = cost(0, e, 0);
   for (let r = 1; r < P; r++) {
     for (let e = r + 1; e <= L; e++) {
       for (let s = r; s < e; s++) {
         if (best[r - 1][s] === Infinity || !fits(s, e, r)) continue;
-        const v = Math.max(best[r - 1][s], rangeCost(s, e, r));
+        const v = Math.max(best[r - 1][s], cost(s, e, r));
         if (v < best[r][e]) {
           best[r][e] = v;
           cut[r][e] = s;
@@ -134,7 +145,7 @@ export function planPartition(p: PartitionInput): RankPlan[] {
   let e = L;
   for (let r = P - 1; r >= 0; r--) {
     const s = r === 0 ? 0 : cut[r][e];
-    plans.unshift({ start: s, end: e, embed: r === 0, head: r === P - 1, cost: rangeCost(s, e, r), memoryBytes: rangeMem(s, e, r) });
+    plans.unshift({ start: s, end: e, embed: r === 0, head: r === P - 1, cost: cost(s, e, r), memoryBytes: rangeMem(s, e, r) });
     e = s;
   }
   return plans;

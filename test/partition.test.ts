@@ -1,7 +1,7 @@
 // The freeze-aware partition planner: costs follow the mask, memory limits hold, infeasible plans say why.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { blockFlopsPerToken, layerCosts, planCost, planPartition, type PartitionInput } from '../coordinator/partition.ts';
+import { blockFlopsPerToken, layerCosts, planCost, planPartition, rangeCost, type PartitionInput } from '../coordinator/partition.ts';
 import { randomModelConfig } from '../model/init.ts';
 
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
@@ -11,7 +11,7 @@ const input = (trainable: boolean[], workers: number, memory = 8 * GiB): Partiti
   workers: Array.from({ length: workers }, () => ({ memoryBytes: memory })), microBatchTokens: 4 * 128, inFlight: 2,
 });
 
-test('costs: F+B+W for trainable blocks, F+B above them, F for the frozen prefix', () => {
+test('costs: F for the frozen prefix; a rank that runs backward adds the recompute, B where gradients cross, W where blocks train', () => {
   const mask = Array.from({ length: 12 }, (_, i) => i === 8);
   const c = layerCosts(input(mask, 2));
   const f = blockFlopsPerToken(config);
@@ -24,13 +24,12 @@ test('the frozen prefix goes to wider ranks and the plan beats a mask-blind spli
   const mask = Array.from({ length: 12 }, (_, i) => i >= 9);
   const aware = planPartition(input(mask, 3));
   const blind = planPartition({ ...input(mask, 3), ignoreMask: true });
-  assert.deepEqual(blind.map((r) => r.end - r.start), [4, 4, 4]);
+  // Mask-blind, every block trains: the last rank (whose forward is folded into backward) gets more blocks.
+  assert.ok(blind[2].end - blind[2].start >= blind[0].end - blind[0].start, JSON.stringify(blind));
   assert.ok(aware[0].end - aware[0].start > 4, JSON.stringify(aware));
   // Price the blind split with the true costs: its slowest rank is slower than the aware plan's.
-  const c = layerCosts(input(mask, 3));
-  const sum = (r: { start: number; end: number }) => c.slice(r.start, r.end).reduce((x, y) => x + y, 0);
-  const headCost = aware[2].cost - sum(aware[2]);
-  const blindTruth = Math.max(...blind.map((r, i) => sum(r) + (i === 2 ? headCost : 0)));
+  const truth = input(mask, 3);
+  const blindTruth = Math.max(...blind.map((r, i) => rangeCost(truth, r.start, r.end, i === 2)));
   assert.ok(planCost(aware) < blindTruth, `${planCost(aware)} vs ${blindTruth}`);
   assert.ok(aware.every((r, i) => r.embed === (i === 0) && r.head === (i === 2)));
   assert.equal(aware[0].start, 0);
@@ -44,4 +43,17 @@ test('memory limits shape the split, and an impossible one says what to do', () 
   assert.ok(tight.every((r, i) => i !== 0 || r.memoryBytes <= 40 * 2 ** 20));
   assert.throws(() => planPartition(input(mask, 2, 10 * 2 ** 20)), /no split of 12 blocks fits the workers' memory .*add workers or quantize/);
   assert.throws(() => planPartition(input(new Array(12).fill(false), 13)), /at most 12 workers/);
+});
+
+test('a rank pays for recomputing its whole range, and the last rank folds its forward into backward', () => {
+  const f = blockFlopsPerToken(config);
+  const mask = Array.from({ length: 12 }, (_, i) => i === 5);
+  const p = input(mask, 2);
+  // Blocks 3..6 with block 5 trainable: forward 4F, recompute 4F, input gradients of 5..6 (2F), W of 5 (F).
+  assert.equal(rangeCost(p, 3, 7, false), 11 * f);
+  // The same blocks on the last rank: no separate forward, plus the frozen head's forward and input gradient.
+  const head = 2 * config.hiddenSize * config.vocabSize;
+  assert.equal(rangeCost(p, 3, 7, true), 7 * f + 2 * head);
+  // Below the lowest trainable block: forward only.
+  assert.equal(rangeCost(p, 0, 3, false), 3 * f);
 });
