@@ -36,7 +36,7 @@ import { parseConfig, type ModelConfig } from '../model/config.ts';
 import { BYTES_PER_ELEMENT, type DType } from '../model/graph/dtype.ts';
 import { Graph, type Shape } from '../model/graph/graph.ts';
 import { serialize, liveNodes } from '../model/graph/serialize.ts';
-import { CompiledGraph, type HostTensor } from '../model/graph/session.ts';
+import { CompiledGraph, ortSessionOptions, type HostTensor } from '../model/graph/session.ts';
 import { ParamBinder } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
 import { buildRangeGraph, IO, type BlockRange } from '../model/llama/range-graph.ts';
@@ -270,15 +270,7 @@ const PROFILED_RUNS = 3;
  */
 async function rawSession(g: Graph, feeds: Readonly<Record<string, HostTensor>>, threads: number, extra: Partial<ort.InferenceSession.SessionOptions> = {}) {
   const { bytes, externalData } = serialize(g);
-  const session = await ort.InferenceSession.create(bytes, {
-    executionProviders: ['cpu'],
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    externalData,
-    logSeverityLevel: 3,
-    ...extra,
-  });
+  const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions({ threads }), externalData, ...extra });
   const ortFeeds: Record<string, ort.Tensor> = {};
   for (const name of session.inputNames) {
     const t = feeds[name];

@@ -3,6 +3,7 @@
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
+import { Rng as ModelRng } from '../model/rng.ts';
 
 /** `--name value`, `--name=value`, `--flag` (true) and `--no-flag` (false). */
 export class Flags {
@@ -83,23 +84,16 @@ export function round(x: number, digits = 3): number {
   return Math.round(x * f) / f;
 }
 
-/** mulberry32: the same seed draws the same weights on every machine. */
-export class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
+/** The project's seeded generator, with the benches' one extra: arrays of uniform weights. */
+export class Rng extends ModelRng {
   next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.nextFloat();
   }
   /** `n` values uniform in [-a, a] with a = std·√3, i.e. of standard deviation `std`. */
   uniformArray(n: number, std: number): Float32Array {
     const a = std * Math.sqrt(3);
     const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = (2 * this.next() - 1) * a;
+    for (let i = 0; i < n; i++) out[i] = (2 * this.nextFloat() - 1) * a;
     return out;
   }
 }

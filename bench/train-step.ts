@@ -29,6 +29,7 @@ import { parseConfig, type ModelConfig } from '../model/config.ts';
 import { expandConfig, expandedLoader, newLayerIndices, planExpansion } from '../model/expand.ts';
 import type { Graph } from '../model/graph/graph.ts';
 import { liveNodes, serialize } from '../model/graph/serialize.ts';
+import { ortSessionOptions } from '../model/graph/session.ts';
 import { randomWeights } from '../model/init.ts';
 import { ParamBinder } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
@@ -243,16 +244,7 @@ async function profileBackward(
   const { graph, shapes, trainableNames } = backwardGraph(config, range, trainable, load);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-train-step-'));
   const { bytes, externalData } = serialize(graph);
-  const session = await ort.InferenceSession.create(bytes, {
-    executionProviders: ['cpu'],
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    externalData,
-    logSeverityLevel: 3,
-    enableProfiling: true,
-    profileFilePrefix: path.join(dir, 'profile'),
-  });
+  const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions({ threads }), externalData, enableProfiling: true, profileFilePrefix: path.join(dir, 'profile') });
   try {
     const rope = ropeTables(config, batch.seq);
     const mask = new Float32Array(batch.seq * batch.seq);

@@ -24,6 +24,20 @@ export function hostTensor(dtype: DType, dims: number[], data: TypedData): HostT
   return { dtype, dims, data };
 }
 
+/** The ONNX Runtime options every propipe session uses (benchmarks add profiling on top). */
+export function ortSessionOptions(opts: SessionOptions = {}): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: opts.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    intraOpNumThreads: opts.threads ?? 0,
+    interOpNumThreads: 1,
+    logSeverityLevel: 3,
+    // Each session has its own thread pool; spinning pools of idle sessions (the forward graph while
+    // the backward runs) steal the cores from the running one. Measured in bench/block-throughput.ts.
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  };
+}
+
 export class CompiledGraph {
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -33,17 +47,7 @@ export class CompiledGraph {
 
   static async create(g: Graph, opts: SessionOptions = {}): Promise<CompiledGraph> {
     const { bytes, externalData } = serialize(g);
-    const session = await ort.InferenceSession.create(bytes, {
-      executionProviders: opts.device === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
-      graphOptimizationLevel: opts.optimization ?? 'all',
-      intraOpNumThreads: opts.threads ?? 0,
-      interOpNumThreads: 1,
-      externalData,
-      logSeverityLevel: 3,
-      // Each session has its own thread pool; spinning pools of idle sessions (the forward graph while
-      // the backward runs) steal the cores from the running one. Measured in bench/block-throughput.ts.
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
-    });
+    const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions(opts), externalData });
     return new CompiledGraph(session, session.inputNames, session.outputNames);
   }
 
