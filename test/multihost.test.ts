@@ -1,0 +1,120 @@
+// Multi-host for real: the coordinator with NATS, and each worker, in a network namespace of its own
+// (veth pairs on a bridge, addresses of the test's own). One worker's link is cut mid-run: the job
+// notices within the step timeout, fails over, and when the link returns finishes with the weights of
+// an uninterrupted run. Needs root and iproute2 (skipped, with the reason, otherwise).
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { test } from 'node:test';
+import YAML from 'yaml';
+import { openCheckpoint } from '../model/safetensors.ts';
+import { Trainer } from '../worker/local-trainer.ts';
+import { maxRelError } from './support/compare.ts';
+import { makeTiny } from './support/tiny.ts';
+
+const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
+const tag = String(process.pid % 10000);
+const BRIDGE = `ppbr${tag}`;
+const HOSTS = [
+  { ns: `ppc${tag}`, ip: '10.231.0.1' },
+  { ns: `ppw0${tag}`, ip: '10.231.0.10' },
+  { ns: `ppw1${tag}`, ip: '10.231.0.11' },
+];
+
+function ip(...args: string[]): void {
+  const r = spawnSync('ip', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
+}
+
+function setUp(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root for network namespaces';
+  try {
+    ip('link', 'add', BRIDGE, 'type', 'bridge');
+    ip('link', 'set', BRIDGE, 'up');
+    HOSTS.forEach((h, i) => {
+      ip('netns', 'add', h.ns);
+      ip('netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up');
+      ip('link', 'add', `ppv${i}${tag}`, 'type', 'veth', 'peer', 'name', `ppn${i}${tag}`);
+      ip('link', 'set', `ppn${i}${tag}`, 'netns', h.ns);
+      ip('link', 'set', `ppv${i}${tag}`, 'master', BRIDGE);
+      ip('link', 'set', `ppv${i}${tag}`, 'up');
+      ip('netns', 'exec', h.ns, 'ip', 'addr', 'add', `${h.ip}/24`, 'dev', `ppn${i}${tag}`);
+      ip('netns', 'exec', h.ns, 'ip', 'link', 'set', `ppn${i}${tag}`, 'up');
+    });
+    return null;
+  } catch (err) {
+    tearDown();
+    return `network namespaces are not available here (${(err as Error).message})`;
+  }
+}
+
+function tearDown(): void {
+  HOSTS.forEach((h, i) => {
+    spawnSync('ip', ['link', 'del', `ppv${i}${tag}`]);
+    spawnSync('ip', ['netns', 'del', h.ns]);
+  });
+  spawnSync('ip', ['link', 'del', BRIDGE]);
+}
+
+function inNs(ns: string, args: string[], lines: string[], name: string): ChildProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info' } });
+  for (const s of [child.stdout!, child.stderr!]) readline.createInterface({ input: s }).on('line', (l) => lines.push(`${name} ${l}`));
+  return child;
+}
+
+const exited = (c: ChildProcess) => new Promise<number>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code ?? 1))));
+
+test('coordinator, NATS and workers on separate hosts; a worker link cut mid-run is detected and recovered', async (t) => {
+  const skip = setUp();
+  if (skip) return t.skip(skip);
+  const children: ChildProcess[] = [];
+  try {
+    const tiny = await makeTiny();
+    const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, stage_order: 'none', steps_per_stage: 40, save_steps: 5, learning_rate: 1e-2, per_device_train_batch_size: 4, logging_steps: 1, seed: 4 };
+    const reference = await new Trainer({ ...run, output_dir: path.join(tiny.root, 'reference') }).train();
+    const out = path.join(tiny.root, 'multihost');
+    const cfg = `${out}.yaml`;
+    fs.writeFileSync(cfg, YAML.stringify({ ...run, output_dir: out }));
+    const lines: string[] = [];
+    const [c, w0, w1] = HOSTS;
+    children.push(inNs(c.ns, ['nats-server', '-a', c.ip, '-p', '4222'], lines, 'nats'));
+    await new Promise((r) => setTimeout(r, 500));
+    const coordinator = inNs(c.ns, [process.execPath, BIN, 'coordinator', '--host', c.ip, '--port', '7070', '--nats', `nats://${c.ip}:4222`, '--workers', '2', '--config', cfg, '--step-timeout-ms', '2500', '--static-partition'], lines, 'coord');
+    children.push(coordinator);
+    for (const [i, h] of [w0, w1].entries()) children.push(inNs(h.ns, [process.execPath, BIN, 'worker', '--coordinator', `${c.ip}:7070`, '--host', h.ip, '--worker-id', `w${i}`, '--stage-timeout-ms', '1000'], lines, `w${i}`));
+
+    // Cut w1's link once training is under way, restore it 4 s later.
+    const hostSide = `ppv2${tag}`;
+    let cutAt = 0;
+    const cut = new Promise<void>((resolve) => {
+      const poll = setInterval(() => {
+        if (!lines.some((l) => l.startsWith('coord ') && l.includes('"msg":"train"') && l.includes('"step":8,'))) return;
+        clearInterval(poll);
+        ip('link', 'set', hostSide, 'down');
+        cutAt = Date.now();
+        setTimeout(() => {
+          ip('link', 'set', hostSide, 'up');
+          resolve();
+        }, 4000);
+      }, 20);
+    });
+    let guard: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited(coordinator), new Promise<number>((r) => (guard = setTimeout(() => r(-1), 180_000)))]);
+    clearTimeout(guard);
+    await cut;
+    assert.equal(code, 0, lines.filter((l) => !l.includes('"msg":"train"')).slice(-25).join('\n'));
+    const failover = lines.find((l) => l.includes('a rank failed: re-assigning'));
+    assert.ok(failover, 'the coordinator detected the cut link');
+    const detectedAt = (JSON.parse(failover.slice(failover.indexOf('{'))) as { time: number }).time;
+    assert.ok(detectedAt - cutAt < 2500 + 1500, `detected ${detectedAt - cutAt} ms after the cut (timeout 2500 ms)`);
+    t.diagnostic(`link cut detected after ${detectedAt - cutAt} ms`);
+    const ca = openCheckpoint(reference.finalDir);
+    const cb = openCheckpoint(path.join(out, 'final'));
+    for (const n of ca.names()) assert.ok(maxRelError(cb.readF32(n), ca.readF32(n)) <= 1e-5, n);
+  } finally {
+    children.forEach((ch) => ch.exitCode === null && ch.kill('SIGKILL'));
+    tearDown();
+  }
+});
