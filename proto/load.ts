@@ -20,8 +20,12 @@ export function loadProto(): PropipeProto {
   return cached;
 }
 
-/** Message size limit for every channel and server: frames are chunked well below it. */
-export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * Message size limit for every channel and server (PROPIPE_MAX_MESSAGE_MB, default 64): frames are
+ * chunked well below it, so a larger message is hostile or broken and gRPC refuses it
+ * (RESOURCE_EXHAUSTED) before it is buffered.
+ */
+export const MAX_MESSAGE_BYTES = Math.round(Number(process.env.PROPIPE_MAX_MESSAGE_MB ?? 64) * 1024 * 1024);
 
 export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,

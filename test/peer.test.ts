@@ -98,3 +98,18 @@ test('backpressure waits leave no listeners behind', async () => {
     await server.stop();
   }
 });
+
+test('a message above the configured size limit is refused with RESOURCE_EXHAUSTED; the service keeps working', async () => {
+  const limit = { 'grpc.max_receive_message_length': 1024 * 1024, 'grpc.max_send_message_length': 8 * 1024 * 1024 };
+  const server = new PeerServer(grpc.ServerCredentials.createInsecure(), undefined, limit);
+  const address = await server.start('127.0.0.1', 0);
+  const { Peer } = loadProto();
+  const client = new Peer(address, grpc.credentials.createInsecure(), limit) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
+  const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
+  const frame = (n: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, n], data: new Float32Array(n) }), labels: null, inputIds: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const big = await send(frame(512 * 1024));
+  assert.equal(big?.code, grpc.status.RESOURCE_EXHAUSTED);
+  assert.equal(await send(frame(16)), null);
+  client.close();
+  await server.stop();
+});
