@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { ensureCommand } from './nats-server.ts';
 
 export interface LocalCredentials {
   dir: string;
@@ -21,6 +22,7 @@ function openssl(args: string[], cwd: string): void {
 }
 
 export function makeLocalCredentials(dir: string): LocalCredentials {
+  ensureCommand('openssl', 'openssl', 'Install openssl (Debian/Ubuntu: sudo apt-get install openssl) or run with --insecure');
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=propipe local CA', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
   openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', 'node.key', '-out', 'node.csr'], dir);

@@ -1,5 +1,5 @@
-// A local nats-server for `propipe launch`: from the PATH, or installed with apt-get when running as
-// root on Debian/Ubuntu; otherwise a clear message saying how to get it.
+// A local nats-server for `propipe launch` (and the tools it needs): from the PATH, or installed with
+// apt-get when running as root on Debian/Ubuntu; otherwise a clear message saying how to get them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { childLog } from '../model/log.ts';
@@ -10,17 +10,22 @@ function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
-export function ensureNatsServer(): string {
-  if (onPath('nats-server')) return 'nats-server';
+/** A command from the PATH, installed with apt-get when missing and running as root on Debian/Ubuntu. */
+export function ensureCommand(cmd: string, pkg: string, hint: string): string {
+  if (onPath(cmd)) return cmd;
   const root = typeof process.getuid === 'function' && process.getuid() === 0;
   if (root && onPath('apt-get')) {
-    log.info('nats-server is not installed; installing it with apt-get');
+    log.info({ cmd, pkg }, `${cmd} is not installed; installing ${pkg} with apt-get`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-    const r = spawnSync('apt-get', ['install', '-y', '-qq', 'nats-server'], { stdio: 'inherit', env });
-    if (r.status === 0 && onPath('nats-server')) return 'nats-server';
+    const r = spawnSync('apt-get', ['install', '-y', '-qq', pkg], { stdio: 'inherit', env });
+    if (r.status === 0 && onPath(cmd)) return cmd;
   }
-  throw new Error('nats-server was not found on the PATH. Install it (Debian/Ubuntu: sudo apt-get install nats-server; elsewhere: https://docs.nats.io) or point --nats at a running server');
+  throw new Error(`${cmd} was not found on the PATH. ${hint}`);
+}
+
+export function ensureNatsServer(): string {
+  return ensureCommand('nats-server', 'nats-server', 'Install it (Debian/Ubuntu: sudo apt-get install nats-server; elsewhere: https://docs.nats.io) or point --nats at a running server');
 }
 
 export async function freePort(host = '127.0.0.1'): Promise<number> {
