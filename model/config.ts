@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { log } from './log.ts';
-import { writeFileAtomic } from './safetensors.ts';
+import { writeJsonAtomic } from './safetensors.ts';
 
 export type Arch = 'llama' | 'mistral' | 'qwen2';
 
@@ -320,12 +320,7 @@ export function toHfConfig(config: ModelConfig, raw: Record<string, unknown> = {
 /** Writes `<dir>/config.json` atomically and returns its path. */
 export function writeConfig(dir: string, config: ModelConfig, raw?: Record<string, unknown>, options?: HfConfigOptions): string {
   const file = path.join(dir, 'config.json');
-  const text = JSON.stringify(toHfConfig(config, raw, options), null, 2) + '\n';
   fs.mkdirSync(dir, { recursive: true });
-  writeFileAtomic(file, (fd) => {
-    const bytes = Buffer.from(text, 'utf8');
-    let done = 0;
-    while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
-  });
+  writeJsonAtomic(file, toHfConfig(config, raw, options));
   return file;
 }

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { newLayerIndices, planExpansion, type ExpansionPlan } from './expand.ts';
-import { writeFileAtomic } from './safetensors.ts';
+import { writeJsonAtomic } from './safetensors.ts';
 
 export const SIDECAR_FILE = 'llama_pro.json';
 
@@ -53,11 +53,7 @@ export function writeExpansionSidecar(dir: string, info: ExpansionInfo): string 
     source_of: info.sourceOf,
     base_model: info.baseModel,
   };
-  const bytes = Buffer.from(JSON.stringify(json, null, 2) + '\n', 'utf8');
-  writeFileAtomic(file, (fd) => {
-    let done = 0;
-    while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
-  });
+  writeJsonAtomic(file, json);
   return file;
 }
 

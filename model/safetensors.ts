@@ -485,6 +485,15 @@ function removeQuietly(file: string): void {
  * Writes `target` through a temp file in the same directory, fsyncs it and renames it over the
  * target, so a crash or a failed write leaves either the old file or the new one — never a torn one.
  */
+/** A JSON document written atomically (pretty, newline-terminated): configs, sidecars, manifests. */
+export function writeJsonAtomic(target: string, value: unknown): void {
+  const bytes = Buffer.from(JSON.stringify(value, null, 2) + '\n', 'utf8');
+  writeFileAtomic(target, (fd) => {
+    let done = 0;
+    while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
+  });
+}
+
 export function writeFileAtomic(target: string, write: (fd: number) => void): void {
   const tmp = `${target}.tmp-${process.pid}`;
   let fd: number;

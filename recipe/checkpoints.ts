@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { log } from '../model/log.ts';
-import { writeFileAtomic } from '../model/safetensors.ts';
+import { writeJsonAtomic } from '../model/safetensors.ts';
 import type { EarlyStopState } from './early-stop.ts';
 
 const FORMAT = 'propipe-checkpoint-1';
@@ -62,11 +62,7 @@ export function partialDir(outputDir: string, step: number): string {
 export function commitCheckpoint(outputDir: string, step: number, state: TrainerState, shards: ShardEntry[], run: Record<string, unknown>, keep: number): string {
   const tmp = partialDir(outputDir, step);
   const manifest: Manifest = { format: FORMAT, step, state, shards, run };
-  const bytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
-  writeFileAtomic(path.join(tmp, MANIFEST), (fd) => {
-    let done = 0;
-    while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
-  });
+  writeJsonAtomic(path.join(tmp, MANIFEST), manifest);
   const final = checkpointDir(outputDir, step);
   fs.rmSync(final, { recursive: true, force: true });
   fs.renameSync(tmp, final);
