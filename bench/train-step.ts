@@ -1,5 +1,5 @@
 // Tokens/s of a full training step (forward, backward, global clipping, AdamW) of a whole Llama model,
-// run with the same machinery as the trainer (worker/local-trainer.ts): RangeProgram.backward with
+// run with the same machinery as the trainer (local/trainer.ts): RangeProgram.backward with
 // lossScale 1/targets, the gradient copy the trainer's accumulation makes, sumOfSquares + clipScale,
 // then AdamW.update for every trainable tensor. Modes:
 //   full            every parameter trainable, one whole-model program

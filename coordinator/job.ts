@@ -1,11 +1,10 @@
 // The job state machine: registration, the per-step barrier (global gradient norm, clip scale),
 // evaluation and early stopping, stage transitions, checkpoint commits and the end of training.
 // Pure logic over messages: the gRPC service and NATS signals are wired around it.
-import { clipScale } from '../model/adamw.ts';
 import { childLog } from '../model/log.ts';
 import type { AssignmentMsg, RegisterRequest, ShardReportMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { TrainerState } from '../recipe/checkpoints.ts';
-import { EarlyStopper } from '../recipe/early-stop.ts';
+import { freshState, StepPolicy, type StageEnd, type StepDecision } from '../recipe/step-policy.ts';
 import type { TrainedStack } from '../recipe/layout.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { planPartition, type RankPlan } from './partition.ts';
@@ -18,7 +17,8 @@ export interface JobEvents {
   /** A stage transition every rank applies after `effectiveStep`. */
   stage(stage: number, effectiveStep: number, trainable: string[]): void;
   earlyStop(stage: number, step: number, best: number | null): void;
-  step(record: { step: number; stage: number; loss: number; gradNorm: number; tokens: number; seconds: number; reports: readonly StepReportMsg[] }): void;
+  step(record: StepRecord): void;
+  stageEnd(end: StageEnd): void;
   eval(record: { step: number; stage: number; loss: number; improved: boolean | null }): void;
   /** Every shard of `step` is in: write the manifest and commit. */
   commit(step: number, state: JobState, shards: ShardReportMsg[], partition: RankPlan[]): string;
@@ -28,6 +28,20 @@ export interface JobEvents {
    * committed checkpoint to restart from, or null to restart from the beginning.
    */
   recover(reason: string, epoch: number): { state: JobState; dir: string } | null;
+}
+
+export interface StepRecord {
+  step: number;
+  stage: number;
+  loss: number;
+  kl: number;
+  gradNorm: number;
+  clipScale: number;
+  stageStep: number;
+  stageSteps: number;
+  tokens: number;
+  seconds: number;
+  reports: readonly StepReportMsg[];
 }
 
 interface Worker {
@@ -64,7 +78,7 @@ export interface JobOptions {
 }
 
 export class Job {
-  state: JobState;
+  readonly policy: StepPolicy;
   phase: 'waiting' | 'running' | 'done' = 'waiting';
   partition: RankPlan[] = [];
   lastLoss = NaN;
@@ -73,23 +87,23 @@ export class Job {
   private waiting: Worker[] = [];
   private ranks: string[] = [];
   private pending: PendingStep = { reports: new Map(), waiters: [] };
-  private held: Omit<StepDecisionMsg, 'directive' | 'stage' | 'save'> | null = null;
-  private evalDue = false;
-  private readonly stopper: EarlyStopper;
+  private evalBatches = 0;
   private readonly shards = new Map<number, ShardReportMsg[]>();
   private pendingCommit: { step: number; state: JobState } | null = null;
   private stepStarted = Date.now();
   private resumeDir: string;
   private capacities: number[] = [];
-  private badSteps = 0;
   /** Why the job was aborted, when it was. */
   abortReason: string | null = null;
 
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
-    this.state = o.resume?.state ?? { step: 0, stage: 0, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 }, tokens: 0 };
+    this.policy = new StepPolicy(o.run, o.stack.stages.stages.length, o.hasVal, o.resume?.state ?? freshState());
     this.resumeDir = o.resume?.dir ?? '';
-    this.stopper = new EarlyStopper(o.run.early_stop_patience, o.run.early_stop_min_delta);
-    this.stopper.state = this.state.earlyStop;
+  }
+
+  /** Where the job stands (the policy's state: what a checkpoint records). */
+  get state(): JobState {
+    return this.policy.state;
   }
 
   get stages(): number {
@@ -228,93 +242,67 @@ export class Job {
     this.pending = { reports: new Map(), waiters: [] };
     this.pendingCommit = null;
     this.shards.clear();
-    this.held = null;
     const from = this.events.recover(reason, this.epoch + 1);
-    this.state = from?.state ?? { step: 0, stage: 0, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 }, tokens: 0 };
+    this.policy.restart(from?.state ?? freshState());
     this.resumeDir = from?.dir ?? '';
-    this.stopper.state = this.state.earlyStop;
     this.maybeAssign();
   }
 
   private afterStep(reports: StepReportMsg[]): StepDecisionMsg {
-    const run = this.o.run;
     const last = reports[reports.length - 1];
-    const gradNorm = Math.sqrt(reports.reduce((s, r) => s + r.gradSqSum, 0));
-    const scale = Number.isFinite(gradNorm) ? clipScale(gradNorm, run.max_grad_norm) : 0;
-    const stageStep = this.state.stageStep;
-    const stageSteps = reports[0].stageSteps;
-    this.lastLoss = last.lossSum / last.tokens;
-    this.state = {
-      ...this.state,
-      step: this.state.step + 1,
-      stageStep: stageStep + 1,
+    const stage = this.state.stage;
+    const d = this.policy.afterStep({
+      lossSum: last.lossSum,
+      klSum: last.klSum,
+      tokens: last.tokens,
+      gradSqSum: reports.reduce((s, r) => s + r.gradSqSum, 0),
+      stageSteps: reports[0].stageSteps,
       position: { epoch: reports[0].positionEpoch, index: reports[0].positionIndex },
-      tokens: this.state.tokens + last.tokens,
-    };
+    });
+    this.lastLoss = last.lossSum / last.tokens;
+    this.evalBatches = reports[0].evalBatches;
     const now = Date.now();
-    this.events.step({ step: this.state.step, stage: this.state.stage, loss: this.lastLoss, gradNorm, tokens: last.tokens, seconds: (now - this.stepStarted) / 1000, reports });
+    this.events.step({ step: this.state.step, stage, loss: this.lastLoss, kl: last.klSum / last.tokens, gradNorm: Math.sqrt(reports.reduce((s, r) => s + r.gradSqSum, 0)), clipScale: d.clipScale, stageStep: d.stageStep, stageSteps: d.stageSteps, tokens: last.tokens, seconds: (now - this.stepStarted) / 1000, reports });
     this.stepStarted = now;
-    this.held = { step: reports[0].step, gradNorm, clipScale: scale, stageStep, stageSteps, evalBatches: reports[0].evalBatches };
-    // NaN or Inf never reaches the weights: every rank skips the update (non-finite norm), and a run
-    // that keeps producing them stops with a clear error instead of spinning.
-    if (!Number.isFinite(gradNorm) || !Number.isFinite(this.lastLoss)) {
-      this.badSteps++;
-      log.warn({ step: this.state.step, loss: this.lastLoss, gradNorm, consecutive: this.badSteps }, 'non-finite loss or gradient: the update of this step is skipped on every rank');
-      const limit = this.o.maxBadSteps ?? 3;
-      if (this.badSteps >= limit) {
-        this.abortReason = `${this.badSteps} consecutive steps had a non-finite loss or gradient (last: step ${this.state.step}); lower the learning rate, check the data, or resume from an earlier checkpoint`;
-        log.error({ reason: this.abortReason }, 'aborting the job');
-        // Let the ABORT answers reach every rank before the coordinator goes down.
-        setTimeout(() => this.events.done(), 500);
-        return { ...this.held, gradNorm: NaN, directive: 'ABORT', stage: this.state.stage, save: false };
-      }
-    } else this.badSteps = 0;
-    const stageOver = this.state.stageStep >= stageSteps;
-    this.evalDue = this.o.hasVal && run.eval_steps > 0 && this.state.step % run.eval_steps === 0;
-    if (this.evalDue || (stageOver && this.o.hasVal)) return { ...this.held, directive: 'EVALUATE', stage: this.state.stage, save: false };
-    return this.finish(stageOver);
+    if (d.skip) log.warn({ step: this.state.step, loss: this.lastLoss, consecutive: this.policy.badSteps }, 'non-finite loss or gradient: the update of this step is skipped on every rank');
+    if (d.directive === 'ABORT') {
+      this.abortReason = d.abortReason!;
+      log.error({ reason: this.abortReason }, 'aborting the job');
+      // Let the ABORT answers reach every rank before the coordinator goes down.
+      setTimeout(() => this.events.done(), 500);
+    }
+    return this.decide(d);
   }
 
   private afterEval(reports: StepReportMsg[]): StepDecisionMsg {
     const last = reports[reports.length - 1];
     const loss = last.evalLossSum / last.evalTokens;
-    let stop = false;
-    if (this.evalDue) {
-      const o = this.stopper.observe(loss);
-      this.state = { ...this.state, earlyStop: this.stopper.state };
-      this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: o.improved });
-      stop = o.stop;
-      if (stop) this.events.earlyStop(this.state.stage, this.state.step, this.stopper.state.best);
-    } else this.events.eval({ step: this.state.step, stage: this.state.stage, loss, improved: null });
-    return this.finish(stop || this.state.stageStep >= this.held!.stageSteps);
+    const stage = this.state.stage;
+    const d = this.policy.afterEval(loss);
+    this.events.eval({ step: this.state.step, stage, loss, improved: d.improved });
+    if (d.earlyStop) this.events.earlyStop(d.earlyStop.stage, d.earlyStop.step, d.earlyStop.best);
+    return this.decide(d);
   }
 
-  private finish(stageOver: boolean): StepDecisionMsg {
-    const run = this.o.run;
-    let directive: StepDecisionMsg['directive'] = 'CONTINUE';
-    let save = run.save_steps > 0 && this.state.step % run.save_steps === 0;
-    const capped = run.max_steps !== undefined && this.state.step >= run.max_steps;
-    if (stageOver && !capped) {
-      const next = this.state.stage + 1;
-      if (next >= this.stages) directive = 'STOP';
-      else {
-        this.state = { ...this.state, stage: next, stageStep: 0, position: { epoch: 0, index: 0 }, earlyStop: { best: null, bad: 0 } };
-        this.stopper.reset();
-        this.events.stage(next, this.state.step, this.o.stack.stages.stages[next].trainable);
-        // A new mask may balance differently: ranks save, register again and resume on a new split.
-        const replanned = this.o.staticPartition ? this.partition : this.plan(next, this.ranks.length);
-        if (replanned.some((p, r) => p.start !== this.partition[r].start || p.end !== this.partition[r].end)) {
-          log.info({ stage: next, from: this.partition.map((p) => `${p.start}..${p.end - 1}`), to: replanned.map((p) => `${p.start}..${p.end - 1}`) }, 're-planning the partition for the new freeze mask');
-          directive = 'REASSIGN';
-          save = true;
-          this.phase = 'waiting';
-        }
+  /** The policy's decision on the wire, with what the job adds: stage signals and re-planning. */
+  private decide(d: StepDecision): StepDecisionMsg {
+    let directive: StepDecisionMsg['directive'] = d.directive;
+    let save = d.save;
+    if (d.stageEnd) this.events.stageEnd(d.stageEnd);
+    if (d.stageEnd && d.directive === 'CONTINUE') {
+      const next = d.stage;
+      this.events.stage(next, this.state.step, this.o.stack.stages.stages[next].trainable);
+      // A new mask may balance differently: ranks save, register again and resume on a new split.
+      const replanned = this.o.staticPartition ? this.partition : this.plan(next, this.ranks.length);
+      if (replanned.some((p, r) => p.start !== this.partition[r].start || p.end !== this.partition[r].end)) {
+        log.info({ stage: next, from: this.partition.map((p) => `${p.start}..${p.end - 1}`), to: replanned.map((p) => `${p.start}..${p.end - 1}`) }, 're-planning the partition for the new freeze mask');
+        directive = 'REASSIGN';
+        save = true;
+        this.phase = 'waiting';
       }
     }
-    if (capped) directive = 'STOP';
-    if (directive === 'STOP') save = true;
     if (save) this.pendingCommit = { step: this.state.step, state: { ...this.state } };
-    return { ...this.held!, directive, stage: this.state.stage, save };
+    return { step: d.step, gradNorm: d.gradNorm, clipScale: d.clipScale, stageStep: d.stageStep, stageSteps: d.stageSteps, evalBatches: this.evalBatches, directive, stage: d.stage, save };
   }
 
   commitShard(s: ShardReportMsg): void {

@@ -10,7 +10,7 @@ import readline from 'node:readline';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { openCheckpoint } from '../model/safetensors.ts';
-import { Trainer } from '../worker/local-trainer.ts';
+import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { makeTiny } from './support/tiny.ts';
 

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../coordinator/launch.ts';
 import { openCheckpoint } from '../model/safetensors.ts';
-import { Trainer } from '../worker/local-trainer.ts';
+import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { makeTiny } from './support/tiny.ts';
 

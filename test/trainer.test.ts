@@ -9,7 +9,7 @@ import { readAdapter } from '../model/export.ts';
 import { mergeAdapter } from '../model/merge.ts';
 import { openCheckpoint } from '../model/safetensors.ts';
 import type { RunConfigInput } from '../recipe/run-config.ts';
-import { Trainer } from '../worker/local-trainer.ts';
+import { Trainer } from '../local/trainer.ts';
 import { makeTiny } from './support/tiny.ts';
 
 function tensorsEqual(a: string, b: string, nameB: (n: string) => string = (n) => n): void {

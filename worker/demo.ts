@@ -15,7 +15,7 @@ import { readJsonl } from '../recipe/data.ts';
 import { evaluateLoss } from '../recipe/evaluate.ts';
 import { readMcJsonl, scoreMultipleChoice } from '../recipe/multiple-choice.ts';
 import type { RunConfigInput } from '../recipe/run-config.ts';
-import type { TrainResult } from './local-trainer.ts';
+import type { TrainResult } from '../local/trainer.ts';
 
 const log = childLog({ component: 'demo' });
 const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');

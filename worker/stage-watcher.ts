@@ -10,15 +10,19 @@ const log = childLog({ component: 'stage-watcher' });
 export class StageWatcher {
   private readonly seen = new Map<number, StageSignal>();
   private readonly waiters = new Map<number, ((s: StageSignal) => void)[]>();
-  private readonly sub: Subscription;
-  private readonly control: Subscription;
+  private readonly subs: Subscription[] = [];
   /** Called for every control signal (reassign, stop, abort). */
   onControl: (sig: ControlSignal) => void = () => undefined;
 
-  /** `delayMs` holds every delivery back (a test hook that simulates a slow NATS link to this rank). */
-  constructor(nc: NatsConnection, jobId: string, private readonly delayMs = 0) {
+  /**
+   * Without a NATS connection the watcher is fed by `deliver` alone (the single-process run).
+   * `delayMs` holds every delivery back (a test hook that simulates a slow NATS link to this rank).
+   */
+  constructor(nc: NatsConnection | null, jobId: string, private readonly delayMs = 0) {
+    if (!nc) return;
     const sub = nc.subscribe(subjects(jobId).stage);
-    this.sub = sub;
+    const control = nc.subscribe(subjects(jobId).control);
+    this.subs.push(sub, control);
     void (async () => {
       for await (const m of sub) {
         const sig = codec.decode(m.data) as StageSignal;
@@ -26,14 +30,12 @@ export class StageWatcher {
         this.deliver(sig, 'nats');
       }
     })();
-    const control = nc.subscribe(subjects(jobId).control);
-    this.control = control;
     void (async () => {
       for await (const m of control) this.onControl(codec.decode(m.data) as ControlSignal);
     })();
   }
 
-  deliver(sig: StageSignal, via: 'nats' | 'grpc'): void {
+  deliver(sig: StageSignal, via: 'nats' | 'grpc' | 'memory'): void {
     if (this.seen.has(sig.stage)) return;
     this.seen.set(sig.stage, sig);
     log.debug({ stage: sig.stage, effectiveStep: sig.effectiveStep, via }, 'stage signal');
@@ -42,7 +44,7 @@ export class StageWatcher {
   }
 
   /** The signal of `stage`; after `timeoutMs` without it, asks `fallback` (the coordinator over gRPC). */
-  async waitFor(stage: number, timeoutMs: number, fallback: () => Promise<StageSignal>): Promise<{ signal: StageSignal; waitedMs: number; via: 'nats' | 'grpc' }> {
+  async waitFor(stage: number, timeoutMs: number, fallback: () => Promise<StageSignal>): Promise<{ signal: StageSignal; waitedMs: number; via: string }> {
     const t0 = performance.now();
     const known = this.seen.get(stage);
     if (known) return { signal: known, waitedMs: 0, via: 'nats' };
@@ -60,7 +62,6 @@ export class StageWatcher {
   }
 
   close(): void {
-    this.sub.unsubscribe();
-    this.control.unsubscribe();
+    this.subs.forEach((s) => s.unsubscribe());
   }
 }

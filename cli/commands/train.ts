@@ -1,6 +1,6 @@
 import { log } from '../../model/log.ts';
 import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
-import { Trainer } from '../../worker/local-trainer.ts';
+import { Trainer } from '../../local/trainer.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { runFlagSpecs, runOverrides } from '../run-flags.ts';

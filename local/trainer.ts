@@ -1,0 +1,68 @@
+// The single-process run: a pipeline of one rank. The coordinator's job (step policy, evaluation,
+// checkpoints, result) and the worker's rank loop (schedule, update, shards, export) run in this
+// process, joined by in-memory ports, so `propipe train` and `propipe launch` share every rule.
+import os from 'node:os';
+import { CoordinatorService, type RunResult } from '../coordinator/service.ts';
+import { Telemetry } from '../coordinator/telemetry.ts';
+import { childLog } from '../model/log.ts';
+import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
+import { runAssignment } from '../worker/assignment.ts';
+import { JobAborted } from '../worker/faults.ts';
+import { Progress } from '../worker/progress.ts';
+import { memoryReport, type MemoryReport } from '../worker/quantization.ts';
+import { StageWatcher } from '../worker/stage-watcher.ts';
+import { prepareModel } from '../worker/training-model.ts';
+import { inProcessCoordinator, NoNeighbours } from './in-process.ts';
+
+const log = childLog({ component: 'trainer' });
+const WORKER_ID = 'local';
+
+export interface TrainResult extends RunResult {
+  /** Bytes of frozen linear weights as stored (4-bit when quantized), and of trainable state. */
+  memory: MemoryReport;
+}
+
+export class Trainer {
+  readonly run: RunConfig;
+
+  constructor(args: RunConfigInput | RunConfig) {
+    this.run = parseRunConfig(args, 'Trainer arguments');
+  }
+
+  async train(): Promise<TrainResult> {
+    const run = this.run;
+    const model = prepareModel(run);
+    const watcher = new StageWatcher(null, WORKER_ID);
+    const progress = new Progress();
+    const stages = model.plan.stages.length;
+    let shownStage = -1;
+    const telemetry = new Telemetry(run.output_dir, run.resume);
+    const service = new CoordinatorService({
+      run,
+      workers: 1,
+      schedule: '1f1b',
+      microBatches: run.gradient_accumulation_steps,
+      natsUrl: '',
+      jobId: WORKER_ID,
+      telemetry,
+      signals: { stage: (sig) => watcher.deliver(sig, 'memory'), earlyStop: () => undefined, control: (sig) => watcher.onControl(sig) },
+      onStep: (r) => {
+        if (r.stage !== shownStage) progress.startStage(`stage ${r.stage + 1}/${stages}`, r.stageSteps, r.stageStep);
+        shownStage = r.stage;
+        progress.update(r.stageStep + 1, { stage: r.stage, stages, step: r.step, loss: r.loss, tokensPerSec: r.tokens / Math.max(r.seconds, 1e-9) });
+      },
+    });
+    const coord = inProcessCoordinator(service);
+    try {
+      const a = await coord.register({ workerId: WORKER_ID, peerAddress: '', device: run.device, memoryBytes: os.totalmem() });
+      log.info({ trainType: run.train_type, layers: model.config.numLayers, stages, trainableTensors: model.plan.everTrainable.length }, 'run prepared');
+      await runAssignment(a, run, model, { coord, transport: new NoNeighbours(), stages: watcher, workerId: WORKER_ID, stageTimeoutMs: 0, log });
+      await service.done;
+    } finally {
+      progress.stop();
+      await telemetry.close();
+    }
+    if (!service.result) throw new JobAborted(service.job.abortReason ?? 'the run ended without an export');
+    return { ...service.result, memory: memoryReport(run, model, service.result.trainableParams) };
+  }
+}

@@ -1,0 +1,192 @@
+// One assignment of one rank, step after step: the schedule's actions for each step, the report at
+// the barrier, the update with the global clip scale, evaluation, checkpoint shards, stage
+// transitions, and the export at the end. The same loop runs every pipeline rank (over gRPC and
+// NATS) and the single-process run (one rank, everything in memory): only the ports differ.
+import fs from 'node:fs';
+import path from 'node:path';
+import { sumOfSquares } from '../model/adamw.ts';
+import type { childLog } from '../model/log.ts';
+import type { OutFrame } from '../proto/frames.ts';
+import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
+import type { ControlSignal, StageSignal } from '../proto/signals.ts';
+import { readManifest } from '../recipe/checkpoints.ts';
+import { layerLearningRate, stageLrFactor, warmupSteps } from '../recipe/lr-schedule.ts';
+import type { RunConfig } from '../recipe/run-config.ts';
+import { stageSteps } from '../recipe/stage-length.ts';
+import { readShards, shardFile, writeShard } from './checkpoint.ts';
+import { openFeed } from './data-feed.ts';
+import { crashInSave, crashPoint, JobAborted, poisonPoint, RecoverableError, stallPoint } from './faults.ts';
+import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
+import { exportRun } from './export-run.ts';
+import type { Mailbox } from './mailbox.ts';
+import type { FrameExpectation } from './peer.ts';
+import { ownsTensor, Rank } from './rank.ts';
+import type { ScheduleKind } from './schedule.ts';
+import type { TrainingModel } from './training-model.ts';
+
+type Log = ReturnType<typeof childLog>;
+
+/** The six calls a rank makes to its coordinator: over gRPC, or in memory for one process. */
+export interface CoordinatorPort {
+  register(req: RegisterRequest): Promise<AssignmentMsg>;
+  reportStep(req: StepReportMsg): Promise<StepDecisionMsg>;
+  commitShard(req: ShardReportMsg): Promise<AckMsg>;
+  status(): Promise<JobStatusMsg>;
+  currentStage(epoch: number): Promise<StageInfoMsg>;
+  reportExport(req: ExportReportMsg): Promise<AckMsg>;
+}
+
+/** Frames to and from the neighbouring ranks (none with one rank). */
+export interface RankTransport {
+  readonly mailbox: Mailbox;
+  expect: FrameExpectation;
+  /** Forgets the rank below (a new assignment). */
+  resetBelow(): void;
+  sendDown(f: OutFrame): Promise<void>;
+  /** A stream to the rank above, or null on the last rank. */
+  linkUp(address: string): { sendUp(f: OutFrame): Promise<void>; close(): void } | null;
+}
+
+/** Stage signals (the freeze mask of the next stage) and control signals. */
+export interface StageSource {
+  waitFor(stage: number, timeoutMs: number, fallback: () => Promise<StageSignal>): Promise<{ signal: StageSignal; waitedMs: number; via: string }>;
+  onControl: (sig: ControlSignal) => void;
+}
+
+export interface RankPorts {
+  coord: CoordinatorPort;
+  transport: RankTransport;
+  stages: StageSource;
+  workerId: string;
+  stageTimeoutMs: number;
+  log: Log;
+}
+
+/** The update of one step on this rank: AdamW with the layer's LR and the global clip scale. */
+export function applyUpdate(run: RunConfig, rank: Rank, res: StepResult, d: StepDecisionMsg): boolean {
+  if (!Number.isFinite(d.gradNorm)) return false;
+  const factor = stageLrFactor(d.stageStep, d.stageSteps, warmupSteps(run, d.stageSteps), run.min_lr_ratio);
+  for (const [n, g] of res.grads) rank.optimizer.update(n, rank.values.get(n)!, g, layerLearningRate(run, n, rank.model.config.numLayers) * factor, d.clipScale);
+  return true;
+}
+
+export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: TrainingModel, ports: RankPorts): Promise<'stop' | 'reassign'> {
+  const { coord, transport: server, stages: watcher, workerId, log } = ports;
+  const rank = new Rank(run, model, a.rank, a.partition);
+  log.info({ rank: a.rank, of: a.worldSize, blocks: `${a.range.start}..${a.range.end - 1}`, embed: a.range.embed, head: a.range.head, epoch: a.epoch }, 'assigned');
+  if (a.resumeCheckpoint) {
+    const manifest = readManifest(a.resumeCheckpoint);
+    if (!manifest) throw new Error(`the checkpoint ${a.resumeCheckpoint} the coordinator resumes from does not verify`);
+    const ck = readShards(a.resumeCheckpoint, manifest, (n) => ownsTensor(rank.range, n));
+    for (const [n, v] of ck.params) rank.values.set(n, v);
+    for (const [n, m] of ck.moments) rank.optimizer.state.set(n, m);
+    log.info({ checkpoint: a.resumeCheckpoint, tensors: ck.params.size }, 'restored trainable tensors');
+  }
+  const feed = a.rank === 0 ? await openFeed(run, model) : null;
+  const schedule = a.schedule as ScheduleKind;
+  const trainableParams = [...rank.values.values()].reduce((n, v) => n + v.length, 0);
+  const M = a.microBatches;
+  let step = a.startStep;
+  let stage = a.stage;
+  let evalBatches = 0;
+  server.mailbox.reset();
+  server.resetBelow();
+  server.expect = (kind, s, mb) => (s < step || s > step + 1 ? `frame for step ${s} while this rank is at step ${step}` : mb >= Math.max(M, evalBatches, 1) && kind !== 'EVAL_ACTIVATION' ? `micro-batch ${mb} out of range (${M} per step)` : null);
+  const link = a.nextPeer ? server.linkUp(a.nextPeer) : null;
+  const up = (f: OutFrame) => {
+    if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
+    return link!.sendUp(f);
+  };
+  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
+  feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
+  // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
+  watcher.onControl = (sig) => {
+    if (sig.command === 'reassign' && (sig.incarnation !== a.incarnation || (sig.epoch ?? 0) > a.epoch)) server.mailbox.fail(new RecoverableError(`re-assigning: ${sig.reason}`));
+  };
+  await rank.enterStage(stage);
+
+  try {
+    for (;;) {
+      const t0 = performance.now();
+      const batches = feed?.next(M);
+      await stallPoint(step);
+      const res = await runStep(rank, schedule, step, M, links, batches, () => crashPoint(step));
+      const gradSq = sumOfSquares(res.grads.values());
+      const position = batches ? batches[batches.length - 1].next : { epoch: 0, index: 0 };
+      const valBatches = feed?.valBatches();
+      let d: StepDecisionMsg = await coord.reportStep({
+        workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: gradSq, lossSum: res.lossSum, klSum: res.klSum, tokens: res.tokens,
+        busySeconds: res.busySeconds, stepSeconds: (performance.now() - t0) / 1000, traceJson: JSON.stringify(absolute(res.spans)),
+        evalLossSum: 0, evalTokens: 0, stageSteps: feed ? stageSteps(run, feed.train.examples.length) : 0,
+        positionEpoch: position.epoch, positionIndex: position.index, isEval: false, evalBatches: valBatches?.length ?? 0,
+        rssBytes: process.memoryUsage().rss, trainableParams,
+      });
+      const tOpt = performance.now();
+      if (!applyUpdate(run, rank, res, d)) log.warn({ step }, 'non-finite global gradient norm: step skipped, weights unchanged');
+      res.spans.push({ name: 'optimizer', start: tOpt, end: performance.now() });
+      while (d.directive === 'EVALUATE') {
+        evalBatches = d.evalBatches;
+        const ev = await runEval(rank, step, d.evalBatches, links, valBatches);
+        d = await coord.reportStep({
+          workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: 0, lossSum: 0, klSum: 0, tokens: 0, busySeconds: 0, stepSeconds: 0, traceJson: '',
+          evalLossSum: ev.lossSum, evalTokens: ev.tokens, stageSteps: 0, positionEpoch: 0, positionIndex: 0, isEval: true, evalBatches: 0,
+          rssBytes: process.memoryUsage().rss, trainableParams,
+        });
+      }
+      step++;
+      if (d.save) {
+        const file = shardFile(run.output_dir, step, a.rank);
+        crashInSave(step, () => {
+          fs.mkdirSync(path.dirname(file), { recursive: true });
+          fs.writeFileSync(`${file}.tmp-torn`, Buffer.alloc(1024));
+        });
+        const entry = writeShard(file, rank.values, rank.optimizer, rank.shapes);
+        await coord.commitShard({ workerId, rank: a.rank, step, file: entry.file, bytes: entry.bytes, sha256: entry.sha256 });
+      }
+      if (d.directive === 'STOP') {
+        if (a.rank === 0) await exportFromCheckpoint(run, model, rank, coord, step, workerId, log);
+        return 'stop';
+      }
+      if (d.directive === 'REASSIGN') return 'reassign';
+      if (d.directive === 'ABORT') throw new JobAborted(`the coordinator aborted the job at step ${step}: repeated non-finite losses or gradients (see its log)`);
+      if (d.stage !== stage) {
+        const w = await watcher.waitFor(d.stage, ports.stageTimeoutMs, async () => {
+          const info = await coord.currentStage(a.epoch);
+          return { stage: info.stage, effectiveStep: info.effectiveStep, trainable: info.trainable };
+        });
+        const expected = model.plan.stages[d.stage].trainable;
+        if (w.signal.trainable.length !== expected.length || w.signal.trainable.some((n, i) => n !== expected[i])) throw new Error(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan (different run config?)`);
+        if (w.signal.effectiveStep !== step) throw new Error(`stage ${d.stage} takes effect after step ${w.signal.effectiveStep}, this rank is at ${step}`);
+        log.info({ stage: d.stage, step, via: w.via, waitedMs: Math.round(w.waitedMs) }, 'entering stage');
+        stage = d.stage;
+        feed?.startStage(stage, { epoch: 0, index: 0 });
+        await rank.enterStage(stage);
+      }
+    }
+  } finally {
+    link?.close();
+    await rank.release();
+  }
+}
+
+/** Spans in absolute milliseconds, so every rank's timeline lines up in one trace. */
+function absolute(spans: Span[]): Span[] {
+  return spans.map((s) => ({ name: s.name, start: performance.timeOrigin + s.start, end: performance.timeOrigin + s.end }));
+}
+
+/** Rank 0 writes final/ and adapter/ from the last committed checkpoint, which holds every rank's shard. */
+async function exportFromCheckpoint(run: RunConfig, model: TrainingModel, rank: Rank, coord: CoordinatorPort, step: number, workerId: string, log: ReturnType<typeof childLog>): Promise<void> {
+  const dir = path.join(run.output_dir, `checkpoint-${step}`);
+  for (let i = 0; ; i++) {
+    const s = await coord.status();
+    if (s.lastCheckpoint === path.resolve(dir) || s.lastCheckpoint === dir) break;
+    if (i > 600) throw new Error(`the final checkpoint ${dir} was not committed`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const manifest = readManifest(dir);
+  if (!manifest) throw new Error(`the final checkpoint ${dir} does not verify`);
+  const values = readShards(dir, manifest).params;
+  const { finalDir, adapterDir } = exportRun(run, model, values, rank.lora);
+  await coord.reportExport({ workerId, finalDir, adapterDir });
+  log.info({ finalDir, adapterDir }, 'export reported');
+}
