@@ -7,6 +7,7 @@ import { Telemetry } from '../coordinator/telemetry.ts';
 import { childLog } from '../model/log.ts';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
 import { runAssignment } from '../worker/assignment.ts';
+import { openFeed } from '../worker/data-feed.ts';
 import { JobAborted } from '../worker/faults.ts';
 import { Progress } from '../worker/progress.ts';
 import { memoryReport, type MemoryReport } from '../worker/quantization.ts';
@@ -32,6 +33,8 @@ export class Trainer {
   async train(): Promise<TrainResult> {
     const run = this.run;
     const model = prepareModel(run);
+    // Bad data is refused before anything is written.
+    const feed = await openFeed(run, model);
     const watcher = new StageWatcher(null, WORKER_ID);
     const progress = new Progress();
     const stages = model.plan.stages.length;
@@ -56,7 +59,7 @@ export class Trainer {
     try {
       const a = await coord.register({ workerId: WORKER_ID, peerAddress: '', device: run.device, memoryBytes: os.totalmem() });
       log.info({ trainType: run.train_type, layers: model.config.numLayers, stages, trainableTensors: model.plan.everTrainable.length }, 'run prepared');
-      await runAssignment(a, run, model, { coord, transport: new NoNeighbours(), stages: watcher, workerId: WORKER_ID, stageTimeoutMs: 0, log });
+      await runAssignment(a, run, model, { coord, transport: new NoNeighbours(), stages: watcher, workerId: WORKER_ID, stageTimeoutMs: 0, log, feed });
       await service.done;
     } finally {
       progress.stop();

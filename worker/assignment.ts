@@ -14,7 +14,7 @@ import { layerLearningRate, stageLrFactor, warmupSteps } from '../recipe/lr-sche
 import type { RunConfig } from '../recipe/run-config.ts';
 import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
-import { openFeed } from './data-feed.ts';
+import { openFeed, type DataFeed } from './data-feed.ts';
 import { crashInSave, crashPoint, JobAborted, poisonPoint, RecoverableError, stallPoint } from './faults.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRun } from './export-run.ts';
@@ -60,6 +60,8 @@ export interface RankPorts {
   workerId: string;
   stageTimeoutMs: number;
   log: Log;
+  /** Rank 0's data, when the caller has already opened it (to refuse bad data before writing anything). */
+  feed?: DataFeed;
 }
 
 /** The update of one step on this rank: AdamW with the layer's LR and the global clip scale. */
@@ -82,7 +84,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     for (const [n, m] of ck.moments) rank.optimizer.state.set(n, m);
     log.info({ checkpoint: a.resumeCheckpoint, tensors: ck.params.size }, 'restored trainable tensors');
   }
-  const feed = a.rank === 0 ? await openFeed(run, model) : null;
+  const feed = a.rank === 0 ? (ports.feed ?? (await openFeed(run, model))) : null;
   const schedule = a.schedule as ScheduleKind;
   const trainableParams = [...rank.values.values()].reduce((n, v) => n + v.length, 0);
   const M = a.microBatches;
