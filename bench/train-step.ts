@@ -37,6 +37,7 @@ import { buildRangeGraph, IO, wholeModel, type BlockRange } from '../model/llama
 import { ropeTables } from '../model/llama/rope.ts';
 import { layerParamSpecs, paramSpecs } from '../model/params.ts';
 import { concretize } from './block-throughput.ts';
+import { realStep } from './real-step.ts';
 import { defaultThreads, Flags, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
 
 export interface TrainShape {
@@ -336,7 +337,7 @@ export interface TrainModeResult {
   matmul_gflop_per_step: number;
   effective_gflops: number;
   /** Median of each part of the step (ms). */
-  breakdown_ms: { prefix_forward: number | null; backward_run: number; grad_copy: number; clip: number; adamw: number };
+  breakdown_ms: { prefix_forward: number | null; backward_run: number; clip_and_adamw: number };
   loss_first_last: [number, number];
   profile?: BackwardProfile;
 }
@@ -361,59 +362,38 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
     const model = mode === 'full' ? fullModel(o) : llamaProModel(o);
     const { config } = model;
     const batch = randomBatch(config, s, o.seed);
-    const values = new Map<string, Float32Array>();
-    for (const n of model.trainable) values.set(n, Float32Array.from(model.load(n)));
-    const load = (n: string) => values.get(n) ?? model.load(n);
+    const load = model.load;
 
-    info(`${mode}: building sessions (${config.numLayers} layers, ${values.size} trainable tensors, ${o.threads} threads)`);
+    info(`${mode}: building sessions (${config.numLayers} layers, ${model.trainable.size} trainable tensors, ${o.threads} threads)`);
     const t0 = performance.now();
-    let prefix: RangeProgram | null = null;
-    let mainRange: BlockRange = wholeModel(config);
-    if (mode === 'llamapro_split') {
-      const lowest = Math.min(...model.newLayers!);
-      prefix = await RangeProgram.create({ config, range: { start: 0, end: lowest, embed: true, head: false }, trainable: new Set(), load, inputGrad: false, threads: o.threads });
-      if (prefix.hasBackward) throw new Error('the frozen prefix got a backward graph');
-      mainRange = { start: lowest, end: config.numLayers, embed: false, head: true };
-    }
-    const program = await RangeProgram.create({ config, range: mainRange, trainable: model.trainable, load, inputGrad: false, threads: o.threads });
+    // The trainer's own step (rank loop, step policy, update) on the same weights as `model`.
+    const base = mode === 'full' ? config : trainConfig(s, s.layers - o.newBlocks);
+    const real = await realStep({ base, seed: o.seed, trainType: mode === 'full' ? 'full' : 'llamapro', newBlocks: o.newBlocks, threads: o.threads, split: mode === 'llamapro_split' });
+    const mainRank = real.ranks[real.ranks.length - 1];
+    const mainRange: BlockRange = mainRank.range;
+    const values = new Map<string, Float32Array>();
+    for (const r of real.ranks) for (const [n, v] of r.values) values.set(n, v);
     const createMs = performance.now() - t0;
-    const optimizer = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
-    const lr = 1e-4;
-    const noParams = new Map<string, Float32Array>();
 
     info(`${mode}: ${o.warmup} warm-up + ${o.reps} timed steps`);
     const steps: number[] = [];
-    const parts = { prefix: [] as number[], backward: [] as number[], copy: [] as number[], clip: [] as number[], adamw: [] as number[] };
+    const parts = { prefix: [] as number[], backward: [] as number[], update: [] as number[] };
     const losses: number[] = [];
     let lastHidden: Float32Array | undefined;
+    const spanMs = (spans: { name: string; start: number; end: number }[], prefix: string) => spans.filter((x) => x.name.startsWith(prefix)).reduce((n, x) => n + x.end - x.start, 0);
     for (let i = 0; i < o.warmup + o.reps; i++) {
       const a = performance.now();
-      let fed: Batch = batch;
-      if (prefix) {
-        lastHidden = (await prefix.forward(batch, noParams)).hidden_out.data as Float32Array;
-        fed = { ...batch, hidden: lastHidden };
-      }
-      const b = performance.now();
-      const r = await program.backward(fed, values, { lossScale: 1 / batch.targets });
-      const c = performance.now();
-      // The trainer accumulates micro-batch gradients into fresh copies (one micro-batch here).
-      const grads = new Map<string, Float32Array>();
-      for (const [n, g] of r.grads) grads.set(n, Float32Array.from(g));
-      const d = performance.now();
-      const norm = Math.sqrt(sumOfSquares(grads.values()));
-      const scale = clipScale(norm, 1.0);
-      const e = performance.now();
-      for (const [n, g] of grads) optimizer.update(n, values.get(n)!, g, lr, scale);
+      const r = await real.step(i, batch);
       const f = performance.now();
-      losses.push(r.lossSum! / r.tokenCount!);
+      losses.push(r.loss);
       if (i < o.warmup) continue;
       steps.push(f - a);
-      parts.prefix.push(b - a);
-      parts.backward.push(c - b);
-      parts.copy.push(d - c);
-      parts.clip.push(e - d);
-      parts.adamw.push(f - e);
+      parts.prefix.push(spanMs(r.spans, 'F'));
+      parts.backward.push(spanMs(r.spans, 'B'));
+      parts.update.push(r.updateMs);
     }
+    const prefix = real.ranks.length > 1;
+    if (prefix) lastHidden = (await real.ranks[0].program!.forward(batch, new Map())).hidden_out.data as Float32Array;
     const med = median(steps);
     let flops = graphMatmulFlops(backwardGraph(config, mainRange, model.trainable, load).graph, s.batch, s.seq);
     if (prefix) {
@@ -434,15 +414,12 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
       breakdown_ms: {
         prefix_forward: prefix ? round(median(parts.prefix)) : null,
         backward_run: round(median(parts.backward)),
-        grad_copy: round(median(parts.copy)),
-        clip: round(median(parts.clip)),
-        adamw: round(median(parts.adamw)),
+        clip_and_adamw: round(median(parts.update)),
       },
       loss_first_last: [round(losses[0], 5), round(losses[losses.length - 1], 5)],
     };
     info(`${mode}: ${result.ms_per_step.median} ms/step, ${result.tokens_per_s} tokens/s`);
-    await program.release();
-    await prefix?.release();
+    await real.release();
     if (o.profile) {
       info(`${mode}: profiling the backward graph`);
       const fed = prefix ? { ...batch, hidden: lastHidden } : batch;
@@ -453,7 +430,7 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
   return {
     shape: { ...s, head_dim: s.hidden / s.heads, tokens_per_step: s.batch * s.seq, new_blocks: o.newBlocks },
     threads: o.threads,
-    timing: `median of ${o.reps} steps after ${o.warmup} warm-up steps; a step is (prefix forward,) the backward run (forward computed inside it, loss returned by it), the trainer's gradient copy, global-norm clip, AdamW on every trainable tensor`,
+    timing: `median of ${o.reps} steps after ${o.warmup} warm-up steps; a step is the trainer's own: runStep over the schedule on each rank (the prefix rank's forward, the backward run that computes forward, loss and gradients), the step policy's global-norm clip, applyUpdate (AdamW) on every trainable tensor`,
     modes: results,
   };
 }

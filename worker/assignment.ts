@@ -65,7 +65,7 @@ export interface RankPorts {
 }
 
 /** The update of one step on this rank: AdamW with the layer's LR and the global clip scale. */
-export function applyUpdate(run: RunConfig, rank: Rank, res: StepResult, d: StepDecisionMsg): boolean {
+export function applyUpdate(run: RunConfig, rank: Rank, res: StepResult, d: Pick<StepDecisionMsg, 'gradNorm' | 'clipScale' | 'stageStep' | 'stageSteps'>): boolean {
   if (!Number.isFinite(d.gradNorm)) return false;
   const factor = stageLrFactor(d.stageStep, d.stageSteps, warmupSteps(run, d.stageSteps), run.min_lr_ratio);
   for (const [n, g] of res.grads) rank.optimizer.update(n, rank.values.get(n)!, g, layerLearningRate(run, n, rank.model.config.numLayers) * factor, d.clipScale);
