@@ -131,8 +131,9 @@ export class StepPolicy {
       stop = o.stop;
     }
     const reason = stop ? 'early-stop' : this.state.stageStep >= held.stageSteps ? this.lengthReason() : null;
+    const earlyStop = stop ? { stage: this.state.stage, step: this.state.step, best: this.stopper.state.best } : undefined;
     const d = this.finish(reason, stop ? undefined : loss);
-    return { ...d, improved, ...(stop ? { earlyStop: { stage: held.stage, step: this.state.step, best: this.stopper.state.best } } : {}) };
+    return { ...d, improved, ...(earlyStop ? { earlyStop } : {}) };
   }
 
   private capped(): boolean {
