@@ -9,7 +9,7 @@ import { sumOfSquares } from '../model/adamw.ts';
 import { writeConfig } from '../model/config.ts';
 import type { Batch } from '../model/llama/program.ts';
 import { wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
-import { writeCheckpoint } from '../model/safetensors.ts';
+import { writeCheckpoint } from '../model/hf/checkpoint.ts';
 import { randomWeights } from '../model/init.ts';
 import type { InFrame, OutFrame } from '../proto/frames.ts';
 import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';

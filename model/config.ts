@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { log } from './log.ts';
-import { writeJsonAtomic } from './safetensors.ts';
+import { writeJsonAtomic } from '../common/atomic-file.ts';
 
 export type Arch = 'llama' | 'mistral' | 'qwen2';
 

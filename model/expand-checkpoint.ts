@@ -8,7 +8,7 @@ import { expansionInfo, readExpansionSidecar, SIDECAR_FILE, writeExpansionSideca
 import { log } from './log.ts';
 import { paramSpecs } from './params.ts';
 import { openPretrained } from './pretrained.ts';
-import { writeCheckpoint, type Checkpoint } from './safetensors.ts';
+import { writeCheckpoint, type Checkpoint } from './hf/checkpoint.ts';
 
 
 export interface ExpandResult {

@@ -2,7 +2,8 @@
 // from, and how an expanded tensor is read out of the original checkpoint. Nothing here touches disk,
 // so a worker can expand its own block range on the fly and a full export can share the same rules.
 import type { ModelConfig } from './config.ts';
-import type { RawTensor, TensorToWrite } from './safetensors.ts';
+import type { RawTensor } from './hf/safetensors-read.ts';
+import type { TensorToWrite } from './hf/safetensors-write.ts';
 
 export interface ExpandedLayer {
   kind: 'original' | 'new';

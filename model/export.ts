@@ -9,7 +9,9 @@ import { writeExpansionSidecar, type ExpansionInfo } from './expand-sidecar.ts';
 import { loraNames } from './llama/params.ts';
 import { fromPeftName, mergeLora, peftName } from './lora.ts';
 import { paramSpecs } from './params.ts';
-import { openSafetensors, writeCheckpoint, writeSafetensors, type RawTensor, type TensorToWrite } from './safetensors.ts';
+import { openSafetensors, type RawTensor } from './hf/safetensors-read.ts';
+import { writeCheckpoint } from './hf/checkpoint.ts';
+import { writeSafetensors, type TensorToWrite } from './hf/safetensors-write.ts';
 
 export interface LoraParts {
   rank: number;

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { parseConfig, writeConfig, type ModelConfig } from './config.ts';
 import { paramSpecs } from './params.ts';
 import { Rng } from './rng.ts';
-import { writeCheckpoint, type TensorToWrite } from './safetensors.ts';
+import { writeCheckpoint } from './hf/checkpoint.ts';
+import { type TensorToWrite } from './hf/safetensors-write.ts';
 import { trainByteLevelBpe, writeTokenizer } from './tokenizer.ts';
 
 export interface RandomModelOptions {

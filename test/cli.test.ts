@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../model/config.ts';
-import { openCheckpoint, openSafetensors } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
+import { openSafetensors } from '../model/hf/safetensors-read.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
 import { propipe } from './support/cli.ts';
 

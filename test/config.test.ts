@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseConfig, toHfConfig, writeConfig, type ModelConfig } from '../model/config.ts';
 import { layerParamSpecs, paramCount, paramSpecs } from '../model/params.ts';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-config-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

@@ -24,7 +24,8 @@ import { wholeModel } from '../model/llama/range-graph.ts';
 import { layerParamSpecs, paramSpecs } from '../model/params.ts';
 import { openPretrained } from '../model/pretrained.ts';
 import { Rng } from '../model/rng.ts';
-import { openCheckpoint, writeCheckpoint, type Dtype } from '../model/safetensors.ts';
+import { openCheckpoint, writeCheckpoint } from '../model/hf/checkpoint.ts';
+import { type Dtype } from '../model/hf/safetensors-format.ts';
 import { makeBatch } from '../recipe/batch.ts';
 import { propipe } from './support/cli.ts';
 

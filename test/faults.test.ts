@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../coordinator/launch.ts';
 import { startNatsServer } from '../coordinator/nats-server.ts';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { makeTiny } from './support/tiny.ts';

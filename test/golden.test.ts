@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { paramSpecs } from '../model/params.ts';
 import { loadConfig } from '../model/config.ts';
-import { openSafetensors } from '../model/safetensors.ts';
+import { openSafetensors } from '../model/hf/safetensors-read.ts';
 import { propipe } from './support/cli.ts';
 import { maxRelError } from './support/compare.ts';
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { test } from 'node:test';
 import YAML from 'yaml';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { makeTiny } from './support/tiny.ts';

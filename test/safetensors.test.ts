@@ -3,19 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it, mock } from 'node:test';
-import {
-  bf16ToF32,
-  f16ToF32,
-  f32ToBf16,
-  f32ToF16,
-  INDEX_FILE,
-  openCheckpoint,
-  openSafetensors,
-  SINGLE_FILE,
-  writeCheckpoint,
-  writeSafetensors,
-  type TensorToWrite,
-} from '../model/safetensors.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../model/hf/half.ts';
+import { INDEX_FILE, SINGLE_FILE } from '../model/hf/safetensors-format.ts';
+import { openCheckpoint, writeCheckpoint } from '../model/hf/checkpoint.ts';
+import { openSafetensors } from '../model/hf/safetensors-read.ts';
+import { writeSafetensors, type TensorToWrite } from '../model/hf/safetensors-write.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-st-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

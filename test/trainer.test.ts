@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { planExpansion } from '../model/expand.ts';
 import { readAdapter } from '../model/export.ts';
 import { mergeAdapter } from '../model/merge.ts';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import type { RunConfigInput } from '../recipe/run-config.ts';
 import { Trainer } from '../local/trainer.ts';
 import { makeTiny } from './support/tiny.ts';

@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AdamW, MomentState } from '../model/adamw.ts';
-import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors.ts';
+import { openSafetensors } from '../model/hf/safetensors-read.ts';
+import { writeSafetensors, type TensorToWrite } from '../model/hf/safetensors-write.ts';
 import { commitCheckpoint, latestManifest, partialDir, shardEntry, type Manifest, type ShardEntry, type TrainerState } from '../recipe/checkpoints.ts';
 
 export type { TrainerState };

@@ -1,5 +1,5 @@
 import { openPretrained } from '../../model/pretrained.ts';
-import { writeSafetensors } from '../../model/safetensors.ts';
+import { writeSafetensors } from '../../model/hf/safetensors-write.ts';
 import { log } from '../../model/log.ts';
 import { readModelData } from '../../recipe/examples.ts';
 import { datasetGradients } from '../../recipe/gradients.ts';
