@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { backward } from '../model/autodiff/backward.ts';
-import { parseConfig, type ModelConfig } from '../model/config.ts';
+import { parseConfig, type ModelConfig } from '../model/hf/config.ts';
 import { BYTES_PER_ELEMENT, type DType } from '../model/graph/dtype.ts';
 import { Graph, type Shape } from '../model/graph/graph.ts';
 import { serialize, liveNodes } from '../model/graph/serialize.ts';
@@ -41,7 +41,7 @@ import { ParamBinder } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
 import { buildRangeGraph, IO, type BlockRange } from '../model/llama/range-graph.ts';
 import { ropeTables } from '../model/llama/rope.ts';
-import { layerParamSpecs } from '../model/params.ts';
+import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import { defaultThreads, Flags, hashSeed, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
 import { DEFAULT_CASES, measureMatmulPeak, type MatmulCase } from './matmul-peak.ts';
 

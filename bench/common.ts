@@ -3,7 +3,7 @@
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import ort from 'onnxruntime-node';
-import { Rng as ModelRng } from '../model/rng.ts';
+import { Rng as ModelRng } from '../common/rng.ts';
 
 /** `--name value`, `--name=value`, `--flag` (true) and `--no-flag` (false). */
 export class Flags {

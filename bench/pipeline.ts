@@ -14,9 +14,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import { launch } from '../coordinator/launch.ts';
-import { createRandomModel } from '../model/init.ts';
-import { Rng } from '../model/rng.ts';
+import { launch } from '../supervisor/launch.ts';
+import { createRandomModel } from '../model/hf/init.ts';
+import { Rng } from '../common/rng.ts';
 import { roles, schedule, simulate } from '../worker/schedule.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };

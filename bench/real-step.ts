@@ -5,12 +5,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { sumOfSquares } from '../model/adamw.ts';
-import { writeConfig } from '../model/config.ts';
+import { sumOfSquares } from '../model/train/adamw.ts';
+import { writeConfig } from '../model/hf/config.ts';
 import type { Batch } from '../model/llama/program.ts';
 import { wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
 import { writeCheckpoint } from '../model/hf/checkpoint.ts';
-import { randomWeights } from '../model/init.ts';
+import { randomWeights } from '../model/hf/init.ts';
 import type { InFrame, OutFrame } from '../proto/frames.ts';
 import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';
 import { StepPolicy } from '../recipe/step-policy.ts';
@@ -19,7 +19,7 @@ import { runStep, type Links, type Span, type StepResult } from '../worker/execu
 import { Mailbox } from '../worker/mailbox.ts';
 import { Rank } from '../worker/rank.ts';
 import { prepareModel } from '../worker/training-model.ts';
-import type { ModelConfig } from '../model/config.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 
 export interface RealStep {
   ranks: Rank[];

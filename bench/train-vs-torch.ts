@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { newLayerIndices, planExpansion } from '../model/expand.ts';
+import { newLayerIndices, planExpansion } from '../model/expand/expand.ts';
 import { Flags, hostInfo, info, isMain, printJson, round } from './common.ts';
 import { runTrainStep, takeStringFlag, trainOptionsFromFlags, TRAIN_RUN_FLAGS, TRAIN_SHAPE_FLAGS, type TrainModeResult, type TrainStepOptions } from './train-step.ts';
 

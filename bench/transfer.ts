@@ -20,7 +20,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import { makeLocalCredentials } from '../coordinator/credentials.ts';
+import { makeLocalCredentials } from '../supervisor/credentials.ts';
 import { DEFAULT_CHUNK_BYTES, type OutFrame } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS } from '../proto/load.ts';
 import { callMetadata, channelCredentials, checkToken, loadSecurity, serverCredentials, type Security, type SecurityFiles } from '../proto/security.ts';

@@ -1,7 +1,7 @@
 // The job state machine: registration, the per-step barrier (global gradient norm, clip scale),
 // evaluation and early stopping, stage transitions, checkpoint commits and the end of training.
 // Pure logic over messages: the gRPC service and NATS signals are wired around it.
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import type { AssignmentMsg, RegisterRequest, ShardReportMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { TrainerState } from '../recipe/checkpoints.ts';
 import { freshState, StepPolicy, type StageEnd, type StepDecision } from '../recipe/step-policy.ts';

@@ -9,7 +9,7 @@
 //   a rank below every trainable block       F only (a forward-only prefix)
 // So the F+B+W / F+B / F per block holds for a range's top, and the recompute is counted.
 // Embedding and head count as layers of their own (on the first and last rank).
-import type { ModelConfig } from '../model/config.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 
 export interface WorkerCapacity {
   memoryBytes: number;

@@ -3,7 +3,7 @@
 // output_dir/trace.json.
 import crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import { checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import type { ExportReportMsg, RegisterRequest, ShardReportMsg, StepReportMsg } from '../proto/messages.ts';

@@ -5,9 +5,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loadConfig } from '../model/config.ts';
-import { readExpansionSidecar } from '../model/expand-sidecar.ts';
-import { childLog } from '../model/log.ts';
+import { loadConfig } from '../model/hf/config.ts';
+import { readExpansionSidecar } from '../model/expand/sidecar.ts';
+import { childLog } from '../common/log.ts';
 import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { ControlSignal, EarlyStopSignal, StageSignal } from '../proto/signals.ts';
 import { commitCheckpoint, latestManifest, partialDir, sha256File } from '../recipe/checkpoints.ts';

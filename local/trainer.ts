@@ -4,11 +4,11 @@
 import os from 'node:os';
 import { CoordinatorService, type RunResult } from '../coordinator/service.ts';
 import { Telemetry } from '../coordinator/telemetry.ts';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
 import { runAssignment } from '../worker/assignment.ts';
 import { openFeed } from '../worker/data-feed.ts';
-import { JobAborted } from '../worker/faults.ts';
+import { JobAborted } from '../common/errors.ts';
 import { Progress } from '../worker/progress.ts';
 import { memoryReport, type MemoryReport } from '../worker/quantization.ts';
 import { StageWatcher } from '../worker/stage-watcher.ts';

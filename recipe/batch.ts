@@ -1,8 +1,8 @@
 // Batches as the graphs consume them (int64, row-major [batch, seq]) and the seeded, resumable
 // order in which a run visits them.
-import { IGNORE_INDEX } from './data.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
 import type { Example } from './data.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../common/rng.ts';
 
 export interface Batch {
   inputIds: BigInt64Array;

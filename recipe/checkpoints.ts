@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { log } from '../model/log.ts';
+import { log } from '../common/log.ts';
 import { writeJsonAtomic } from '../common/atomic-file.ts';
 import type { EarlyStopState } from './early-stop.ts';
 

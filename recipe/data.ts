@@ -3,12 +3,9 @@
 // after the model's internal shift; -100 positions carry no loss).
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { log } from '../model/log.ts';
-import type { ChatMessage, TextTokenizer } from '../model/tokenizer.ts';
-
-import { IGNORE_INDEX } from '../model/llama/range-graph.ts';
-
-export { IGNORE_INDEX };
+import { log } from '../common/log.ts';
+import type { ChatMessage, TextTokenizer } from '../model/hf/tokenizer.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
 
 export type RecordFormat = 'text' | 'alpaca' | 'chat' | 'tokens';
 

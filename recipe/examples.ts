@@ -1,6 +1,6 @@
 // A dataset file read against a model: its tokenizer if the data needs one, its vocab for range checks.
-import { optionalTokenizer, type Pretrained } from '../model/pretrained.ts';
-import type { TextTokenizer } from '../model/tokenizer.ts';
+import { optionalTokenizer, type Pretrained } from '../model/hf/pretrained.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 import { readJsonl, type Dataset } from './data.ts';
 
 export interface ModelData {

@@ -1,8 +1,8 @@
 // The stack a run trains, from config.json alone: the base as is, expanded on the fly (LLaMA Pro),
 // or already expanded (llama_pro.json). The coordinator plans from this without touching weights.
-import type { ModelConfig } from '../model/config.ts';
-import { expandConfig, expandRawConfig, planExpansion, type ExpansionPlan } from '../model/expand.ts';
-import { expansionInfo, planFromSidecar, type ExpansionInfo } from '../model/expand-sidecar.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import { expandConfig, expandRawConfig, planExpansion, type ExpansionPlan } from '../model/expand/expand.ts';
+import { expansionInfo, planFromSidecar, type ExpansionInfo } from '../model/expand/sidecar.ts';
 import type { RunConfig } from './run-config.ts';
 import { planStages, type LayerKind, type StagePlan } from './stages.ts';
 

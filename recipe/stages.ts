@@ -1,9 +1,9 @@
 // Stage plans: the trainable units (whole blocks, LLaMA Pro new blocks, or LoRA adapters) are cut into
 // block groups, and each stage's freeze mask says which groups train. This is pure data: the local
 // trainer and every pipeline rank derive the same mask from it.
-import type { ModelConfig } from '../model/config.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 import { loraNames } from '../model/llama/params.ts';
-import { layerParamSpecs } from '../model/params.ts';
+import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import type { RunConfig } from './run-config.ts';
 
 /** What each layer of the trained model is: an original block, or a LLaMA Pro copy of one. */

@@ -2,7 +2,7 @@
 // what follows — the clip scale, whether the update is skipped (NaN/Inf), whether to evaluate, save,
 // end the stage (epochs, steps, early stop, max_steps), stop, or abort. Pure: the coordinator's job
 // drives it for any number of ranks, and the single-process run is that job with one rank.
-import { clipScale } from '../model/adamw.ts';
+import { clipScale } from '../model/train/adamw.ts';
 import { EarlyStopper } from './early-stop.ts';
 import type { TrainerState } from './checkpoints.ts';
 import type { RunConfig } from './run-config.ts';

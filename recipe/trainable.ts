@@ -1,7 +1,7 @@
 // Which parameters receive gradients, from a user's spec: all, none, or blocks like "0,2-3" plus the
 // words embed, norm and head.
-import type { ModelConfig } from '../model/config.ts';
-import { paramSpecs } from '../model/params.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import { paramSpecs } from '../model/llama/param-specs.ts';
 
 export function parseBlockList(spec: string, numLayers: number): { blocks: Set<number>; extras: Set<string> } {
   const blocks = new Set<number>();

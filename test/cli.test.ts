@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { loadConfig } from '../model/config.ts';
+import { loadConfig } from '../model/hf/config.ts';
 import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { openSafetensors } from '../model/hf/safetensors-read.ts';
-import { loadTokenizer } from '../model/tokenizer.ts';
+import { loadTokenizer } from '../model/hf/tokenizer.ts';
 import { propipe } from './support/cli.ts';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-cli-'));

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ConfigError, loadConfig, parseConfig, toHfConfig, writeConfig, type ModelConfig } from '../model/config.ts';
-import { layerParamSpecs, paramCount, paramSpecs } from '../model/params.ts';
+import { ConfigError, loadConfig, parseConfig, toHfConfig, writeConfig, type ModelConfig } from '../model/hf/config.ts';
+import { layerParamSpecs, paramCount, paramSpecs } from '../model/llama/param-specs.ts';
 import { openCheckpoint } from '../model/hf/checkpoint.ts';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-config-'));

@@ -5,15 +5,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { createRandomModel } from '../model/init.ts';
+import { createRandomModel } from '../model/hf/init.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { IO, wholeModel } from '../model/llama/range-graph.ts';
-import { openPretrained, type Pretrained } from '../model/pretrained.ts';
-import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.ts';
+import { openPretrained, type Pretrained } from '../model/hf/pretrained.ts';
+import { loadTokenizer, type TextTokenizer } from '../model/hf/tokenizer.ts';
 import { makeBatch } from '../recipe/batch.ts';
-import { IGNORE_INDEX } from '../recipe/data.ts';
-import { corpusForTokenizer, DEMO_QUIZ_PROMPT, DOMAIN_A, DOMAIN_B, writeDemoData, type FactDomain } from '../recipe/demo/corpus.ts';
-import { parseMcRecord, readMcJsonl, scoreMultipleChoice, type McQuestion } from '../recipe/multiple-choice.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
+import { corpusForTokenizer, DEMO_QUIZ_PROMPT, DOMAIN_A, DOMAIN_B, writeDemoData, type FactDomain } from '../demo/corpus.ts';
+import { parseMcRecord, readMcJsonl, type McQuestion } from '../recipe/multiple-choice.ts';
+import { scoreMultipleChoice } from '../tasks/multiple-choice.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-demo-'));
 const DOMAINS: [string, FactDomain][] = [

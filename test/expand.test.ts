@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { loadConfig, parseConfig, writeConfig } from '../model/config.ts';
-import { expandCheckpoint } from '../model/expand-checkpoint.ts';
-import { planFromSidecar, readExpansionSidecar, SIDECAR_FILE } from '../model/expand-sidecar.ts';
+import { loadConfig, parseConfig, writeConfig } from '../model/hf/config.ts';
+import { expandCheckpoint } from '../model/expand/checkpoint.ts';
+import { planFromSidecar, readExpansionSidecar, SIDECAR_FILE } from '../model/expand/sidecar.ts';
 import {
   expandConfig,
   expandedLoader,
@@ -17,13 +17,13 @@ import {
   newLayerIndices,
   planExpansion,
   type ExpansionPlan,
-} from '../model/expand.ts';
-import { createRandomModel } from '../model/init.ts';
+} from '../model/expand/expand.ts';
+import { createRandomModel } from '../model/hf/init.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
-import { layerParamSpecs, paramSpecs } from '../model/params.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { Rng } from '../model/rng.ts';
+import { layerParamSpecs, paramSpecs } from '../model/llama/param-specs.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { Rng } from '../common/rng.ts';
 import { openCheckpoint, writeCheckpoint } from '../model/hf/checkpoint.ts';
 import { type Dtype } from '../model/hf/safetensors-format.ts';
 import { makeBatch } from '../recipe/batch.ts';

@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { startNatsServer } from '../coordinator/nats-server.ts';
+import { startNatsServer } from '../supervisor/nats-server.ts';
 import { startCoordinator } from '../coordinator/server.ts';
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../common/rng.ts';
 import { encodeFrames } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';

@@ -4,11 +4,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { createRandomModel } from '../model/init.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.ts';
-import { IGNORE_INDEX } from '../recipe/data.ts';
-import { encodeMcRows, isMcFile, parseMcRecord, readMcJsonl, scoreMultipleChoice } from '../recipe/multiple-choice.ts';
+import { createRandomModel } from '../model/hf/init.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { loadTokenizer, type TextTokenizer } from '../model/hf/tokenizer.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
+import { encodeMcRows, isMcFile, parseMcRecord, readMcJsonl } from '../recipe/multiple-choice.ts';
+import { scoreMultipleChoice } from '../tasks/multiple-choice.ts';
 import { propipe } from './support/cli.ts';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-mc-'));

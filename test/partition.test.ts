@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { blockFlopsPerToken, layerCosts, planCost, planPartition, rangeCost, type PartitionInput } from '../coordinator/partition.ts';
-import { randomModelConfig } from '../model/init.ts';
+import { randomModelConfig } from '../model/hf/init.ts';
 
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
 const GiB = 2 ** 30;

@@ -7,18 +7,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { backward } from '../model/autodiff/backward.ts';
-import { parseConfig } from '../model/config.ts';
+import { parseConfig } from '../model/hf/config.ts';
 import { Graph } from '../model/graph/graph.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
-import { createRandomModel } from '../model/init.ts';
+import { createRandomModel } from '../model/hf/init.ts';
 import { loraNames, type LoraSpec, type QuantizedMatMul } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
 import { wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
-import { initLora } from '../model/lora.ts';
-import { paramSpecs } from '../model/params.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { dequantize4, quantize4, quantizedBytes, quantizedLinear, zeroPointAt, type Quant4Kernel, type Quantized4 } from '../model/quant4.ts';
-import { Rng } from '../model/rng.ts';
+import { initLora } from '../model/train/lora.ts';
+import { paramSpecs } from '../model/llama/param-specs.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { dequantize4, quantize4, quantizedBytes, quantizedLinear, type Quant4Kernel } from '../model/quant/quant4.ts';
+import { zeroPointAt, type Quantized4 } from '../model/graph/matmul-nbits.ts';
+import { Rng } from '../common/rng.ts';
 import { maxRelError } from './support/compare.ts';
 
 function randomWeight(rng: Rng, out: number, inp: number): Float32Array {

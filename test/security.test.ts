@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { makeLocalCredentials } from '../coordinator/credentials.ts';
+import { makeLocalCredentials } from '../supervisor/credentials.ts';
 import { tensorMsg } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';

@@ -4,11 +4,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { bytesToUnicode, CHATML_TEMPLATE, trainByteLevelBpe } from '../model/bpe-train.ts';
-import type { BpeTrainResult } from '../model/bpe-train.ts';
-import { builtinCorpus } from '../model/bpe-corpus.ts';
-import { loadTokenizer, TokenizerMissingError, tokenizerFromJson, writeTokenizer } from '../model/tokenizer.ts';
-import type { TextTokenizer } from '../model/tokenizer.ts';
+import { bytesToUnicode, CHATML_TEMPLATE, trainByteLevelBpe } from '../model/hf/bpe-train.ts';
+import type { BpeTrainResult } from '../model/hf/bpe-train.ts';
+import { builtinCorpus } from '../model/hf/bpe-corpus.ts';
+import { loadTokenizer, TokenizerMissingError, tokenizerFromJson, writeTokenizer } from '../model/hf/tokenizer.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 
 const SAMPLES = [
   'Hello world, the river town woke slowly.',

@@ -4,8 +4,8 @@
 // NATS) and the single-process run (one rank, everything in memory): only the ports differ.
 import fs from 'node:fs';
 import path from 'node:path';
-import { sumOfSquares } from '../model/adamw.ts';
-import type { childLog } from '../model/log.ts';
+import { sumOfSquares } from '../model/train/adamw.ts';
+import type { childLog } from '../common/log.ts';
 import type { OutFrame } from '../proto/frames.ts';
 import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { ControlSignal, StageSignal } from '../proto/signals.ts';
@@ -15,7 +15,8 @@ import type { RunConfig } from '../recipe/run-config.ts';
 import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
 import { openFeed, type DataFeed } from './data-feed.ts';
-import { crashInSave, crashPoint, JobAborted, poisonPoint, RecoverableError, stallPoint } from './faults.ts';
+import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
+import { JobAborted, RecoverableError } from '../common/errors.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRun } from './export-run.ts';
 import type { Mailbox } from './mailbox.ts';

@@ -2,7 +2,7 @@
 // The local trainer is a one-rank pipeline: it writes its shard and commits right away.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AdamW, MomentState } from '../model/adamw.ts';
+import type { AdamW, MomentState } from '../model/train/adamw.ts';
 import { openSafetensors } from '../model/hf/safetensors-read.ts';
 import { writeSafetensors, type TensorToWrite } from '../model/hf/safetensors-write.ts';
 import { commitCheckpoint, latestManifest, partialDir, shardEntry, type Manifest, type ShardEntry, type TrainerState } from '../recipe/checkpoints.ts';

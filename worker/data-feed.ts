@@ -1,6 +1,6 @@
 // Rank 0 owns the data: the training stream of the current stage and the validation batches.
-import { optionalTokenizer } from '../model/pretrained.ts';
-import { deriveSeed } from '../model/rng.ts';
+import { optionalTokenizer } from '../model/hf/pretrained.ts';
+import { deriveSeed } from '../common/rng.ts';
 import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
 import { readJsonl, type Dataset } from '../recipe/data.ts';
 import { chunks } from '../recipe/examples.ts';

@@ -1,6 +1,6 @@
 // Runs one rank's schedule for one step: receives, computes and sends per the action list, sums the
 // micro-batch gradients, and records a span per action for the pipeline timeline.
-import { accumulateGrads } from '../model/adamw.ts';
+import { accumulateGrads } from '../model/train/adamw.ts';
 import type { Batch } from '../model/llama/program.ts';
 import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';
 import type { FrameKind } from '../proto/messages.ts';

@@ -1,10 +1,10 @@
 // The end of a run, local or pipelined: the merged model in output_dir/final and the trained parts in
 // output_dir/adapter.
 import path from 'node:path';
-import { expandedRawLoader } from '../model/expand.ts';
-import { writeAdapter, writeMergedModel, type TrainedParts } from '../model/export.ts';
+import { expandedRawLoader } from '../model/expand/expand.ts';
+import { writeAdapter, writeMergedModel, type TrainedParts } from '../model/hf/export.ts';
 import type { LoraSpec } from '../model/llama/params.ts';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { TrainingModel } from './training-model.ts';
 

@@ -1,27 +1,5 @@
-// Failure handling on the worker side: which errors mean "register again", and the fault-injection
-// hooks the integration tests use to kill or stall a worker at a chosen point (environment variables,
+// The fault-injection hooks the integration tests use to kill or stall a worker at a chosen point (environment variables,
 // read once; they do nothing unless set).
-export class RecoverableError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'RecoverableError';
-  }
-}
-
-/** The job cannot go on; a supervisor must not restart it (the CLI exits with code 3). */
-export class JobAborted extends Error {
-  readonly exitCode = 3;
-  constructor(message: string) {
-    super(message);
-    this.name = 'JobAborted';
-  }
-}
-
-/** gRPC failures (coordinator restarted, barrier rejected) and lost links are survivable. */
-export function isRecoverable(err: unknown): boolean {
-  return err instanceof RecoverableError || (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number');
-}
-
 const env = (name: string) => {
   const v = process.env[name];
   return v === undefined ? undefined : Number(v);

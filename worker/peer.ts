@@ -3,11 +3,11 @@
 // come down on the response side. Every frame is validated on receipt.
 import type http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import { encodeFrames, FrameAssembler, FrameError, type OutFrame } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameKind, FrameMsg } from '../proto/messages.ts';
-import { RecoverableError } from './faults.ts';
+import { RecoverableError } from '../common/errors.ts';
 import { Mailbox } from './mailbox.ts';
 
 const log = childLog({ component: 'peer' });

@@ -2,7 +2,7 @@
 // Tensors that train in some stage (new blocks, unfrozen groups) stay float even while frozen, so a
 // later stage never starts from rounded weights.
 import type { QuantizedMatMul } from '../model/llama/params.ts';
-import { quantizedBytes, quantizedLinear } from '../model/quant4.ts';
+import { quantizedBytes, quantizedLinear } from '../model/quant/quant4.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { TrainingModel } from './training-model.ts';
 

@@ -1,6 +1,6 @@
 // One pipeline rank's share of a run: the tensors it owns, its optimizer state, and the program of its
 // block range under the current stage's freeze mask.
-import { AdamW } from '../model/adamw.ts';
+import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
 import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';

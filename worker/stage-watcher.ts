@@ -3,7 +3,7 @@
 // is late or lost delays this rank; it never lets it run a step with a stale mask.
 import type { NatsConnection, Subscription } from 'nats';
 import { codec, subjects, type ControlSignal, type StageSignal } from '../proto/signals.ts';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 
 const log = childLog({ component: 'stage-watcher' });
 

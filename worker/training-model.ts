@@ -1,13 +1,13 @@
 // The model a run trains: the base checkpoint, expanded on the fly (LLaMA Pro) or read as already
 // expanded (a llama_pro.json sidecar), with the stage plan over its trainable units.
-import type { ModelConfig } from '../model/config.ts';
-import { expandedLoader, type ExpansionPlan } from '../model/expand.ts';
-import { readExpansionSidecar, type ExpansionInfo } from '../model/expand-sidecar.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import { expandedLoader, type ExpansionPlan } from '../model/expand/expand.ts';
+import { readExpansionSidecar, type ExpansionInfo } from '../model/expand/sidecar.ts';
 import type { LoraSpec, WeightLoader } from '../model/llama/params.ts';
-import { initLora, loraNames } from '../model/lora.ts';
-import { paramSpecs } from '../model/params.ts';
-import { openPretrained, type Pretrained } from '../model/pretrained.ts';
-import { Rng, deriveSeed } from '../model/rng.ts';
+import { initLora, loraNames } from '../model/train/lora.ts';
+import { paramSpecs } from '../model/llama/param-specs.ts';
+import { openPretrained, type Pretrained } from '../model/hf/pretrained.ts';
+import { Rng, deriveSeed } from '../common/rng.ts';
 import { loraAlpha, type RunConfig } from '../recipe/run-config.ts';
 import { trainedStack } from '../recipe/layout.ts';
 import type { LayerKind, StagePlan } from '../recipe/stages.ts';

@@ -3,14 +3,14 @@
 // follows the coordinator's directives (evaluate, checkpoint, stage transition, re-assign, stop).
 import crypto from 'node:crypto';
 import os from 'node:os';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import type { AssignmentMsg } from '../proto/messages.ts';
 import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import { closeNats, connectNats } from '../proto/signals.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
-import { isRecoverable } from './faults.ts';
+import { isRecoverable } from '../common/errors.ts';
 import { PeerLink, PeerServer } from './peer.ts';
 import { StageWatcher } from './stage-watcher.ts';
 import { prepareModel, type TrainingModel } from './training-model.ts';

@@ -1,7 +1,7 @@
 import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
-import { log } from '../../model/log.ts';
+import { log } from '../../common/log.ts';
 import { startCoordinator } from '../../coordinator/server.ts';
-import { JobAborted } from '../../worker/faults.ts';
+import { JobAborted } from '../../common/errors.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { SECURITY_FLAGS, securityOptions } from '../security-flags.ts';

@@ -1,4 +1,4 @@
-import { formatDemoTable, runDemo } from '../../worker/demo.ts';
+import { formatDemoTable, runDemo } from '../../demo/run.ts';
 import type { Command } from '../command.ts';
 
 export const demoCommand: Command = {

@@ -1,7 +1,8 @@
-import { openPretrained } from '../../model/pretrained.ts';
-import { evaluateLoss } from '../../recipe/evaluate.ts';
+import { openPretrained } from '../../model/hf/pretrained.ts';
+import { evaluateLoss } from '../../tasks/evaluate.ts';
 import { readModelData } from '../../recipe/examples.ts';
-import { evaluateMcFile, isMcFile, MC_PROMPT_STYLES, type McPromptStyle } from '../../recipe/multiple-choice.ts';
+import { evaluateMcFile } from '../../tasks/multiple-choice.ts';
+import { isMcFile, MC_PROMPT_STYLES, type McPromptStyle } from '../../recipe/multiple-choice.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { DEVICE_FLAGS, deviceOptions } from '../device.ts';

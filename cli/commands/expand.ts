@@ -1,5 +1,5 @@
-import { expandCheckpoint } from '../../model/expand-checkpoint.ts';
-import { ExpansionError } from '../../model/expand.ts';
+import { expandCheckpoint } from '../../model/expand/checkpoint.ts';
+import { ExpansionError } from '../../model/expand/expand.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 

@@ -1,8 +1,8 @@
-import { openPretrained } from '../../model/pretrained.ts';
+import { openPretrained } from '../../model/hf/pretrained.ts';
 import { writeSafetensors } from '../../model/hf/safetensors-write.ts';
-import { log } from '../../model/log.ts';
+import { log } from '../../common/log.ts';
 import { readModelData } from '../../recipe/examples.ts';
-import { datasetGradients } from '../../recipe/gradients.ts';
+import { datasetGradients } from '../../tasks/gradients.ts';
 import { trainableSet } from '../../recipe/trainable.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';

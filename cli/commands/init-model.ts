@@ -1,6 +1,6 @@
-import { createRandomModel } from '../../model/init.ts';
-import { paramCount } from '../../model/params.ts';
-import { log } from '../../model/log.ts';
+import { createRandomModel } from '../../model/hf/init.ts';
+import { paramCount } from '../../model/llama/param-specs.ts';
+import { log } from '../../common/log.ts';
 import type { Command } from '../command.ts';
 
 export const initModel: Command = {

@@ -1,4 +1,4 @@
-import { launch } from '../../coordinator/launch.ts';
+import { launch } from '../../supervisor/launch.ts';
 import type { Command } from '../command.ts';
 import { runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';

@@ -1,5 +1,5 @@
-import { log } from '../../model/log.ts';
-import { mergeAdapter } from '../../model/merge.ts';
+import { log } from '../../common/log.ts';
+import { mergeAdapter } from '../../model/hf/merge.ts';
 import type { Command } from '../command.ts';
 
 export const mergeCommand: Command = {

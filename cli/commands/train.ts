@@ -1,4 +1,4 @@
-import { log } from '../../model/log.ts';
+import { log } from '../../common/log.ts';
 import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
 import { Trainer } from '../../local/trainer.ts';
 import { UsageError } from '../args.ts';

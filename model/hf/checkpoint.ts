@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeJsonAtomic } from '../../common/atomic-file.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import { DEFAULT_MAX_SHARD_BYTES, INDEX_FILE, isDtype, isPlainObject, REEXPORT, SINGLE_FILE, SafetensorsError, tensorBytes, type Dtype } from './safetensors-format.ts';
 import { SafetensorsFile, type RawTensor } from './safetensors-read.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors-write.ts';

@@ -1,6 +1,6 @@
 // Causal grouped-query attention. Query heads are grouped per kv head ([b, kv, group, t, d]) so the
 // shared keys and values broadcast instead of being copied per query head.
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
 import { linear } from './layers.ts';
 import type { ParamBinder } from './params.ts';

@@ -1,5 +1,5 @@
 // One decoder block: pre-norm attention and pre-norm SwiGLU, each with a residual.
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
 import { attention, type AttentionInputs } from './attention.ts';
 import { rmsNorm, swiGlu } from './layers.ts';

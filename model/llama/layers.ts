@@ -1,5 +1,5 @@
 // The pieces of a Llama-family block, each a function that adds its ops to a graph.
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
 import { loraNames, type ParamBinder } from './params.ts';
 

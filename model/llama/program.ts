@@ -1,7 +1,7 @@
 // A block range compiled into ONNX Runtime sessions: a forward graph, and a backward graph that
 // recomputes the forward from the range input and yields only the gradients that are needed.
 import { backward } from '../autodiff/backward.ts';
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 import { CompiledGraph, type Device, type HostTensor } from '../graph/session.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';

@@ -1,6 +1,7 @@
 // The forward graph of a contiguous block range, optionally starting at the token embedding and
 // ending at the loss. This is the unit a pipeline rank runs; the whole model is one range.
-import type { ModelConfig } from '../config.ts';
+import { IGNORE_INDEX } from '../../common/labels.ts';
+import type { ModelConfig } from '../hf/config.ts';
 import { Graph } from '../graph/graph.ts';
 import { decoderBlock } from './block.ts';
 import { rmsNorm } from './layers.ts';
@@ -33,8 +34,6 @@ export const IO = {
   klSum: 'kl_sum',
   objective: 'objective',
 } as const;
-
-export const IGNORE_INDEX = -100;
 
 export function wholeModel(config: ModelConfig): BlockRange {
   return { start: 0, end: config.numLayers, embed: true, head: true };

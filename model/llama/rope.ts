@@ -1,7 +1,7 @@
 // Rotary position embeddings, rotate-half convention (HF Llama): the tables are computed on the host
 // once per sequence length, the rotation is in the graph.
 import type { Graph } from '../graph/graph.ts';
-import type { ModelConfig } from '../config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 
 export interface RopeTables {
   cos: Float32Array;

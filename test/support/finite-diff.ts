@@ -5,7 +5,7 @@ import { backward } from '../../model/autodiff/backward.ts';
 import type { DType, TypedData } from '../../model/graph/dtype.ts';
 import { Graph, type Dim } from '../../model/graph/graph.ts';
 import { CompiledGraph, type HostTensor } from '../../model/graph/session.ts';
-import { Rng } from '../../model/rng.ts';
+import { Rng } from '../../common/rng.ts';
 
 export interface FdInput {
   name: string;

@@ -2,8 +2,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRandomModel } from '../../model/init.ts';
-import { Rng } from '../../model/rng.ts';
+import { createRandomModel } from '../../model/hf/init.ts';
+import { Rng } from '../../common/rng.ts';
 
 export interface Tiny {
   root: string;

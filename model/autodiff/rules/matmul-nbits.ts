@@ -4,7 +4,7 @@
 // thread: 7.3 vs 8.3 ms) but it is not Wq: a column of Wq mixes the scales of many rows, so re-blocking
 // it along `out` adds a second quantization error to the gradient, and a second copy of the weight.
 // emitMatMulNBits has already emitted this Wq with the forward (see there why), so this finds it.
-import { emitDequantize, quantizedOfNode } from '../../quant4.ts';
+import { emitDequantize, quantizedOfNode } from '../../graph/matmul-nbits.ts';
 import type { GradRule } from '../rule.ts';
 
 export const matmulNBitsRule: GradRule = {

@@ -3,10 +3,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseConfig, writeConfig, type ModelConfig } from './config.ts';
-import { paramSpecs } from './params.ts';
-import { Rng } from './rng.ts';
-import { writeCheckpoint } from './hf/checkpoint.ts';
-import { type TensorToWrite } from './hf/safetensors-write.ts';
+import { paramSpecs } from '../llama/param-specs.ts';
+import { Rng } from '../../common/rng.ts';
+import { writeCheckpoint } from './checkpoint.ts';
+import { type TensorToWrite } from './safetensors-write.ts';
 import { trainByteLevelBpe, writeTokenizer } from './tokenizer.ts';
 
 export interface RandomModelOptions {

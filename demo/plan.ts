@@ -1,6 +1,6 @@
 // The demo as data: the base model's shape, its pretraining on domain A, and the four fine-tuning
 // methods on domain B, all with the same step budget so the table compares like with like.
-import type { RunConfigInput } from '../run-config.ts';
+import type { RunConfigInput } from '../recipe/run-config.ts';
 
 export const DEMO_MODEL = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 } as const;
 

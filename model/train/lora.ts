@@ -1,7 +1,7 @@
 // LoRA adapters (Hu et al. 2021) as PEFT initialises and merges them: A ~ kaiming-uniform(a=√5),
 // B = 0, so the adapted layer equals the base at step 0; merged weight W + (α/r)·B·A.
-import { loraNames } from './llama/params.ts';
-import type { Rng } from './rng.ts';
+import { loraNames } from '../llama/params.ts';
+import type { Rng } from '../../common/rng.ts';
 
 export function initLora(rank: number, inp: number, out: number, rng: Rng): { a: Float32Array; b: Float32Array } {
   // kaiming_uniform with a = √5 has bound √(6 / ((1 + 5)·fan_in)) = 1/√fan_in.

@@ -4,14 +4,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeConfig, type ModelConfig } from './config.ts';
-import { copyCarriedFiles, writeDirAtomic } from './atomic-dir.ts';
-import { writeExpansionSidecar, type ExpansionInfo } from './expand-sidecar.ts';
-import { loraNames } from './llama/params.ts';
-import { fromPeftName, mergeLora, peftName } from './lora.ts';
-import { paramSpecs } from './params.ts';
-import { openSafetensors, type RawTensor } from './hf/safetensors-read.ts';
-import { writeCheckpoint } from './hf/checkpoint.ts';
-import { writeSafetensors, type TensorToWrite } from './hf/safetensors-write.ts';
+import { copyCarriedFiles } from './carried-files.ts';
+import { writeDirAtomic } from '../../common/atomic-dir.ts';
+import { writeExpansionSidecar, type ExpansionInfo } from '../expand/sidecar.ts';
+import { loraNames } from '../llama/params.ts';
+import { fromPeftName, mergeLora, peftName } from '../train/lora.ts';
+import { paramSpecs } from '../llama/param-specs.ts';
+import { openSafetensors, type RawTensor } from './safetensors-read.ts';
+import { writeCheckpoint } from './checkpoint.ts';
+import { writeSafetensors, type TensorToWrite } from './safetensors-write.ts';
 
 export interface LoraParts {
   rank: number;

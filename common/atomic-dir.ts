@@ -35,24 +35,3 @@ export function writeDirAtomic(outDir: string, fill: (tmp: string) => void, opts
   }
   return out;
 }
-
-/** Tokenizer and generation files that travel with a model's weights. */
-export const CARRIED_FILES = [
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'added_tokens.json',
-  'tokenizer.model',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-  'chat_template.json',
-  'generation_config.json',
-];
-
-export function copyCarriedFiles(fromDir: string, toDir: string): void {
-  for (const f of CARRIED_FILES) {
-    const from = path.join(fromDir, f);
-    if (fs.existsSync(from)) fs.copyFileSync(from, path.join(toDir, f));
-  }
-}

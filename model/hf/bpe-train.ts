@@ -2,7 +2,7 @@
 // `tokenizer.json` + `tokenizer_config.json`, so a model initialised from scratch ships a tokenizer
 // that transformers, Python `tokenizers` and tokenizers.js all load unchanged.
 import { builtinCorpus } from './bpe-corpus.ts';
-import { log } from './log.ts';
+import { log } from '../../common/log.ts';
 
 export const BOS_TOKEN = '<s>';
 export const EOS_TOKEN = '</s>';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { newLayerIndices, planExpansion, type ExpansionPlan } from './expand.ts';
-import { writeJsonAtomic } from '../common/atomic-file.ts';
+import { writeJsonAtomic } from '../../common/atomic-file.ts';
 
 export const SIDECAR_FILE = 'llama_pro.json';
 

@@ -4,8 +4,8 @@
 // from fixed tables and a seed, so the demo needs no download and reruns exactly.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Rng } from '../../model/rng.ts';
-import type { McPromptStyle, McRecord } from '../multiple-choice.ts';
+import { Rng } from '../common/rng.ts';
+import type { McPromptStyle, McRecord } from '../recipe/multiple-choice.ts';
 
 /** A quiz question + " " + option is a training sentence (without its period): score with this. */
 export const DEMO_QUIZ_PROMPT: McPromptStyle = 'continue';

@@ -1,10 +1,10 @@
 // Mean token loss and perplexity of a model over a dataset (padding never counted).
 import type { Device } from '../model/graph/session.ts';
 import { frozenWholeModel } from '../model/llama/program.ts';
-import type { Pretrained } from '../model/pretrained.ts';
-import { makeBatch } from './batch.ts';
-import type { Example } from './data.ts';
-import { chunks } from './examples.ts';
+import type { Pretrained } from '../model/hf/pretrained.ts';
+import { makeBatch } from '../recipe/batch.ts';
+import type { Example } from '../recipe/data.ts';
+import { chunks } from '../recipe/examples.ts';
 
 export interface EvalOptions {
   batchSize?: number;

@@ -1,6 +1,6 @@
 // The parameter inventory of a Llama-family model under Hugging Face tensor names: what a checkpoint
 // holds, in forward order, with shapes derived from the config.
-import type { ModelConfig } from './config.ts';
+import type { ModelConfig } from '../hf/config.ts';
 
 export type ParamKind = 'embed' | 'norm' | 'linear_weight' | 'linear_bias' | 'lm_head';
 

@@ -3,8 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { log } from './log.ts';
-import { writeJsonAtomic } from '../common/atomic-file.ts';
+import { log } from '../../common/log.ts';
+import { writeJsonAtomic } from '../../common/atomic-file.ts';
 
 export type Arch = 'llama' | 'mistral' | 'qwen2';
 

@@ -1,14 +1,15 @@
 // Writes a LLaMA Pro expanded model as an ordinary HF model directory (config.json, safetensors,
 // tokenizer) plus llama_pro.json, so transformers, `propipe eval` and a training run all load it as is.
 import path from 'node:path';
-import { copyCarriedFiles, ensureEmptyTarget, writeDirAtomic } from './atomic-dir.ts';
-import { writeConfig, type ModelConfig } from './config.ts';
+import { copyCarriedFiles } from '../hf/carried-files.ts';
+import { ensureEmptyTarget, writeDirAtomic } from '../../common/atomic-dir.ts';
+import { writeConfig, type ModelConfig } from '../hf/config.ts';
 import { expandConfig, expandRawConfig, expandWeights, planExpansion, type ExpansionPlan } from './expand.ts';
-import { expansionInfo, readExpansionSidecar, SIDECAR_FILE, writeExpansionSidecar, type ExpansionInfo } from './expand-sidecar.ts';
-import { log } from './log.ts';
-import { paramSpecs } from './params.ts';
-import { openPretrained } from './pretrained.ts';
-import { writeCheckpoint, type Checkpoint } from './hf/checkpoint.ts';
+import { expansionInfo, readExpansionSidecar, SIDECAR_FILE, writeExpansionSidecar, type ExpansionInfo } from './sidecar.ts';
+import { log } from '../../common/log.ts';
+import { paramSpecs } from '../llama/param-specs.ts';
+import { openPretrained } from '../hf/pretrained.ts';
+import { writeCheckpoint, type Checkpoint } from '../hf/checkpoint.ts';
 
 
 export interface ExpandResult {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import { makeLocalCredentials } from './credentials.ts';
 import { freePort, startNatsServer, waitForPort, type NatsServerProcess } from './nats-server.ts';
 

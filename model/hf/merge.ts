@@ -1,7 +1,7 @@
 // base + adapter → merged HF model: expand the base the way the run did, put the trained tensors in,
 // fold LoRA into the weights.
-import { expandConfig, expandedLoader, expandedRawLoader, expandRawConfig } from './expand.ts';
-import { planFromSidecar, readExpansionSidecar } from './expand-sidecar.ts';
+import { expandConfig, expandedLoader, expandedRawLoader, expandRawConfig } from '../expand/expand.ts';
+import { planFromSidecar, readExpansionSidecar } from '../expand/sidecar.ts';
 import { readAdapter, writeMergedModel, type TrainedParts } from './export.ts';
 import { openPretrained } from './pretrained.ts';
 

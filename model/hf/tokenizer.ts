@@ -5,7 +5,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { log } from './log.ts';
+import { log } from '../../common/log.ts';
 
 export interface ChatMessage {
   role: string;

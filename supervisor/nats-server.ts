@@ -2,7 +2,7 @@
 // apt-get when running as root on Debian/Ubuntu; otherwise a clear message saying how to get them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 
 const log = childLog({ component: 'nats-server' });
 

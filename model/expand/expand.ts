@@ -1,9 +1,9 @@
 // LLaMA Pro block expansion as pure name arithmetic: which original block each expanded layer comes
 // from, and how an expanded tensor is read out of the original checkpoint. Nothing here touches disk,
 // so a worker can expand its own block range on the fly and a full export can share the same rules.
-import type { ModelConfig } from './config.ts';
-import type { RawTensor } from './hf/safetensors-read.ts';
-import type { TensorToWrite } from './hf/safetensors-write.ts';
+import type { ModelConfig } from '../hf/config.ts';
+import type { RawTensor } from '../hf/safetensors-read.ts';
+import type { TensorToWrite } from '../hf/safetensors-write.ts';
 
 export interface ExpandedLayer {
   kind: 'original' | 'new';

@@ -1,7 +1,7 @@
 // A model directory in HF format, opened lazily: config now, weights tensor by tensor, tokenizer if any.
 import { loadConfig, type ModelConfig } from './config.ts';
-import { paramSpecs } from './params.ts';
-import { openCheckpoint, type Checkpoint } from './hf/checkpoint.ts';
+import { paramSpecs } from '../llama/param-specs.ts';
+import { openCheckpoint, type Checkpoint } from './checkpoint.ts';
 import { loadTokenizer, TokenizerMissingError, type TextTokenizer } from './tokenizer.ts';
 
 export interface Pretrained {

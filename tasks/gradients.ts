@@ -1,14 +1,14 @@
 // Gradients of the mean token loss over a whole dataset taken as one batch. The file is processed in
 // chunks whose losses are scaled by 1/(all target tokens), so the sum equals the one-batch gradient
 // exactly while memory stays bounded.
-import { accumulateGrads } from '../model/adamw.ts';
+import { accumulateGrads } from '../model/train/adamw.ts';
 import type { Device } from '../model/graph/session.ts';
 import { RangeProgram } from '../model/llama/program.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
-import type { Pretrained } from '../model/pretrained.ts';
-import { makeBatch } from './batch.ts';
-import type { Example } from './data.ts';
-import { chunks } from './examples.ts';
+import type { Pretrained } from '../model/hf/pretrained.ts';
+import { makeBatch } from '../recipe/batch.ts';
+import type { Example } from '../recipe/data.ts';
+import { chunks } from '../recipe/examples.ts';
 
 export interface GradOptions {
   batchSize?: number;
