@@ -75,6 +75,7 @@ export function applyUpdate(run: RunConfig, rank: Rank, res: StepResult, d: Pick
 
 export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: TrainingModel, ports: RankPorts): Promise<'stop' | 'reassign'> {
   const { coord, transport: server, stages: watcher, workerId, log } = ports;
+  if (!a.range) throw new Error(`the coordinator's assignment for rank ${a.rank} has no block range; coordinator and worker run different propipe versions: update both`);
   const rank = new Rank(run, model, a.rank, a.partition);
   log.info({ rank: a.rank, of: a.worldSize, blocks: `${a.range.start}..${a.range.end - 1}`, embed: a.range.embed, head: a.range.head, epoch: a.epoch }, 'assigned');
   if (a.resumeCheckpoint) {
