@@ -2,6 +2,7 @@
 // evaluation and early stopping, stage transitions, checkpoint commits and the end of training.
 // Pure logic over messages: the gRPC service and NATS signals are wired around it.
 import { childLog } from '../common/log.ts';
+import { layerOf } from '../model/llama/param-specs.ts';
 import type { AssignmentMsg, RegisterRequest, ShardReportMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { TrainerState } from '../recipe/checkpoints.ts';
 import { freshState, StepPolicy, type StageEnd, type StepDecision } from '../recipe/step-policy.ts';
@@ -97,7 +98,7 @@ export class Job {
   abortReason: string | null = null;
 
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
-    this.policy = new StepPolicy(o.run, o.stack.stages.stages.length, o.hasVal, o.resume?.state ?? freshState());
+    this.policy = new StepPolicy(o.run, o.stack.plan.stages.length, o.hasVal, o.resume?.state ?? freshState());
     this.resumeDir = o.resume?.dir ?? '';
   }
 
@@ -107,7 +108,7 @@ export class Job {
   }
 
   get stages(): number {
-    return this.o.stack.stages.stages.length;
+    return this.o.stack.plan.stages.length;
   }
 
   /** Resolves with this worker's assignment once the expected number of workers has registered. */
@@ -128,23 +129,15 @@ export class Job {
   }
 
   private plan(stage: number, workers = this.waiting.length): RankPlan[] {
-    const { config, stages } = this.o.stack;
-    const trainable = stages.stages[stage].trainable;
+    const { config, plan } = this.o.stack;
     const perLayer = Array.from({ length: config.numLayers }, () => 0);
-    const trainsLayer = Array.from({ length: config.numLayers }, () => false);
-    for (const n of trainable) {
-      const m = /^model\.layers\.(\d+)\./.exec(n);
-      if (m) trainsLayer[Number(m[1])] = true;
-    }
-    for (const n of stages.everTrainable) {
-      const m = /^model\.layers\.(\d+)\./.exec(n);
-      if (m) perLayer[Number(m[1])] += 1;
+    for (const n of plan.everTrainable) {
+      const l = layerOf(n);
+      if (typeof l === 'number') perLayer[l] += 1;
     }
     return planPartition({
       config,
-      trainable: trainsLayer,
-      headTrainable: trainable.some((n) => n === 'lm_head.weight' || n === 'model.norm.weight'),
-      embedTrainable: trainable.includes('model.embed_tokens.weight'),
+      mask: plan.stages[stage].mask,
       trainableParams: perLayer.map((c) => c * config.hiddenSize * config.hiddenSize),
       workers: this.capacities.slice(0, workers).map((memoryBytes) => ({ memoryBytes })),
       microBatchTokens: this.o.run.per_device_train_batch_size * this.o.run.max_length,
@@ -291,7 +284,7 @@ export class Job {
     if (d.stageEnd) this.events.stageEnd(d.stageEnd);
     if (d.stageEnd && d.directive === 'CONTINUE') {
       const next = d.stage;
-      this.events.stage(next, this.state.step, this.o.stack.stages.stages[next].trainable);
+      this.events.stage(next, this.state.step, this.o.stack.plan.stages[next].trainable);
       // A new mask may balance differently: ranks save, register again and resume on a new split.
       const replanned = this.o.staticPartition ? this.partition : this.plan(next, this.ranks.length);
       if (replanned.some((p, r) => p.start !== this.partition[r].start || p.end !== this.partition[r].end)) {

@@ -10,6 +10,7 @@
 // So the F+B+W / F+B / F per block holds for a range's top, and the recompute is counted.
 // Embedding and head count as layers of their own (on the first and last rank).
 import type { ModelConfig } from '../model/hf/config.ts';
+import { layerTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 
 export interface WorkerCapacity {
   memoryBytes: number;
@@ -26,10 +27,8 @@ export interface RankPlan {
 
 export interface PartitionInput {
   config: ModelConfig;
-  /** Per layer: does any tensor of this block train in the current stage (LoRA included)? */
-  trainable: readonly boolean[];
-  headTrainable: boolean;
-  embedTrainable: boolean;
+  /** The current stage's freeze mask, as the stage plan made it. */
+  mask: FreezeMask;
   /** Trainable parameters per layer (new blocks, LoRA), for optimizer-state memory. */
   trainableParams: readonly number[];
   workers: readonly WorkerCapacity[];
@@ -55,15 +54,15 @@ export function blockParams(c: ModelConfig): number {
 
 /** Per-block cost if the block were alone on a rank (for reports and tests): F, F+B, or F+B+W plus recompute. */
 export function layerCosts(p: PartitionInput): number[] {
-  return p.trainable.map((_, i) => rangeCost(p, i, i + 1, false));
+  return p.mask.layers.map((_, i) => rangeCost(p, i, i + 1, false));
 }
 
 /** Cost of blocks [s, e) on one rank, as its forward and backward graphs run them. */
 export function rangeCost(p: PartitionInput, s: number, e: number, last: boolean): number {
   const f = blockFlopsPerToken(p.config);
-  const trains = (i: number) => p.ignoreMask || p.trainable[i];
-  const lowest = p.ignoreMask ? 0 : p.trainable.indexOf(true);
-  const headTrains = p.ignoreMask || p.headTrainable;
+  const trains = (i: number) => p.ignoreMask || layerTrains(p.mask, i);
+  const lowest = p.ignoreMask ? 0 : p.mask.layers.findIndex((_, i) => layerTrains(p.mask, i));
+  const headTrains = p.ignoreMask || p.mask.head;
   const forward = (e - s) * f;
   const backward = (lowest >= 0 && lowest < e) || (last && headTrains);
   if (!backward) return forward + (last ? headCost(p, false) : 0);
@@ -79,7 +78,7 @@ export function rangeCost(p: PartitionInput, s: number, e: number, last: boolean
 function headCost(p: PartitionInput, backward: boolean): number {
   const f = 2 * p.config.hiddenSize * p.config.vocabSize;
   if (!backward) return f;
-  return f + f + (p.ignoreMask || p.headTrainable ? f : 0);
+  return f + f + (p.ignoreMask || p.mask.head ? f : 0);
 }
 
 function layerMemory(p: PartitionInput, i: number): number {
@@ -100,8 +99,8 @@ function activationMemory(p: PartitionInput): number {
 function endsMemory(p: PartitionInput, embed: boolean, head: boolean): number {
   const table = p.config.vocabSize * p.config.hiddenSize * F32;
   let m = 0;
-  if (embed) m += table * (p.embedTrainable ? 4 : 1);
-  if (head) m += (p.config.tieWordEmbeddings && embed ? 0 : table * (p.headTrainable ? 4 : 1)) + p.microBatchTokens * p.config.vocabSize * F32 * 2;
+  if (embed) m += table * (p.mask.embed ? 4 : 1);
+  if (head) m += (p.config.tieWordEmbeddings && embed ? 0 : table * (p.mask.head ? 4 : 1)) + p.microBatchTokens * p.config.vocabSize * F32 * 2;
   return m;
 }
 

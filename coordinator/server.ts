@@ -77,7 +77,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync(`${o.host}:${o.port}`, serverCredentials(sec), (err, p) => (err ? reject(err) : resolve(p))));
   const address = `${o.host}:${port}`;
-  log.info({ address, jobId, tls: !!sec.tls, token: !!sec.token, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.stages.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');
+  log.info({ address, jobId, tls: !!sec.tls, token: !!sec.token, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, stages: stack.plan.stages.length, layers: stack.config.numLayers, metricsPort }, 'coordinator listening');
   return {
     address,
     metricsPort,

@@ -9,6 +9,7 @@ import { loadConfig } from '../model/hf/config.ts';
 import { readExpansionSidecar } from '../model/expand/sidecar.ts';
 import { childLog } from '../common/log.ts';
 import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
+import { maskToWire } from '../proto/mask.ts';
 import type { ControlSignal, EarlyStopSignal, StageSignal } from '../proto/signals.ts';
 import { commitCheckpoint, latestManifest, partialDir, sha256File } from '../recipe/checkpoints.ts';
 import { trainedStack, type TrainedStack } from '../recipe/layout.ts';
@@ -99,7 +100,7 @@ export class CoordinatorService {
         stage: (stage, effectiveStep, trainable) => {
           this.stageInfo = { stage, effectiveStep };
           this.stageStart(stage, 'previous stage ended');
-          o.signals.stage({ stage, effectiveStep, trainable });
+          o.signals.stage({ stage, effectiveStep, trainable, mask: stack.plan.stages[stage].mask });
         },
         stageEnd: (end) => {
           this.summary.stages.push(end);
@@ -125,7 +126,7 @@ export class CoordinatorService {
             if (bytes !== s.bytes || sha256File(file) !== s.sha256) throw new Error(`shard ${s.file} of step ${step} does not match its report (size or checksum)`);
             return { file: s.file, bytes, sha256: s.sha256 };
           });
-          const committed = commitCheckpoint(run.output_dir, step, state, entries, { train_type: run.train_type, stages: stack.stages.stages.length, partition }, run.save_total_limit);
+          const committed = commitCheckpoint(run.output_dir, step, state, entries, { train_type: run.train_type, stages: stack.plan.stages.length, partition }, run.save_total_limit);
           log.info({ dir: committed, step }, 'checkpoint committed');
           return committed;
         },
@@ -167,7 +168,8 @@ export class CoordinatorService {
   }
 
   currentStage(): StageInfoMsg {
-    return { stage: this.stageInfo.stage, effectiveStep: this.stageInfo.effectiveStep, trainable: this.stack.stages.stages[this.stageInfo.stage].trainable };
+    const s = this.stack.plan.stages[this.stageInfo.stage];
+    return { stage: this.stageInfo.stage, effectiveStep: this.stageInfo.effectiveStep, trainable: s.trainable, mask: maskToWire(s.mask) };
   }
 
   reportExport(req: ExportReportMsg): AckMsg {
@@ -194,8 +196,8 @@ export class CoordinatorService {
   }
 
   private stageStart(stage: number, why: string): void {
-    const s = this.stack.stages.stages[stage];
-    log.info({ stage, layers: s.layers, tensors: s.trainable.length, why }, `${describeStage(this.stack.stages, s)} — starting (${why})`);
+    const s = this.stack.plan.stages[stage];
+    log.info({ stage, layers: s.layers, tensors: s.trainable.length, why }, `${describeStage(this.stack.plan, s)} — starting (${why})`);
     this.metrics({ event: 'stage_start', stage, layers: s.layers, tensors: s.trainable.length, why });
   }
 

@@ -166,8 +166,20 @@ export interface StageRequest {
   epoch: number;
 }
 
+/** What trains in a stage, per part of the model (recipe/freeze-mask.ts). */
+export type LayerState = 'LAYER_STATE_UNSPECIFIED' | 'FROZEN' | 'TRAINABLE' | 'LORA';
+
+export interface FreezeMaskMsg {
+  /** one per decoder layer */
+  layers: LayerState[];
+  embed: boolean;
+  /** final norm and lm_head */
+  head: boolean;
+}
+
 export interface StageInfoMsg {
   stage: number;
   effectiveStep: number;
   trainable: string[];
+  mask: FreezeMaskMsg | null;
 }

@@ -1,11 +1,13 @@
 // Control signals on NATS (part of the wire contract), per job: stage transitions, early stop, stop/abort. Workers also learn the
 // stage at the step barrier, so a late NATS message delays a rank instead of letting it run stale.
 import { connect, JSONCodec, type NatsConnection } from 'nats';
+import type { FreezeMask } from '../recipe/freeze-mask.ts';
 
 export interface StageSignal {
   stage: number;
   effectiveStep: number;
   trainable: string[];
+  mask: FreezeMask;
 }
 
 export interface EarlyStopSignal {

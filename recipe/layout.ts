@@ -13,7 +13,8 @@ export interface TrainedStack {
   /** Set when the run expands the base itself: weights are read through the expansion. */
   onTheFly: ExpansionPlan | null;
   expansion: ExpansionInfo | null;
-  stages: StagePlan;
+  /** The stages and their freeze masks: the one place every part of propipe reads them from. */
+  plan: StagePlan;
 }
 
 export function trainedStack(run: RunConfig, base: ModelConfig, raw: Record<string, unknown>, sidecar: ExpansionInfo | null): TrainedStack {
@@ -34,5 +35,5 @@ export function trainedStack(run: RunConfig, base: ModelConfig, raw: Record<stri
     expansion = sidecar;
   }
   const layout: LayerKind[] = plan ? plan.map((l) => ({ kind: l.kind, source: l.source })) : Array.from({ length: config.numLayers }, (_, i) => ({ kind: 'original' as const, source: i }));
-  return { config, raw, layout, onTheFly, expansion, stages: planStages(run, config, layout) };
+  return { config, raw, layout, onTheFly, expansion, plan: planStages(run, config, layout) };
 }

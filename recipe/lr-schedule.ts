@@ -1,13 +1,13 @@
 // Learning rates: layer-wise over depth (bottom → top), times a per-stage warmup + cosine factor, so
 // every newly unfrozen group starts gently.
+import { layerOf } from '../model/llama/param-specs.ts';
 import type { RunConfig } from './run-config.ts';
 import { bottomLearningRate } from './run-config.ts';
 
 /** The layer a tensor belongs to: its block index, -1 for the embedding, numLayers for norm/head. */
 export function depthOf(name: string, numLayers: number): number {
-  const m = /^model\.layers\.(\d+)\./.exec(name);
-  if (m) return Number(m[1]);
-  return name.startsWith('model.embed_tokens') ? -1 : numLayers;
+  const l = layerOf(name);
+  return typeof l === 'number' ? l : l === 'embed' ? -1 : numLayers;
 }
 
 /** Linear interpolation from the bottom LR (embedding, block 0) to the top LR (last block, head). */

@@ -4,6 +4,7 @@
 import type { ModelConfig } from '../model/hf/config.ts';
 import { loraNames } from '../model/llama/params.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
+import { describeMask, frozenMask, type FreezeMask } from './freeze-mask.ts';
 import type { RunConfig } from './run-config.ts';
 
 /** What each layer of the trained model is: an original block, or a LLaMA Pro copy of one. */
@@ -17,6 +18,8 @@ export interface Stage {
   layers: number[];
   /** HF names of every tensor that receives gradients in this stage. */
   trainable: string[];
+  /** The same stage per part of the model: what the partition planner, the ranks and the wire use. */
+  mask: FreezeMask;
 }
 
 export interface StagePlan {
@@ -104,18 +107,26 @@ export function planStages(run: RunConfig, config: ModelConfig, layout: LayerKin
     const active = run.stage_mode === 'cumulative' ? [...new Set(windows.slice(0, k + 1).flat())] : windows[k];
     const layers = active.flatMap((g) => groups[g]).sort((a, b) => a - b);
     const trainable = layers.flatMap(unitTensors);
+    const mask = frozenMask(config.numLayers);
+    for (const l of layers) {
+      mask.layers[l] = run.train_type === 'lora' ? 'lora' : 'trainable';
+      if (run.train_type === 'llamapro' && targets.size > 0) for (const r of regionOf(layout, l)) mask.layers[r] = 'lora';
+    }
     if (run.train_type === 'full') {
-      if (layers.includes(0)) trainable.unshift('model.embed_tokens.weight');
-      if (layers.includes(config.numLayers - 1)) trainable.push(...headTensors);
+      mask.embed = layers.includes(0);
+      mask.head = layers.includes(config.numLayers - 1);
+      if (mask.embed) trainable.unshift('model.embed_tokens.weight');
+      if (mask.head) trainable.push(...headTensors);
     } else if (run.train_head_last_stage && k === windows.length - 1) {
+      mask.head = true;
       trainable.push(...headTensors);
     }
-    stages.push({ index: k, groups: active, layers, trainable });
+    stages.push({ index: k, groups: active, layers, trainable, mask });
   });
   const everTrainable = [...new Set(stages.flatMap((s) => s.trainable))];
   return { groups, stages, everTrainable, loraLinears: [...loraLinears] };
 }
 
 export function describeStage(plan: StagePlan, s: Stage): string {
-  return `stage ${s.index + 1}/${plan.stages.length}: groups [${s.groups.join(',')}] → layers [${s.layers.join(',')}], ${s.trainable.length} tensors trainable`;
+  return `stage ${s.index + 1}/${plan.stages.length}: groups [${s.groups.join(',')}] → ${describeMask(s.mask)}, ${s.trainable.length} tensors trainable`;
 }

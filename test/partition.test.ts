@@ -7,7 +7,7 @@ import { randomModelConfig } from '../model/hf/init.ts';
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
 const GiB = 2 ** 30;
 const input = (trainable: boolean[], workers: number, memory = 8 * GiB): PartitionInput => ({
-  config, trainable, headTrainable: false, embedTrainable: false, trainableParams: trainable.map((t) => (t ? 1000 : 0)),
+  config, mask: { layers: trainable.map((t) => (t ? 'trainable' : 'frozen')), embed: false, head: false }, trainableParams: trainable.map((t) => (t ? 1000 : 0)),
   workers: Array.from({ length: workers }, () => ({ memoryBytes: memory })), microBatchTokens: 4 * 128, inFlight: 2,
 });
 
@@ -56,4 +56,10 @@ test('a rank pays for recomputing its whole range, and the last rank folds its f
   assert.equal(rangeCost(p, 3, 7, true), 7 * f + 2 * head);
   // Below the lowest trainable block: forward only.
   assert.equal(rangeCost(p, 0, 3, false), 3 * f);
+});
+
+test('a LoRA-only layer costs like a trainable one: its input and weight gradients run', () => {
+  const mask = Array.from({ length: 12 }, (_, i) => i === 5);
+  const lora: PartitionInput = { ...input(mask, 2), mask: { layers: mask.map((t) => (t ? 'lora' : 'frozen')), embed: false, head: false } };
+  assert.deepEqual(layerCosts(lora), layerCosts(input(mask, 2)));
 });

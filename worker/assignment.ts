@@ -24,6 +24,8 @@ import type { FrameExpectation } from './peer.ts';
 import { ownsTensor, Rank } from './rank.ts';
 import type { ScheduleKind } from './schedule.ts';
 import type { TrainingModel } from './training-model.ts';
+import { maskFromWire } from '../proto/mask.ts';
+import { sameMask } from '../recipe/freeze-mask.ts';
 
 type Log = ReturnType<typeof childLog>;
 
@@ -156,10 +158,10 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       if (d.stage !== stage) {
         const w = await watcher.waitFor(d.stage, ports.stageTimeoutMs, async () => {
           const info = await coord.currentStage(a.epoch);
-          return { stage: info.stage, effectiveStep: info.effectiveStep, trainable: info.trainable };
+          return { stage: info.stage, effectiveStep: info.effectiveStep, trainable: info.trainable, mask: maskFromWire(info.mask) };
         });
-        const expected = model.plan.stages[d.stage].trainable;
-        if (w.signal.trainable.length !== expected.length || w.signal.trainable.some((n, i) => n !== expected[i])) throw new Error(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan (different run config?)`);
+        const expected = model.plan.stages[d.stage];
+        if (!sameMask(w.signal.mask, expected.mask) || w.signal.trainable.length !== expected.trainable.length || w.signal.trainable.some((n, i) => n !== expected.trainable[i])) throw new Error(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan (different run config?)`);
         if (w.signal.effectiveStep !== step) throw new Error(`stage ${d.stage} takes effect after step ${w.signal.effectiveStep}, this rank is at ${step}`);
         log.info({ stage: d.stage, step, via: w.via, waitedMs: Math.round(w.waitedMs) }, 'entering stage');
         stage = d.stage;

@@ -4,28 +4,23 @@ import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
 import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
+import { layerOf } from '../model/llama/param-specs.ts';
+import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
 import { roles, type RankRole } from './schedule.ts';
 import { initialTrainables, loraSpec, trainableShapes, type TrainingModel } from './training-model.ts';
 
-/** The layer a tensor name belongs to, or 'embed' / 'head' for the ends of the stack. */
-export function tensorLayer(name: string): number | 'embed' | 'head' {
-  const m = /^model\.layers\.(\d+)\./.exec(name);
-  if (m) return Number(m[1]);
-  return name.startsWith('model.embed_tokens') ? 'embed' : 'head';
-}
-
 export function ownsTensor(range: BlockRange, name: string): boolean {
-  const l = tensorLayer(name);
+  const l = layerOf(name);
   if (l === 'embed') return range.embed;
-  if (l === 'head') return range.head;
+  if (l === 'norm' || l === 'head') return range.head;
   return l >= range.start && l < range.end;
 }
 
 /** Which ranks run backward under a mask: a rank does when it or any rank below it trains. */
-export function backwardRanks(partition: readonly BlockRange[], trainable: readonly string[]): boolean[] {
-  const trains = partition.map((r) => trainable.some((n) => ownsTensor(r, n)));
+export function backwardRanks(partition: readonly BlockRange[], mask: FreezeMask): boolean[] {
+  const trains = partition.map((r) => rangeTrains(mask, r));
   let seen = false;
   return trains.map((t) => (seen = seen || t));
 }
@@ -68,8 +63,8 @@ export class Rank {
   async enterStage(stage: number): Promise<void> {
     if (stage === this.stage && this.program) return;
     await this.program?.release();
-    const trainable = this.model.plan.stages[stage].trainable;
-    this.role = roles(backwardRanks(this.partition, trainable))[this.rank];
+    const { trainable, mask } = this.model.plan.stages[stage];
+    this.role = roles(backwardRanks(this.partition, mask))[this.rank];
     this.program = await RangeProgram.create({
       config: this.model.config,
       range: this.range,

@@ -1,36 +1,28 @@
 // The model a run trains: the base checkpoint, expanded on the fly (LLaMA Pro) or read as already
 // expanded (a llama_pro.json sidecar), with the stage plan over its trainable units.
 import type { ModelConfig } from '../model/hf/config.ts';
-import { expandedLoader, type ExpansionPlan } from '../model/expand/expand.ts';
-import { readExpansionSidecar, type ExpansionInfo } from '../model/expand/sidecar.ts';
+import { expandedLoader } from '../model/expand/expand.ts';
+import { readExpansionSidecar } from '../model/expand/sidecar.ts';
 import type { LoraSpec, WeightLoader } from '../model/llama/params.ts';
 import { initLora, loraNames } from '../model/train/lora.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
 import { openPretrained, type Pretrained } from '../model/hf/pretrained.ts';
 import { Rng, deriveSeed } from '../common/rng.ts';
 import { loraAlpha, type RunConfig } from '../recipe/run-config.ts';
-import { trainedStack } from '../recipe/layout.ts';
-import type { LayerKind, StagePlan } from '../recipe/stages.ts';
+import { trainedStack, type TrainedStack } from '../recipe/layout.ts';
 
-export interface TrainingModel {
+/** The trained stack (config, layout, stage plan) with the weights to read it from. */
+export interface TrainingModel extends TrainedStack {
   base: Pretrained;
-  /** Config of the trained (possibly expanded) stack. */
-  config: ModelConfig;
-  raw: Record<string, unknown>;
-  layout: LayerKind[];
-  /** The LLaMA Pro expansion, when there is one (on the fly or from a sidecar). */
-  expansion: ExpansionInfo | null;
-  onTheFly: ExpansionPlan | null;
   /** Reads a tensor of the trained stack from the base checkpoint (expanding on the fly). */
   load: WeightLoader;
-  plan: StagePlan;
 }
 
 export function prepareModel(run: RunConfig): TrainingModel {
   const base = openPretrained(run.model);
   const stack = trainedStack(run, base.config, base.raw, readExpansionSidecar(run.model));
   const load = stack.onTheFly ? expandedLoader(base.load, stack.onTheFly) : base.load;
-  return { base, config: stack.config, raw: stack.raw, layout: stack.layout, expansion: stack.expansion, onTheFly: stack.onTheFly, load, plan: stack.stages };
+  return { ...stack, base, load };
 }
 
 /**

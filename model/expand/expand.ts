@@ -4,6 +4,7 @@
 import type { ModelConfig } from '../hf/config.ts';
 import type { RawTensor } from '../hf/safetensors-read.ts';
 import type { TensorToWrite } from '../hf/safetensors-write.ts';
+import { splitLayerName } from '../llama/param-specs.ts';
 
 export interface ExpandedLayer {
   kind: 'original' | 'new';
@@ -98,8 +99,6 @@ export function expandRawConfig(raw: Record<string, unknown>, plan: ExpansionPla
   return out;
 }
 
-const LAYER_NAME = /^model\.layers\.(\d+)\.(.+)$/;
-
 // The two projections that write into the residual stream; with them zero a block adds nothing.
 const ZEROED = new Set(['self_attn.o_proj.weight', 'self_attn.o_proj.bias', 'mlp.down_proj.weight', 'mlp.down_proj.bias']);
 const OUTPUT_PROJ = /^(self_attn\.o_proj|mlp\.down_proj)\./;
@@ -120,12 +119,12 @@ function checkZeroable(name: string, rest: string): void {
 
 /** Where an expanded model's tensor comes from: the original tensor's name, and whether to zero it. */
 export function expandedSource(name: string, plan: ExpansionPlan): { name: string; zero: boolean } {
-  const m = LAYER_NAME.exec(name);
+  const m = splitLayerName(name);
   if (!m) return { name, zero: false };
-  const index = Number(m[1]);
+  const index = m.layer;
   const layer = plan[index];
   if (!layer) throw new RangeError(`'${name}': layer ${index} is outside the expanded model's ${plan.length} layers`);
-  const rest = m[2];
+  const rest = m.rest;
   if (layer.kind === 'original') return { name: `model.layers.${layer.source}.${rest}`, zero: false };
   checkZeroable(name, rest);
   return { name: `model.layers.${layer.source}.${rest}`, zero: ZEROED.has(rest) };
@@ -133,10 +132,9 @@ export function expandedSource(name: string, plan: ExpansionPlan): { name: strin
 
 /** The expanded-model names an original tensor feeds: itself outside the layers, every copy inside. */
 export function expandedTargets(name: string, plan: ExpansionPlan): string[] {
-  const m = LAYER_NAME.exec(name);
+  const m = splitLayerName(name);
   if (!m) return [name];
-  const source = Number(m[1]);
-  return plan.flatMap((l, i) => (l.source === source ? [`model.layers.${i}.${m[2]}`] : []));
+  return plan.flatMap((l, i) => (l.source === m.layer ? [`model.layers.${i}.${m.rest}`] : []));
 }
 
 /**
@@ -173,7 +171,7 @@ export interface TensorSource {
  */
 export function expandWeights(source: TensorSource, plan: ExpansionPlan): TensorToWrite[] {
   const sourceNames = source.names();
-  const layerCount = new Set(sourceNames.flatMap((n) => LAYER_NAME.exec(n)?.[1] ?? [])).size;
+  const layerCount = new Set(sourceNames.flatMap((n) => splitLayerName(n)?.layer ?? [])).size;
   checkPlanFits(plan, layerCount);
   const cache = new Map<string, RawTensor>();
   const zeros = new Map<number, Uint8Array>();
@@ -192,8 +190,7 @@ export function expandWeights(source: TensorSource, plan: ExpansionPlan): Tensor
   };
   const rank = (name: string): number => {
     if (name.startsWith('model.embed_tokens.')) return -1;
-    const m = LAYER_NAME.exec(name);
-    return m ? Number(m[1]) : plan.length;
+    return splitLayerName(name)?.layer ?? plan.length;
   };
   // Stable sort: within a layer, tensors keep the source's order.
   const names = sourceNames.flatMap((n) => expandedTargets(n, plan)).sort((a, b) => rank(a) - rank(b));

@@ -9,7 +9,7 @@ import { writeDirAtomic } from '../../common/atomic-dir.ts';
 import { writeExpansionSidecar, type ExpansionInfo } from '../expand/sidecar.ts';
 import { loraNames } from '../llama/params.ts';
 import { fromPeftName, mergeLora, peftName } from '../train/lora.ts';
-import { paramSpecs } from '../llama/param-specs.ts';
+import { paramSpecs, splitLayerName } from '../llama/param-specs.ts';
 import { openSafetensors, type RawTensor } from './safetensors-read.ts';
 import { writeCheckpoint } from './checkpoint.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors-write.ts';
@@ -104,7 +104,7 @@ export function writeAdapter(outDir: string, p: TrainedParts, info: AdapterInfo)
           fan_in_fan_out: false,
           inference_mode: true,
           target_modules: targets,
-          layers_to_transform: [...new Set(info.lora.linears.map((l) => Number(/layers\.(\d+)\./.exec(l)![1])))].sort((a, b) => a - b),
+          layers_to_transform: [...new Set(info.lora.linears.flatMap((l) => splitLayerName(l)?.layer ?? []))].sort((a, b) => a - b),
         };
         fs.writeFileSync(path.join(tmp, PEFT_CONFIG), JSON.stringify(peft, null, 2) + '\n');
       }

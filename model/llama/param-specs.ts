@@ -60,3 +60,24 @@ export function paramCount(config: ModelConfig): number {
   for (const spec of paramSpecs(config)) total += spec.shape.reduce((a, b) => a * b, 1);
   return total;
 }
+
+const LAYER_NAME = /^model\.layers\.(\d+)\.(.+)$/;
+
+/**
+ * The one parser of decoder-layer tensor names: `model.layers.<n>.<rest>` (a weight, a bias or a LoRA
+ * factor of layer n) as { layer: n, rest }, or null for a name outside the layers.
+ */
+export function splitLayerName(name: string): { layer: number; rest: string } | null {
+  const m = LAYER_NAME.exec(name);
+  return m ? { layer: Number(m[1]), rest: m[2] } : null;
+}
+
+/** The part of the model a tensor (weight or LoRA factor) belongs to, under Hugging Face names. */
+export function layerOf(name: string): ParamSpec['layer'] {
+  const inLayer = splitLayerName(name);
+  if (inLayer) return inLayer.layer;
+  if (name.startsWith('model.embed_tokens.')) return 'embed';
+  if (name.startsWith('model.norm.')) return 'norm';
+  if (name.startsWith('lm_head.')) return 'head';
+  throw new Error(`'${name}' is not a tensor name of a Llama-family model (model.embed_tokens.*, model.layers.<n>.*, model.norm.*, lm_head.*)`);
+}
