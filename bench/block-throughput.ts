@@ -36,7 +36,8 @@ import { parseConfig, type ModelConfig } from '../model/hf/config.ts';
 import { BYTES_PER_ELEMENT, type DType } from '../model/graph/dtype.ts';
 import { Graph, type Shape } from '../model/graph/graph.ts';
 import { serialize, liveNodes } from '../model/graph/serialize.ts';
-import { CompiledGraph, ortSessionOptions, type HostTensor } from '../model/graph/session.ts';
+import { CompiledGraph, ortSessionOptions } from '../model/graph/session.ts';
+import { type HostTensor } from '../model/graph/dtype.ts';
 import { ParamBinder } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
 import { buildRangeGraph, IO, type BlockRange } from '../model/llama/range-graph.ts';
@@ -219,10 +220,10 @@ async function hostIoProbe(feeds: readonly TensorSize[], fetches: readonly Tenso
   feeds.forEach((t, i) => {
     const name = `in${i}`;
     g.output(g.rename(g.op('Shape', [g.input(name, t.dtype, t.dims)]), `shape${i}`));
-    feedData[name] = { dtype: t.dtype, dims: t.dims, data: new Float32Array(t.dims.reduce((a, b) => a * b, 1)) };
+    feedData[name] = { dtype: t.dtype, shape: t.dims, data: new Float32Array(t.dims.reduce((a, b) => a * b, 1)) };
   });
   const z = g.input('z', 'float32', []);
-  feedData.z = { dtype: 'float32', dims: [], data: Float32Array.of(0.5) };
+  feedData.z = { dtype: 'float32', shape: [], data: Float32Array.of(0.5) };
   fetches.forEach((t, i) => g.output(g.rename(g.op('Expand', [z, g.i64(t.dims)]), `out${i}`)));
   const compiled = await CompiledGraph.create(g, { threads });
   try {
@@ -275,7 +276,7 @@ async function rawSession(g: Graph, feeds: Readonly<Record<string, HostTensor>>,
   for (const name of session.inputNames) {
     const t = feeds[name];
     if (!t) throw new Error(`${g.name}: no feed for '${name}'`);
-    ortFeeds[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.dims);
+    ortFeeds[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.shape);
   }
   return { session, run: () => session.run(ortFeeds) };
 }
@@ -476,13 +477,13 @@ export async function runBlockThroughput(o: BlockBenchOptions, peakGflops: numbe
   const mask = new Float32Array(s.seq * s.seq);
   for (let i = 0; i < s.seq; i++) for (let j = i + 1; j < s.seq; j++) mask[i * s.seq + j] = -1e9;
   const profileFeeds: Record<string, HostTensor> = {
-    [IO.hiddenIn]: { dtype: 'float32', dims: hiddenDims, data: batch.hidden! },
-    [IO.cos]: { dtype: 'float32', dims: [s.seq, config.headDim], data: rope.cos },
-    [IO.sin]: { dtype: 'float32', dims: [s.seq, config.headDim], data: rope.sin },
-    [IO.mask]: { dtype: 'float32', dims: [s.seq, s.seq], data: mask },
-    [OUT_GRAD]: { dtype: 'float32', dims: hiddenDims, data: outGrad },
+    [IO.hiddenIn]: { dtype: 'float32', shape: hiddenDims, data: batch.hidden! },
+    [IO.cos]: { dtype: 'float32', shape: [s.seq, config.headDim], data: rope.cos },
+    [IO.sin]: { dtype: 'float32', shape: [s.seq, config.headDim], data: rope.sin },
+    [IO.mask]: { dtype: 'float32', shape: [s.seq, s.seq], data: mask },
+    [OUT_GRAD]: { dtype: 'float32', shape: hiddenDims, data: outGrad },
   };
-  for (const [n, w] of trainParams) profileFeeds[n] = { dtype: 'float32', dims: specs.get(n)!, data: w };
+  for (const [n, w] of trainParams) profileFeeds[n] = { dtype: 'float32', shape: specs.get(n)!, data: w };
 
   const perBlock = blockMatmulFlops(config, s.batch, s.seq);
   const L = s.layers;

@@ -6,7 +6,8 @@
 //
 //   npx tsx bench/matmul-peak.ts [--threads N] [--reps N] [--warmup N]
 import { Graph } from '../model/graph/graph.ts';
-import { CompiledGraph, type HostTensor } from '../model/graph/session.ts';
+import { CompiledGraph } from '../model/graph/session.ts';
+import { type HostTensor } from '../model/graph/dtype.ts';
 import { defaultThreads, Flags, hostInfo, info, isMain, median, printJson, Rng, round, timeRuns } from './common.ts';
 
 export interface MatmulCase {
@@ -56,7 +57,7 @@ export function gemmFlops(m: number, k: number, n: number): number {
 async function measureCase(c: MatmulCase, threads: number, warmup: number, reps: number, rng: Rng): Promise<MatmulCaseResult> {
   const g = new Graph(`matmul_${c.name}`);
   let x = g.input('x', 'float32', [c.m, c.k]);
-  const feeds: Record<string, HostTensor> = { x: { dtype: 'float32', dims: [c.m, c.k], data: rng.uniformArray(c.m * c.k, 1) } };
+  const feeds: Record<string, HostTensor> = { x: { dtype: 'float32', shape: [c.m, c.k], data: rng.uniformArray(c.m * c.k, 1) } };
   for (let i = 0; i < c.depth; i++) {
     const [rows, cols] = i % 2 === 0 ? [c.k, c.n] : [c.n, c.k];
     // std 1/√rows keeps activations O(1) down the chain: no overflow, no denormals.
@@ -66,7 +67,7 @@ async function measureCase(c: MatmulCase, threads: number, warmup: number, reps:
     if (c.weights === 'initializer') w = g.initializer(name, 'float32', [rows, cols], data);
     else {
       w = g.input(name, 'float32', [rows, cols]);
-      feeds[name] = { dtype: 'float32', dims: [rows, cols], data };
+      feeds[name] = { dtype: 'float32', shape: [rows, cols], data };
     }
     x = g.op('MatMul', [x, w]);
   }

@@ -393,7 +393,7 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
       parts.update.push(r.updateMs);
     }
     const prefix = real.ranks.length > 1;
-    if (prefix) lastHidden = (await real.ranks[0].program!.forward(batch, new Map())).hidden_out.data as Float32Array;
+    if (prefix) lastHidden = (await real.ranks[0].program!.forward(batch, new Map())).hiddenOut;
     const med = median(steps);
     let flops = graphMatmulFlops(backwardGraph(config, mainRange, model.trainable, load).graph, s.batch, s.seq);
     if (prefix) {

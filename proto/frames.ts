@@ -1,9 +1,11 @@
 // Tensor frames between ranks: encoding without copies where the platform allows, chunking of large
 // tensors, and validation on receipt (a frame that does not describe itself exactly is rejected).
 import { constants } from 'node:buffer';
+import type { HostTensor } from '../model/graph/dtype.ts';
 import type { FrameKind, FrameMsg, TensorMsg } from './messages.ts';
 
-export type WireTensor = { dtype: 'float32'; shape: number[]; data: Float32Array } | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
+/** A host tensor as it crosses between ranks: float32 activations and gradients, int64 token ids and labels. */
+export type WireTensor = HostTensor & ({ dtype: 'float32'; data: Float32Array } | { dtype: 'int64'; data: BigInt64Array });
 
 const ELEMENT_BYTES: Record<string, number> = { float32: 4, int64: 8 };
 /**

@@ -26,8 +26,8 @@ export async function evaluateLoss(model: Pretrained, examples: readonly Example
   try {
     for (const chunk of chunks(examples, o.batchSize ?? 8)) {
       const out = await program.forward(makeBatch(chunk, { padId: o.padId }), new Map());
-      lossSum += Number(out.loss_sum.data[0]);
-      tokens += Number(out.token_count.data[0]);
+      lossSum += out.lossSum;
+      tokens += out.tokenCount;
     }
   } finally {
     await program.release();

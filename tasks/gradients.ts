@@ -41,7 +41,7 @@ export async function datasetGradients(model: Pretrained, examples: readonly Exa
   try {
     for (const b of batches) {
       if (!program.hasBackward) {
-        lossSum += Number((await program.forward(b, params)).loss_sum.data[0]);
+        lossSum += (await program.forward(b, params)).lossSum;
         continue;
       }
       const r = await program.backward(b, params, { lossScale: 1 / tokens });

@@ -3,7 +3,6 @@
 // encoding the questions is recipe/multiple-choice.ts.
 import type { Device } from '../model/graph/session.ts';
 import { frozenWholeModel, type RangeProgram } from '../model/llama/program.ts';
-import { IO } from '../model/llama/range-graph.ts';
 import { optionalTokenizer, type Pretrained } from '../model/hf/pretrained.ts';
 import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 import { makeBatch } from '../recipe/batch.ts';
@@ -52,9 +51,8 @@ export async function rowLogLikelihoods(program: RangeProgram, rows: readonly Ex
   const out = new Float64Array(rows.length);
   for (const idx of chunks(order, batchSize)) {
     const res = await program.forward(makeBatch(idx.map((i) => rows[i]), { padId }), new Map());
-    const rowLoss = res[IO.rowLoss];
-    if (!rowLoss) throw new Error('the program was built without rowLoss');
-    idx.forEach((i, k) => (out[i] = -Number(rowLoss.data[k])));
+    const rowLoss = res.rowLoss;
+    idx.forEach((i, k) => (out[i] = -rowLoss[k]));
   }
   return out;
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { createRandomModel } from '../model/hf/init.ts';
 import { RangeProgram } from '../model/llama/program.ts';
-import { IO, wholeModel } from '../model/llama/range-graph.ts';
+import { wholeModel } from '../model/llama/range-graph.ts';
 import { openPretrained, type Pretrained } from '../model/hf/pretrained.ts';
 import { loadTokenizer, type TextTokenizer } from '../model/hf/tokenizer.ts';
 import { makeBatch } from '../recipe/batch.ts';
@@ -111,7 +111,7 @@ describe('scoring the demo quizzes', () => {
     const ids = Int32Array.from([...context, ...cont]);
     const labels = Int32Array.from([...context.map(() => IGNORE_INDEX), ...cont]);
     const out = await program.forward(makeBatch([{ inputIds: ids, labels }]), new Map());
-    const logits = out[IO.logits].data as Float32Array;
+    const logits = out.logits;
     const v = model.config.vocabSize;
     let sum = 0;
     for (let t = context.length; t < ids.length; t++) {

@@ -134,7 +134,7 @@ async function logitsOf(dir: string, ids: number[][]): Promise<Float32Array> {
   const out = await program.forward({ batch: batch.batch, seq: batch.seq, inputIds: batch.inputIds, labels: batch.labels }, new Map());
   await program.release();
   model.checkpoint.close();
-  return out.logits.data as Float32Array;
+  return out.logits;
 }
 
 const bytesOf = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);

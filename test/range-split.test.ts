@@ -33,7 +33,7 @@ test('two ranges chained by activations and input gradients equal the whole mode
     const second: BlockRange = { start: cut, end: L, embed: false, head: true };
     const a = await RangeProgram.create({ config: model.config, range: first, trainable: all, load: model.load, inputGrad: false });
     const b = await RangeProgram.create({ config: model.config, range: second, trainable: all, load: model.load, inputGrad: true });
-    const hidden = (await a.forward(batch, params)).hidden_out.data as Float32Array;
+    const hidden = (await a.forward(batch, params)).hiddenOut;
     const rb = await b.backward({ ...batch, hidden }, params, { lossScale: 1 / batch.targetTokens });
     const ra = await a.backward(batch, params, { outGrad: rb.hiddenGrad });
     assert.ok(Math.abs(rb.lossSum! - ref.lossSum!) <= 1e-5 * ref.lossSum!);
@@ -56,7 +56,7 @@ test('a frozen range that gradients cross yields only the input gradient', async
   assert.deepEqual(p.trainableNames, []);
   assert.ok(p.hasBackward);
   const first = await RangeProgram.create({ config: model.config, range: { start: 0, end: 1, embed: true, head: false }, trainable, load: model.load, inputGrad: false });
-  const hidden = (await first.forward(batch, params)).hidden_out.data as Float32Array;
+  const hidden = (await first.forward(batch, params)).hiddenOut;
   const r = await p.backward({ ...batch, hidden }, params, { lossScale: 1 });
   assert.equal(r.grads.size, 0);
   assert.equal(r.hiddenGrad!.length, hidden.length);

@@ -99,9 +99,9 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         if (rank.range.head && rank.role.backward) break;
         const out = await timed(`F${a.mb}`, true, () => program.forward(s.batch, rank.values));
         if (rank.range.head) {
-          lossSum += Number(out.loss_sum.data[0]);
-          tokens += Number(out.token_count.data[0]);
-        } else outputs.set(a.mb, out.hidden_out.data as Float32Array);
+          lossSum += out.lossSum;
+          tokens += out.tokenCount;
+        } else outputs.set(a.mb, out.hiddenOut);
         break;
       }
       case 'send_act': {
@@ -127,7 +127,7 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
           const teacherIds = s.batch.inputIds;
           if (!teacherIds) throw new Error('distillation needs the token ids on the last rank');
           const t = await timed(`teacher F${a.mb}`, true, () => rank.teacher!.forward({ batch: s.batch.batch, seq: s.batch.seq, inputIds: teacherIds, labels: s.batch.labels }, new Map()));
-          s.batch = { ...s.batch, teacherLogits: t.logits.data as Float32Array };
+          s.batch = { ...s.batch, teacherLogits: t.logits };
         }
         const r = await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed));
         accumulateGrads(grads, r.grads);
@@ -161,11 +161,11 @@ export async function runEval(rank: Rank, step: number, batches: number, links: 
     const slot: Slot = micro ? { batch: { ...micro[mb] }, stepTokens: 0 } : slotFromFrame(await links.mailbox.take(kind, step, mb), hidden);
     const out = await program.forward(slot.batch, rank.values);
     if (rank.range.head) {
-      lossSum += Number(out.loss_sum.data[0]);
-      tokens += Number(out.token_count.data[0]);
+      lossSum += out.lossSum;
+      tokens += out.tokenCount;
     } else {
       const labels: WireTensor | undefined = slot.batch.labels ? { dtype: 'int64', shape: [slot.batch.batch, slot.batch.seq], data: slot.batch.labels } : undefined;
-      await links.up!({ kind, step, microBatch: mb, tensor: { dtype: 'float32', shape: [slot.batch.batch, slot.batch.seq, hidden], data: out.hidden_out.data as Float32Array }, labels });
+      await links.up!({ kind, step, microBatch: mb, tensor: { dtype: 'float32', shape: [slot.batch.batch, slot.batch.seq, hidden], data: out.hiddenOut }, labels });
     }
   }
   return { lossSum, tokens };

@@ -67,3 +67,14 @@ export function typedFrom(dtype: DType, values: readonly number[]): TypedData {
 export function toNumbers(data: TypedData): number[] {
   return Array.from(data as ArrayLike<number | bigint>, (v) => Number(v));
 }
+
+/**
+ * A tensor in host memory: what a session is fed and returns, and (narrowed to float32/int64) what
+ * travels between ranks (proto/frames.ts WireTensor). `shape` as in safetensors and the wire; ONNX
+ * Runtime's `dims` stays inside model/graph/session.ts.
+ */
+export interface HostTensor {
+  dtype: DType;
+  shape: number[];
+  data: TypedData;
+}

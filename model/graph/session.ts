@@ -1,17 +1,11 @@
 // Runs builder graphs in onnxruntime-node. Feeds are filtered to what the session declares because
 // dead-code elimination may drop inputs a particular graph does not need.
 import ort from 'onnxruntime-node';
-import type { DType, TypedData } from './dtype.ts';
+import type { DType, HostTensor, TypedData } from './dtype.ts';
 import type { Graph } from './graph.ts';
 import { serialize } from './serialize.ts';
 
 export type Device = 'cpu' | 'cuda';
-
-export interface HostTensor {
-  dtype: DType;
-  dims: number[];
-  data: TypedData;
-}
 
 export interface SessionOptions {
   device?: Device;
@@ -20,8 +14,8 @@ export interface SessionOptions {
   optimization?: 'basic' | 'extended' | 'all';
 }
 
-export function hostTensor(dtype: DType, dims: number[], data: TypedData): HostTensor {
-  return { dtype, dims, data };
+export function hostTensor(dtype: DType, shape: number[], data: TypedData): HostTensor {
+  return { dtype, shape, data };
 }
 
 /** The ONNX Runtime options every propipe session uses (benchmarks add profiling on top). */
@@ -56,13 +50,13 @@ export class CompiledGraph {
     for (const name of this.inputNames) {
       const t = feeds[name];
       if (!t) throw new Error(`graph input '${name}' was not fed`);
-      ortFeeds[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.dims);
+      ortFeeds[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.shape);
     }
     const results = await this.session.run(ortFeeds);
     const out: Record<string, HostTensor> = {};
     for (const name of this.outputNames) {
       const r = results[name];
-      out[name] = { dtype: r.type as DType, dims: [...r.dims], data: r.data as TypedData };
+      out[name] = { dtype: r.type as DType, shape: [...r.dims], data: r.data as TypedData };
     }
     return out;
   }

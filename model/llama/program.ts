@@ -2,7 +2,8 @@
 // recomputes the forward from the range input and yields only the gradients that are needed.
 import { backward } from '../autodiff/backward.ts';
 import type { ModelConfig } from '../hf/config.ts';
-import { CompiledGraph, type Device, type HostTensor } from '../graph/session.ts';
+import { CompiledGraph, type Device } from '../graph/session.ts';
+import { type HostTensor } from '../graph/dtype.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
@@ -47,6 +48,45 @@ export interface BackwardResult {
   lossSum?: number;
   tokenCount?: number;
   klSum?: number;
+}
+
+/** What a forward run returns; reading an output the program was not built to produce says so. */
+export class ForwardResult {
+  constructor(
+    private readonly out: Readonly<Record<string, HostTensor>>,
+    private readonly range: BlockRange,
+  ) {}
+
+  private get(name: string, why: string): HostTensor {
+    const t = this.out[name];
+    if (!t) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: the forward graph has no ${name} output (${why})`);
+    return t;
+  }
+
+  /** [batch, seq, hidden] activations for the next rank (a range without the head). */
+  get hiddenOut(): Float32Array {
+    return this.get(IO.hiddenOut, 'only a range without the head passes activations on').data as Float32Array;
+  }
+
+  /** Summed token loss of the batch (the range with the head). */
+  get lossSum(): number {
+    return Number(this.get(IO.lossSum, 'only the range with the head computes the loss').data[0]);
+  }
+
+  /** Target tokens the loss counts (padding and prompt excluded). */
+  get tokenCount(): number {
+    return Number(this.get(IO.tokenCount, 'only the range with the head computes the loss').data[0]);
+  }
+
+  /** [batch, seq, vocab] logits, when the program was built with `logits`. */
+  get logits(): Float32Array {
+    return this.get(IO.logits, 'build the program with logits: true').data as Float32Array;
+  }
+
+  /** Summed loss of each row, when the program was built with `rowLoss`. */
+  get rowLoss(): Float32Array {
+    return this.get(IO.rowLoss, 'build the program with rowLoss: true').data as Float32Array;
+  }
 }
 
 export const GRAD_PREFIX = 'grad.';
@@ -114,8 +154,8 @@ export class RangeProgram {
     return this.bwd !== null;
   }
 
-  async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<Record<string, HostTensor>> {
-    return this.fwd.run(this.feeds(b, params));
+  async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<ForwardResult> {
+    return new ForwardResult(await this.fwd.run(this.feeds(b, params)), this.range);
   }
 
   /**
@@ -124,10 +164,10 @@ export class RangeProgram {
   async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
     if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate`);
     const feeds = this.feeds(b, params);
-    if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', dims: [], data: Float32Array.of(seed.lossScale ?? 1) };
+    if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(seed.lossScale ?? 1) };
     else {
       if (!seed.outGrad) throw new Error('backward of a middle range needs the gradient of its output');
-      feeds[OUT_GRAD] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.hiddenSize], data: seed.outGrad };
+      feeds[OUT_GRAD] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.hiddenSize], data: seed.outGrad };
     }
     const out = await this.bwd.run(feeds);
     const grads = new Map<string, Float32Array>();
@@ -149,26 +189,26 @@ export class RangeProgram {
   private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>): Record<string, HostTensor> {
     const t = this.tablesFor(b.seq);
     const feeds: Record<string, HostTensor> = {
-      [IO.cos]: { dtype: 'float32', dims: [b.seq, this.config.headDim], data: t.cos },
-      [IO.sin]: { dtype: 'float32', dims: [b.seq, this.config.headDim], data: t.sin },
-      [IO.mask]: { dtype: 'float32', dims: [b.seq, b.seq], data: t.mask },
+      [IO.cos]: { dtype: 'float32', shape: [b.seq, this.config.headDim], data: t.cos },
+      [IO.sin]: { dtype: 'float32', shape: [b.seq, this.config.headDim], data: t.sin },
+      [IO.mask]: { dtype: 'float32', shape: [b.seq, b.seq], data: t.mask },
     };
     if (this.range.embed) {
       if (!b.inputIds) throw new Error('the first range needs input_ids');
-      feeds[IO.inputIds] = { dtype: 'int64', dims: [b.batch, b.seq], data: b.inputIds };
+      feeds[IO.inputIds] = { dtype: 'int64', shape: [b.batch, b.seq], data: b.inputIds };
     } else {
       if (!b.hidden) throw new Error(`blocks ${this.range.start}..${this.range.end} need the previous rank's activations`);
-      feeds[IO.hiddenIn] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.hiddenSize], data: b.hidden };
+      feeds[IO.hiddenIn] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.hiddenSize], data: b.hidden };
     }
     if (this.range.head) {
       if (!b.labels) throw new Error('the last range needs labels');
-      feeds[IO.labels] = { dtype: 'int64', dims: [b.batch, b.seq], data: b.labels };
-      if (b.teacherLogits) feeds[IO.teacherLogits] = { dtype: 'float32', dims: [b.batch, b.seq, this.config.vocabSize], data: b.teacherLogits };
+      feeds[IO.labels] = { dtype: 'int64', shape: [b.batch, b.seq], data: b.labels };
+      if (b.teacherLogits) feeds[IO.teacherLogits] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.vocabSize], data: b.teacherLogits };
     }
     for (const n of this.trainableNames) {
       const v = params.get(n);
       if (!v) throw new Error(`trainable parameter ${n} was not given`);
-      feeds[n] = { dtype: 'float32', dims: this.shapes.get(n)!, data: v };
+      feeds[n] = { dtype: 'float32', shape: this.shapes.get(n)!, data: v };
     }
     return feeds;
   }

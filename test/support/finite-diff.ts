@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { backward } from '../../model/autodiff/backward.ts';
 import type { DType, TypedData } from '../../model/graph/dtype.ts';
 import { Graph, type Dim } from '../../model/graph/graph.ts';
-import { CompiledGraph, type HostTensor } from '../../model/graph/session.ts';
+import { CompiledGraph } from '../../model/graph/session.ts';
+import { type HostTensor } from '../../model/graph/dtype.ts';
 import { Rng } from '../../common/rng.ts';
 
 export interface FdInput {
@@ -42,12 +43,12 @@ export async function checkGradients(c: FdCase, seed = 1): Promise<{ maxErr: num
     names[inp.name] = g.input(inp.name, dtype, inp.decl ?? inp.shape);
     const size = inp.shape.reduce((a, b) => a * b, 1);
     const data = inp.data ?? Float64Array.from({ length: size }, () => (inp.positive ? 0.5 + rng.nextFloat() : rng.nextGaussian()));
-    feeds[inp.name] = { dtype, dims: inp.shape, data };
+    feeds[inp.name] = { dtype, shape: inp.shape, data };
   }
   const y = c.build(g, names);
   // Project the output on a random direction so every output element contributes to the loss.
   const forward = await CompiledGraph.create(probeShape(g, y), BASIC);
-  const yShape = (await forward.run(feeds))[y].dims;
+  const yShape = (await forward.run(feeds))[y].shape;
   const dir = Float64Array.from({ length: yShape.reduce((a, b) => a * b, 1) }, () => rng.nextGaussian());
   const rDir = g.initializer('fd_direction', g.info(y).dtype, yShape, g.info(y).dtype === 'float64' ? dir : Float32Array.from(dir));
   const loss = g.op('ReduceSum', [g.op('Mul', [y, rDir])], { keepdims: 0 });
@@ -74,7 +75,7 @@ export async function checkGradients(c: FdCase, seed = 1): Promise<{ maxErr: num
   for (const w of wrt) {
     const data = feeds[w].data as Float64Array | Float32Array;
     const a = analytic[`grad_${w}`];
-    assert.deepEqual(a.dims, feeds[w].dims, `${c.name}: gradient of ${w} has the wrong shape`);
+    assert.deepEqual(a.shape, feeds[w].shape, `${c.name}: gradient of ${w} has the wrong shape`);
     const probes = data.length <= MAX_PROBES ? [...data.keys()] : Array.from({ length: MAX_PROBES }, () => Math.floor(rng.nextFloat() * data.length));
     let scale = 0;
     for (const v of a.data as Float64Array) scale = Math.max(scale, Math.abs(v));
