@@ -3,7 +3,8 @@
 // Takes the flags of bench/block-throughput.ts.
 import os from 'node:os';
 import { Flags, hostInfo, info, printJson, round } from './common.ts';
-import { optionsFromFlags, RUN_FLAGS, runBlockThroughput, SHAPE_FLAGS, shapePeakCase } from './block-throughput.ts';
+import { optionsFromFlags, runBlockThroughput, shapePeakCase } from './block-throughput.ts';
+import { RUN_FLAGS, SHAPE_FLAGS } from './block-shape.ts';
 import { DEFAULT_CASES, measureMatmulPeak } from './matmul-peak.ts';
 
 async function main(): Promise<void> {

@@ -36,7 +36,7 @@ import { RangeProgram, type Batch } from '../model/llama/program.ts';
 import { buildRangeGraph, IO, wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
 import { ropeTables } from '../model/llama/rope.ts';
 import { layerParamSpecs, paramSpecs } from '../model/llama/param-specs.ts';
-import { concretize } from './block-throughput.ts';
+import { concretize } from './block-graphs.ts';
 import { realStep } from './real-step.ts';
 import { defaultThreads, Flags, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
 
