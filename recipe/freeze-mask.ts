@@ -1,6 +1,7 @@
 // The freeze mask of one stage: which parts of the model train. The stage plan (recipe/stages.ts)
 // produces it; the partition planner, the rank runtime and the stage signal on the wire take it as is.
 import { layerOf } from '../model/llama/param-specs.ts';
+import type { BlockRange } from '../model/llama/range-graph.ts';
 
 /** What trains in a decoder layer: nothing, its own weights, or only the LoRA adapters on its linears. */
 export type LayerState = 'frozen' | 'trainable' | 'lora';
@@ -11,14 +12,6 @@ export interface FreezeMask {
   /** model.embed_tokens trains. */
   embed: boolean;
   /** The final norm and lm_head train (together: they are one unit in every recipe). */
-  head: boolean;
-}
-
-/** A block range as the partition planner and the ranks see it. */
-export interface MaskRange {
-  start: number;
-  end: number;
-  embed: boolean;
   head: boolean;
 }
 
@@ -39,7 +32,7 @@ export function maskCovers(mask: FreezeMask, name: string): boolean {
 }
 
 /** Whether anything in the block range trains under `mask`. */
-export function rangeTrains(mask: FreezeMask, r: MaskRange): boolean {
+export function rangeTrains(mask: FreezeMask, r: BlockRange): boolean {
   if ((r.embed && mask.embed) || (r.head && mask.head)) return true;
   for (let i = r.start; i < r.end; i++) if (layerTrains(mask, i)) return true;
   return false;
