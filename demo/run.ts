@@ -48,13 +48,13 @@ export interface DemoResult {
 }
 
 /** The summary of one training run, local or pipelined. */
-type RunSummary = Pick<TrainResult, 'finalDir' | 'trainableParams' | 'peakRssBytes' | 'tokensPerSec'>;
+export type RunSummary = Pick<TrainResult, 'finalDir' | 'trainableParams' | 'peakRssBytes' | 'tokensPerSec' | 'tokens' | 'steps'>;
 
 /**
  * Trains with `file` in child processes: `propipe launch --workers N` (coordinator + N workers on
  * NATS and gRPC), or `propipe train` in one process when workers is 0.
  */
-async function trainChild(config: RunConfigInput, file: string, threads: number, workers: number): Promise<RunSummary> {
+export async function trainChild(config: RunConfigInput, file: string, threads: number, workers: number): Promise<RunSummary> {
   fs.writeFileSync(file, YAML.stringify({ ...config, threads }));
   const args = workers > 0 ? ['launch', '--workers', String(workers), '--config', file] : ['train', '--config', file, '--json'];
   return new Promise((resolve, reject) => {

@@ -9,6 +9,7 @@ import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
 import { mergeCommand } from './merge.ts';
+import { studyCommand } from './study.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];
