@@ -119,10 +119,20 @@ export async function runStudy(o: StudyOptions): Promise<StudyResult> {
   const chosen: StudyResult['chosen'] = {};
   for (const m of methods) {
     const sweep: { lr: number; devLossB: number }[] = [];
-    for (const f of budget.lrFactors) {
+    const trial = async (f: number) => {
       const lr = Number((m.lr * f).toPrecision(2));
       await run(m, lr, seeds[0], SEED_ADVICE, '');
       sweep.push({ lr, devLossB: devLossOf(o.out, m, lr, seeds[0], devLoss) });
+      sweep.sort((a, b) => a.lr - b.lr);
+    };
+    for (const f of budget.lrFactors) await trial(f);
+    // A best rate at the edge of the grid is not a tuned rate: widen the grid that way (twice at most).
+    const step = budget.lrFactors.length > 1 ? budget.lrFactors[1] / budget.lrFactors[0] : 0;
+    for (let k = 0, lo = budget.lrFactors[0], hi = budget.lrFactors[budget.lrFactors.length - 1]; step > 1 && k < 2; k++) {
+      const best = chooseLearningRate(sweep);
+      if (best === sweep[sweep.length - 1].lr) await trial((hi *= step));
+      else if (best === sweep[0].lr) await trial((lo /= step));
+      else break;
     }
     const lr = chooseLearningRate(sweep);
     chosen[m.name] = { lr, sweep };
