@@ -1,5 +1,6 @@
 // Flag parsing shared by every subcommand: node's parseArgs plus typed getters whose errors name the flag.
 import { parseArgs } from 'node:util';
+import { normalizeArgv } from './argv.ts';
 
 export interface FlagSpec {
   type: 'string' | 'boolean';
@@ -38,6 +39,12 @@ export class Flags {
     return v;
   }
 
+  /** Every value of a `multiple` flag, in order (none: []). */
+  list(name: string): string[] {
+    const v = this.values[name];
+    return Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
+  }
+
   bool(name: string): boolean {
     return this.values[name] === true;
   }
@@ -68,8 +75,10 @@ export class Flags {
 export function parseFlags(argv: string[], specs: FlagSpecs): Flags {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
   for (const [name, s] of Object.entries(specs)) options[name] = s.multiple ? { type: s.type, multiple: true } : { type: s.type };
+  const { args, falseFlags } = normalizeArgv(argv, specs);
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true });
+    for (const name of falseFlags) (values as Record<string, unknown>)[name] = false;
     return new Flags(values as Record<string, string | boolean | string[] | undefined>, positionals);
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional.*$/s, ''));

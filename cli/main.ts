@@ -2,6 +2,7 @@
 import { formatFlags, parseFlags, UsageError } from './args.ts';
 import type { Command } from './command.ts';
 import { COMMANDS } from './commands/index.ts';
+import { didYouMean } from '../recipe/suggest.ts';
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -27,7 +28,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
-    console.error(`propipe: unknown command '${name}'\n\n${overview()}`);
+    console.error(`propipe: unknown command '${name}'${didYouMean(name, COMMANDS.map((c) => c.name))}\n\n${overview()}`);
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {

@@ -4,6 +4,7 @@ import type { ModelConfig } from '../model/hf/config.ts';
 import { expandConfig, expandRawConfig, planExpansion, type ExpansionPlan } from '../model/expand/expand.ts';
 import { expansionInfo, planFromSidecar, type ExpansionInfo } from '../model/expand/sidecar.ts';
 import type { RunConfig } from './run-config.ts';
+import { checkModelType } from './swift-args.ts';
 import { planStages, type LayerKind, type StagePlan } from './stages.ts';
 
 export interface TrainedStack {
@@ -18,6 +19,7 @@ export interface TrainedStack {
 }
 
 export function trainedStack(run: RunConfig, base: ModelConfig, raw: Record<string, unknown>, sidecar: ExpansionInfo | null): TrainedStack {
+  checkModelType(run.model_type, raw, run.model);
   let plan: ExpansionPlan | null = null;
   let onTheFly: ExpansionPlan | null = null;
   let config = base;

@@ -3,6 +3,9 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { evalTaskSchema } from './eval-tasks.ts';
+import { resolveSwiftKeys } from './swift-args.ts';
+import { closest } from './suggest.ts';
 
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -10,6 +13,7 @@ const nonNegInt = z.number().int().nonnegative();
 export const runConfigSchema = z
   .object({
     model: z.string().min(1),
+    model_type: z.string().min(1).optional(),
     dataset: z.string().min(1),
     val_dataset: z.string().min(1).optional(),
     output_dir: z.string().min(1),
@@ -21,6 +25,7 @@ export const runConfigSchema = z
     stage_order: z.string().default('bottom-up'),
     stage_mode: z.enum(['sliding', 'cumulative']).default('sliding'),
     blocks_per_group: positiveInt.optional(),
+    stage_ratio: z.number().positive().max(1).optional(),
     train_head_last_stage: z.boolean().default(false),
     num_train_epochs: z.number().positive().default(1),
     epochs_per_stage: z.number().positive().optional(),
@@ -54,6 +59,8 @@ export const runConfigSchema = z
 
     distill_weight: z.number().nonnegative().default(0),
     distill_temperature: z.number().positive().default(1),
+
+    eval_tasks: z.array(evalTaskSchema).default([]),
 
     logging_steps: positiveInt.default(10),
     eval_steps: nonNegInt.default(0),
@@ -97,7 +104,8 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   if (r.success) return r.data;
   const lines = r.error.issues.map((i) => {
     const field = i.path.join('.') || '(top level)';
-    const msg = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => `'${k}'`).join(', ')}` : i.message;
+    const known = Object.keys(runConfigSchema.shape);
+    const msg = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => `'${k}'${closest(k, known) ? ` (did you mean '${closest(k, known)}'?)` : ''}`).join(', ')}` : i.message;
     return `  ${field}: ${msg}`;
   });
   throw new RunConfigError(`${source} is not a valid run config:\n${lines.join('\n')}`);
@@ -121,7 +129,14 @@ export function loadRunConfig(file: string | undefined, overrides: Record<string
       throw new RunConfigError(`${file}: ${(err as Error).message}`);
     }
   }
-  return parseRunConfig({ ...base, ...overrides }, file ?? 'flags');
+  const source = file ?? 'flags';
+  let merged: Record<string, unknown>;
+  try {
+    merged = resolveSwiftKeys({ ...base, ...overrides });
+  } catch (err) {
+    throw new RunConfigError(`${source} is not a valid run config: ${(err as Error).message}`);
+  }
+  return parseRunConfig(merged, source);
 }
 
 export function loraAlpha(c: RunConfig): number {
@@ -135,6 +150,7 @@ export function bottomLearningRate(c: RunConfig): number {
 /** One line of help per field: shown by `propipe train --help` and in the README. */
 export const FIELD_HELP: Record<keyof RunConfig, string> = {
   model: 'base model directory (HF format); may be an expanded model with llama_pro.json',
+  model_type: "checked against config.json's model_type (ms-swift names like llama3 or qwen2_5 match their family)",
   dataset: 'training JSONL (text, alpaca, chat or pre-tokenized records)',
   val_dataset: 'validation JSONL: evaluation and early stopping',
   output_dir: 'where checkpoints, metrics.jsonl, final/ and adapter/ go',
@@ -144,6 +160,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   stage_order: 'bottom-up | top-down | none (one stage) | explicit group list like 2,0,1',
   stage_mode: 'sliding (one group per stage) | cumulative (groups stay trainable)',
   blocks_per_group: 'units (blocks, or new blocks in LLaMA Pro) per group (default: up to 4, at least 2 stages)',
+  stage_ratio: 'units per group as a fraction of all trainable units, rounded, at least 1 (blocks_per_group overrides it)',
   train_head_last_stage: 'also train the final norm and lm_head in the last stage (lora, llamapro)',
   num_train_epochs: 'epochs of each stage when epochs_per_stage is not set',
   epochs_per_stage: 'epochs per stage',
@@ -172,6 +189,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   quant_block_size: 'block size of the 4-bit quantization',
   distill_weight: 'weight of KL(teacher‖student) on logits, teacher = the unexpanded base model (0 = off)',
   distill_temperature: 'distillation temperature',
+  eval_tasks: 'benchmarks scored on the final model: task=path[,task=path…] with task ceval, mmlu (CSV dirs/files) or mc (JSONL)',
   logging_steps: 'log every N steps (metrics.jsonl gets every step)',
   eval_steps: 'evaluate every N steps (0 = at stage ends only)',
   save_steps: 'checkpoint every N steps (0 = none)',

@@ -80,7 +80,8 @@ export function planStages(run: RunConfig, config: ModelConfig, layout: LayerKin
   if (layout.length !== config.numLayers) throw new Error(`layout has ${layout.length} layers, config ${config.numLayers}`);
   const pro = run.train_type === 'llamapro';
   const units = layout.map((l, i) => ({ ...l, i })).filter((l) => !pro || l.kind === 'new').map((l) => l.i);
-  const size = run.blocks_per_group ?? defaultGroupSize(units.length);
+  const byRatio = run.stage_ratio === undefined ? undefined : Math.max(1, Math.round(run.stage_ratio * units.length));
+  const size = run.blocks_per_group ?? byRatio ?? defaultGroupSize(units.length);
   const groups = chunk(units, size);
   const windows = stageOrder(run.stage_order, groups.length);
   const targets = run.lora_rank > 0 ? parseTargets(run.lora_targets) : new Set<string>();

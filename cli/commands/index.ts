@@ -10,6 +10,6 @@ import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
 import { mergeCommand } from './merge.ts';
 import { studyCommand } from './study.ts';
-import { trainCommand } from './train.ts';
+import { sftCommand, trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];

@@ -27,3 +27,11 @@ export const trainCommand: Command = {
     if (f.bool('json')) console.log(JSON.stringify(r));
   },
 };
+
+/** ms-swift's name for the same command, so `swift sft …` runs as `propipe sft …`. */
+export const sftCommand: Command = {
+  ...trainCommand,
+  name: 'sft',
+  summary: "ms-swift's name for train: takes the same flags, and ms-swift's (--use_llamapro True, --llamapro_num_new_blocks …)",
+  usage: 'propipe sft --model DIR --dataset FILE --output_dir DIR [--use_llamapro True ...]',
+};
