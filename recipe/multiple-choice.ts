@@ -139,6 +139,8 @@ export interface McRow extends Example {
 
 export interface McEncodeOptions {
   prompt?: McPromptStyle;
+  /** Overrides the style's text between context and option (C-Eval puts the letter right after "答案："). */
+  delimiter?: string;
   /** Keep at most this many tokens per row, dropping the oldest context tokens (as lm-eval does). */
   maxLength?: number;
   /** The model's vocab size, to reject ids the embedding does not have. */
@@ -157,7 +159,8 @@ function continuationIds(tok: TextTokenizer, context: string, contextIds: number
 }
 
 export function encodeMcRows(questions: readonly McQuestion[], tok: TextTokenizer, o: McEncodeOptions = {}): McRow[] {
-  const { separator, delimiter } = MC_PROMPTS[o.prompt ?? 'answer'];
+  const { separator } = MC_PROMPTS[o.prompt ?? 'answer'];
+  const delimiter = o.delimiter ?? MC_PROMPTS[o.prompt ?? 'answer'].delimiter;
   const bos = tok.addBos && tok.bosId !== null ? [tok.bosId] : [];
   const rows: McRow[] = [];
   questions.forEach((q, qi) => {

@@ -3,6 +3,8 @@ import { evaluateLoss } from '../../tasks/evaluate.ts';
 import { readModelData } from '../../recipe/examples.ts';
 import { evaluateMcFile } from '../../tasks/multiple-choice.ts';
 import { isMcFile, MC_PROMPT_STYLES, type McPromptStyle } from '../../recipe/multiple-choice.ts';
+import { evaluateBenchmarkDir, formatBenchmark } from '../../tasks/benchmark-eval.ts';
+import type { Split } from '../../tasks/benchmark-data.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { DEVICE_FLAGS, deviceOptions } from '../device.ts';
@@ -10,7 +12,7 @@ import { DEVICE_FLAGS, deviceOptions } from '../device.ts';
 export const evalCommand: Command = {
   name: 'eval',
   summary: 'mean token loss and perplexity of a model on a JSONL dataset, or accuracy on multiple-choice questions',
-  usage: 'propipe eval --model DIR --data FILE.jsonl [--json]',
+  usage: 'propipe eval --model DIR --data FILE.jsonl [--json] | propipe eval --model DIR --task ceval|mmlu --data DIR|FILE.csv [--shots 5] [--split val|test]',
   flags: {
     model: { type: 'string', description: 'model directory (HF format)' },
     data: {
@@ -24,6 +26,9 @@ export const evalCommand: Command = {
       description: 'multiple choice: "answer" scores question + "\\nAnswer: " + option, "continue" scores question + " " + option',
       default: 'answer',
     },
+    task: { type: 'string', description: 'ceval | mmlu: the benchmark in its own CSV layout, k-shot prompts, scored by the answer letter' },
+    shots: { type: 'string', description: 'ceval/mmlu: dev-split examples before each question', default: '5' },
+    split: { type: 'string', description: 'ceval/mmlu: split to score (default: val for C-Eval, whose test answers are withheld; test for MMLU)' },
     json: { type: 'boolean', description: 'print one JSON object' },
     ...DEVICE_FLAGS,
   },
@@ -32,6 +37,17 @@ export const evalCommand: Command = {
     const data = f.required('data');
     const maxLength = f.has('max-length') ? f.int('max-length') : undefined;
     const batchSize = f.int('batch-size', 8);
+    if (f.has('task')) {
+      const task = f.str('task');
+      if (task !== 'ceval' && task !== 'mmlu') throw new UsageError(`--task must be ceval or mmlu, got '${task}' (for a JSONL multiple-choice file leave --task out)`);
+      const split = f.str('split');
+      if (split !== undefined && !['dev', 'val', 'test'].includes(split)) throw new UsageError(`--split must be dev, val or test, got '${split}'`);
+      const shots = f.int('shots', 5);
+      if (shots < 0) throw new UsageError(`--shots must be 0 or more, got ${shots}`);
+      const r = await evaluateBenchmarkDir(model, task, data, { shots, split: split as Split | undefined, batchSize, maxLength, ...deviceOptions(f) });
+      console.log(f.bool('json') ? JSON.stringify(r) : formatBenchmark(r));
+      return;
+    }
     if (await isMcFile(data)) {
       const prompt = f.str('mc-prompt') ?? 'answer';
       if (!(MC_PROMPT_STYLES as string[]).includes(prompt)) throw new UsageError(`--mc-prompt must be ${MC_PROMPT_STYLES.join(' or ')}, got '${prompt}'`);
