@@ -46,6 +46,9 @@ export function parseBenchmarkCsv(benchmark: Benchmark, text: string, file: stri
     }
     [first, qCol] = [1, 1];
   } else if (rows.length && MMLU_HEADER.every((h, i) => rows[0][i]?.trim() === h)) first = 1;
+  else if (rows.length && CEVAL_HEADER.every((h, i) => rows[0][i]?.trim() === h)) {
+    throw new DataError(`${file}: starts with C-Eval's header ${rows[0].join(',')}; MMLU files have none (use --task ceval)`);
+  }
   const items: BenchmarkItem[] = [];
   for (let r = first; r < rows.length; r++) {
     const row = rows[r];
