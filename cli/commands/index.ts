@@ -4,6 +4,7 @@ import { coordinatorCommand } from './coordinator.ts';
 import { launchCommand } from './launch.ts';
 import { workerCommand } from './worker.ts';
 import { demoCommand } from './demo.ts';
+import { downloadCommand } from './download.ts';
 import { evalCommand } from './eval.ts';
 import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
@@ -12,4 +13,4 @@ import { mergeCommand } from './merge.ts';
 import { studyCommand } from './study.ts';
 import { sftCommand, trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];

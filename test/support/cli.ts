@@ -1,5 +1,5 @@
 // Runs the real `propipe` binary in a child process, as a user would.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/propipe.mjs');
@@ -17,4 +17,17 @@ export function propipe(args: string[], env: Record<string, string> = {}): CliRe
     timeout: 300_000,
   });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The same, without blocking this process's event loop (for servers the test itself runs). */
+export function propipeAsync(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, PROPIPE_LOG_JSON: '1', ...env }, timeout: 300_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
 }
