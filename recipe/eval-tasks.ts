@@ -1,5 +1,7 @@
 // What a run evaluates when training ends (`eval_tasks`): benchmark files or directories with their
 // task type. In YAML a list of {task, data, shots?, split?}; as a flag `task=path[,task=path…]`.
+import fs from 'node:fs';
+import path from 'node:path';
 import { z } from 'zod';
 
 export const EVAL_TASK_TYPES = ['ceval', 'mmlu', 'mc'] as const;
@@ -30,4 +32,14 @@ export function parseEvalTasksFlag(spec: string): unknown {
       if (eq < 1) throw new Error(`eval_tasks: '${item}' is not task=path (task: ${EVAL_TASK_TYPES.join(', ')})`);
       return { task: item.slice(0, eq), data: item.slice(eq + 1) };
     });
+}
+
+/** Written by the final evaluation (worker/final-eval.ts) into output_dir. */
+export const EVAL_RESULTS = 'eval_results.json';
+
+/** The final evaluation's scores for result.json, read without loading any model (the coordinator). */
+export function readEvalResults(outputDir: string): unknown[] | undefined {
+  const file = path.join(outputDir, EVAL_RESULTS);
+  if (!fs.existsSync(file)) return undefined;
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { tasks: unknown[] }).tasks;
 }
