@@ -19,6 +19,7 @@ import { describeStage } from '../recipe/stages.ts';
 import type { StageEnd } from '../recipe/step-policy.ts';
 import { Job, type StepRecord } from './job.ts';
 import type { Telemetry } from './telemetry.ts';
+import { readEvalResults } from '../recipe/eval-tasks.ts';
 
 const log = childLog({ component: 'coordinator' });
 
@@ -61,6 +62,8 @@ export interface RunResult {
   workers: number;
   finalDir: string;
   adapterDir: string;
+  /** Scores of the final model on the run's eval_tasks (worker/final-eval.ts), when it has any. */
+  evals?: unknown[];
 }
 
 /** Test hook: kill -9 the coordinator at the barrier of this step (PROPIPE_TEST_COORD_CRASH_AT_STEP). */
@@ -189,6 +192,8 @@ export class CoordinatorService {
       workers: this.o.workers,
       finalDir: req.finalDir,
       adapterDir: req.adapterDir,
+      // Rank 0 scored the exported model on eval_tasks before reporting the export.
+      evals: this.o.run.eval_tasks.length > 0 ? readEvalResults(this.o.run.output_dir) : undefined,
     };
     fs.writeFileSync(path.join(this.o.run.output_dir, 'result.json'), JSON.stringify(this.result, null, 2) + '\n');
     this.job.finishExport();

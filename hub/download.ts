@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { downloadFile, HubApiError, listFiles, modelInfo, type ListFileEntry } from '@huggingface/hub';
-import { childLog } from '../model/log.ts';
-import { writeJsonAtomic } from '../model/safetensors.ts';
+import { childLog } from '../common/log.ts';
+import { writeJsonAtomic } from '../common/atomic-file.ts';
 import { hashPrefix, newHash, verifyFile, type Expected } from './hash.ts';
 import { selectFiles } from './select.ts';
 

@@ -1,21 +1,10 @@
 // Which files of a Hub model repository a training run needs: the config, the safetensors weights and
-// their index, and the tokenizer files; or, with --include, the files matching the user's patterns.
+// their index, and the tokenizer and generation files; or, with --include, the files matching the
+// user's patterns.
+import { CARRIED_FILES } from '../model/hf/carried-files.ts';
 
-/** Top-level files a run reads (model/config.ts, model/safetensors.ts, model/tokenizer.ts). */
-export const RUN_FILES = [
-  'config.json',
-  'generation_config.json',
-  '*.safetensors',
-  '*.safetensors.index.json',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'added_tokens.json',
-  'tokenizer.model',
-  'vocab.json',
-  'merges.txt',
-  'chat_template.jinja',
-];
+/** Top-level files a run reads: config.json, the weights, and what an export carries along. */
+export const RUN_FILES = ['config.json', '*.safetensors', '*.safetensors.index.json', ...CARRIED_FILES];
 
 /**
  * fnmatch-style patterns as huggingface-cli's --include takes them: `*` matches any run of characters

@@ -2,9 +2,10 @@
 // letter with the highest log-likelihood as the prompt's continuation. When each letter is one token
 // (Llama, Qwen and Mistral tokenizers) that is the comparison of the letters' logits the benchmarks'
 // code and lm-evaluation-harness make; the scoring itself is the project's option-likelihood scorer.
-import { optionalTokenizer, type Pretrained } from '../model/pretrained.ts';
-import { scoreMultipleChoice, type McModel, type McQuestion, type McScoreOptions } from '../recipe/multiple-choice.ts';
-import type { TextTokenizer } from '../model/tokenizer.ts';
+import { optionalTokenizer, type Pretrained } from '../model/hf/pretrained.ts';
+import type { McQuestion } from '../recipe/multiple-choice.ts';
+import { scoreMultipleChoice, type McModel, type McScoreOptions } from './multiple-choice.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 import { loadBenchmark, type Split, type SubjectData } from './benchmark-data.ts';
 import { buildPrompt, FORMATS, LETTERS } from './benchmark-prompt.ts';
 import { categoryOf, type Benchmark } from './benchmark-subjects.ts';

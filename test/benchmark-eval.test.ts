@@ -5,12 +5,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
-import { createRandomModel } from '../model/init.ts';
+import { createRandomModel } from '../model/hf/init.ts';
 import { frozenWholeModel } from '../model/llama/program.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { loadTokenizer } from '../model/tokenizer.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { loadTokenizer } from '../model/hf/tokenizer.ts';
 import { makeBatch } from '../recipe/batch.ts';
-import { IGNORE_INDEX } from '../recipe/data.ts';
+import { IGNORE_INDEX } from '../common/labels.ts';
 import { loadBenchmark, parseBenchmarkCsv } from '../tasks/benchmark-data.ts';
 import { benchmarkQuestions, evaluateBenchmark, summarizeBenchmark } from '../tasks/benchmark-eval.ts';
 import { buildPrompt } from '../tasks/benchmark-prompt.ts';
@@ -142,7 +142,7 @@ describe('scoring with a model', () => {
         const cont = tok.encode(prompt + ' ' + letter).slice(ctx.length - bos.length);
         const ids = Int32Array.from([...ctx, ...cont]);
         const out = await program.forward(makeBatch([{ inputIds: ids, labels: Int32Array.from(ids, () => IGNORE_INDEX) }]), new Map());
-        const logits = out.logits.data as Float32Array;
+        const logits = out.logits;
         let ll = 0;
         cont.forEach((id, j) => {
           const row = logits.subarray((ctx.length - 1 + j) * v, (ctx.length + j) * v);

@@ -8,10 +8,10 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { DownloadError, downloadModel } from '../hub/download.ts';
 import { globToRegExp, selectFiles } from '../hub/select.ts';
-import { createRandomModel, randomWeights, randomModelConfig } from '../model/init.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { paramSpecs } from '../model/params.ts';
-import { writeCheckpoint } from '../model/safetensors.ts';
+import { createRandomModel, randomWeights, randomModelConfig } from '../model/hf/init.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { paramSpecs } from '../model/llama/param-specs.ts';
+import { writeCheckpoint } from '../model/hf/checkpoint.ts';
 import { propipeAsync as propipe } from './support/cli.ts';
 import { hubFilesOf, startFakeHub, type FakeHub } from './support/fake-hub.ts';
 

@@ -19,6 +19,7 @@ import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
 import { JobAborted, RecoverableError } from '../common/errors.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRun } from './export-run.ts';
+import { finalEvaluation } from './final-eval.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { FrameExpectation } from './peer.ts';
 import { ownsTensor, Rank } from './rank.ts';
@@ -193,6 +194,7 @@ async function exportFromCheckpoint(run: RunConfig, model: TrainingModel, rank: 
   if (!manifest) throw new Error(`the final checkpoint ${dir} does not verify`);
   const values = readShards(dir, manifest).params;
   const { finalDir, adapterDir } = exportRun(run, model, values, rank.lora);
+  await finalEvaluation(run, finalDir);
   await coord.reportExport({ workerId, finalDir, adapterDir });
   log.info({ finalDir, adapterDir }, 'export reported');
 }

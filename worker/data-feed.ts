@@ -7,6 +7,7 @@ import { chunks } from '../recipe/examples.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { MicroBatch } from './executor.ts';
 import type { TrainingModel } from './training-model.ts';
+import { checkEvalTasks } from './final-eval.ts';
 
 export class DataFeed {
   private stream: Generator<PositionedBatch> | null = null;
@@ -30,5 +31,7 @@ export async function openFeed(run: RunConfig, model: TrainingModel): Promise<Da
   const opts = { tokenizer, vocabSize: model.config.vocabSize, maxLength: run.max_length };
   const train = await readJsonl(run.dataset, opts);
   const val = run.val_dataset ? await readJsonl(run.val_dataset, opts) : null;
+  // The final evaluation's data too: a wrong path must not surface only after training.
+  await checkEvalTasks(run);
   return new DataFeed(run, train, val, tokenizer?.padId ?? model.config.padTokenId ?? 0);
 }

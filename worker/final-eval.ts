@@ -3,11 +3,12 @@
 // result.json includes). The tasks' data is checked before training starts, so a wrong path does not
 // surface only after hours of training.
 import path from 'node:path';
-import { childLog } from '../model/log.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { writeJsonAtomic } from '../model/safetensors.ts';
+import { childLog } from '../common/log.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { writeJsonAtomic } from '../common/atomic-file.ts';
 import { EVAL_RESULTS, type EvalTask } from '../recipe/eval-tasks.ts';
-import { evaluateMcFile, readMcJsonl } from '../recipe/multiple-choice.ts';
+import { readMcJsonl } from '../recipe/multiple-choice.ts';
+import { evaluateMcFile } from '../tasks/multiple-choice.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { loadBenchmark } from '../tasks/benchmark-data.ts';
 import { defaultSplit, evaluateBenchmarkDir, type GroupScore } from '../tasks/benchmark-eval.ts';
