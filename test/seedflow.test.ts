@@ -82,6 +82,7 @@ describe('ms-swift spellings', () => {
     assert.match(typo.stderr, /unknown flag --learnig_rate; did you mean --learning_rate\?/);
     assert.match(propipe(['sft', '--llamapro-num-new-block', '4']).stderr, /did you mean --llamapro-num-new-blocks\?/);
     assert.match(propipe(['stf']).stderr, /unknown command 'stf'; did you mean sft\?/);
+    assert.throws(() => loadRunConfig(undefined, { model, dataset, output_dir: 'o', lora_rnak: 4 }), /unknown field\(s\) 'lora_rnak' \(did you mean 'lora_rank'\?\)/);
     const off = propipe(['sft', '--model', model, '--dataset', dataset, '--output_dir', path.join(tmp, 'o1'), '--use_llamapro', 'False']);
     assert.equal(off.status, 2);
     assert.match(off.stderr, /use_llamapro false: give train_type full or lora/);
