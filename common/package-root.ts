@@ -12,3 +12,8 @@ function packageRoot(from: string): string {
 }
 
 export const PROPIPE_BIN = path.join(packageRoot(import.meta.dirname), 'bin', 'propipe.mjs');
+
+/** The version in propipe's package.json (image tags default to it). */
+export function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(path.dirname(path.dirname(PROPIPE_BIN)), 'package.json'), 'utf8')) as { version: string }).version;
+}

@@ -41,6 +41,8 @@ export interface RegisterRequest {
   device: string;
   /** what this worker may use for weights, optimizer state and activations */
   memoryBytes: number;
+  /** Preferred rank (-1 = none): ranks follow hints, then registration order. */
+  rankHint?: number;
 }
 
 export interface BlockRangeMsg {

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 

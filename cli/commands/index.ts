@@ -8,8 +8,9 @@ import { evalCommand } from './eval.ts';
 import { expandCommand } from './expand.ts';
 import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
+import { k8sCommand } from './k8s.ts';
 import { mergeCommand } from './merge.ts';
 import { studyCommand } from './study.ts';
 import { trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initModel, expandCommand, trainCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand];
