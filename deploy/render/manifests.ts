@@ -72,7 +72,7 @@ export const RUN_CONFIG_PATH = `${CONFIG_DIR}/run/run.yaml`;
 const failurePolicy = (container: string) => ({
   rules: [
     { action: 'FailJob', onExitCodes: { containerName: container, operator: 'In', values: [3] } },
-    { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] },
+    { action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] },
   ],
 });
 
