@@ -66,6 +66,47 @@ test('k8s render for 1, 2, 4 and 8 workers, CPU and A10G, validates and is wired
   assert.equal(c.resources.limits.memory, '40Gi', 'the memory limit matches --memory-gb');
 });
 
+// No JobSet schema ships offline: its envelope is held to the JobSet v1alpha2 field names, and every
+// Job template inside it validates as a batch/v1 Job.
+const JOBSET_FIELDS: Record<string, string[]> = {
+  spec: ['replicatedJobs', 'network', 'successPolicy', 'failurePolicy', 'startupPolicy', 'suspend', 'coordinator', 'managedBy', 'ttlSecondsAfterFinished'],
+  network: ['enableDNSHostnames', 'subdomain', 'publishNotReadyAddresses'],
+  failurePolicy: ['maxRestarts', 'restartStrategy', 'rules'],
+  rule: ['name', 'action', 'onJobFailureReasons', 'onJobFailureMessagePatterns', 'targetReplicatedJobs'],
+  replicatedJob: ['name', 'groupName', 'template', 'replicas', 'dependsOn'],
+};
+
+function validateJobSet(js: K8sObject, where: string): { workers: number } {
+  const spec = js.spec as any;
+  const only = (o: object, kind: string) => assert.deepEqual(Object.keys(o).filter((k) => !JOBSET_FIELDS[kind].includes(k)), [], `${where}: unknown ${kind} field`);
+  only(spec, 'spec');
+  only(spec.network, 'network');
+  only(spec.failurePolicy, 'failurePolicy');
+  for (const r of spec.failurePolicy.rules) {
+    only(r, 'rule');
+    assert.match(r.name, /^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$/);
+    assert.ok(['FailJobSet', 'RestartJobSet', 'RestartJobSetAndIgnoreMaxRestarts', 'RestartJob', 'RestartJobAndIgnoreMaxRestarts'].includes(r.action));
+  }
+  for (const rj of spec.replicatedJobs) {
+    only(rj, 'replicatedJob');
+    validate({ apiVersion: 'batch/v1', kind: 'Job', metadata: { name: `${js.metadata.name}-${rj.name}-0` }, spec: rj.template.spec }, `${where} replicated job ${rj.name}`);
+  }
+  return { workers: spec.replicatedJobs.find((rj: any) => rj.name === 'worker').template.spec.parallelism };
+}
+
+test('k8s render --jobset: one JobSet with the same pods, Job templates valid, wiring right', () => {
+  for (const workers of [1, 2, 4, 8]) {
+    for (const gpu of ['none', 'a10g'] as const) {
+      const where = `jobset N=${workers} gpu=${gpu}`;
+      const objs = renderJob({ workers, gpu, image: 'registry.example.com/propipe:0.1.0', runConfig: RUN, namespace: 'ml', jobset: true });
+      for (const o of objs.filter((x) => x.kind !== 'JobSet')) validate(o, where);
+      assert.equal(validateJobSet(objs.find((x) => x.kind === 'JobSet')!, where).workers, workers);
+      assert.deepEqual(checkWiring(objs, secretShapes()), [], where);
+      assert.deepEqual(gpuRequests(objs), gpu === 'a10g' ? ['JobSet/propipe/worker/worker'] : [], where);
+    }
+  }
+});
+
 test('the wiring checks catch a missing Secret key, a wrong worker count, an unpinned image and an undefined $(VAR)', () => {
   const fresh = () => structuredClone(renderJob({ workers: 2, gpu: 'none', image: 'r/propipe:1', runConfig: RUN }));
   const job = (objs: K8sObject[], name: string) => objs.find((o) => o.kind === 'Job' && o.metadata.name === name)!.spec as any;

@@ -28,6 +28,7 @@ const ACTIONS: Record<string, (f: Flags) => void> = {
       memoryGb: f.has('memory-gb') ? f.num('memory-gb') : undefined,
       storage: f.str('storage'),
       storageClass: f.str('storage-class'),
+      jobset: f.bool('jobset'),
     });
     write(f, toYaml(objects));
   },
@@ -45,7 +46,7 @@ export const k8sCommand: Command = {
   name: 'k8s',
   summary: 'Kubernetes: render the manifests of a job for N workers, make its Secrets, rewrite deploy/k8s',
   usage: [
-    'propipe k8s render --workers N --image IMAGE:TAG --config run.yaml [--gpu none|a10g] [--namespace NS] [--memory-gb G] [--out FILE]',
+    'propipe k8s render --workers N --image IMAGE:TAG --config run.yaml [--gpu none|a10g] [--namespace NS] [--memory-gb G] [--jobset] [--out FILE]',
     '       propipe k8s secrets --namespace NS [--days D] [--out FILE]      (apply with kubectl apply -f; do not commit)',
     '       propipe k8s kustomize [--out deploy/k8s]                        (rewrites the kustomize base and overlays)',
   ].join('\n'),
@@ -58,6 +59,7 @@ export const k8sCommand: Command = {
     'memory-gb': { type: 'string', description: 'memory of one worker: its --memory-gb and its container memory limit' },
     storage: { type: 'string', description: 'size of the ReadWriteMany volume for model, data and output_dir', default: '200Gi' },
     'storage-class': { type: 'string', description: 'storage class of that volume (one that offers ReadWriteMany: EFS, Filestore, CephFS, NFS)' },
+    jobset: { type: 'boolean', description: 'optional: one JobSet (coordinator and workers as replicated jobs, gang restart) instead of two Jobs; needs the JobSet controller' },
     days: { type: 'string', description: 'certificate lifetime in days (secrets)', default: '90' },
     out: { type: 'string', description: 'output file (render, secrets; default stdout) or directory (kustomize)' },
   },

@@ -23,6 +23,8 @@ export interface RenderOptions {
   /** Size of the shared ReadWriteMany volume holding the model, the data and output_dir. */
   storage?: string;
   storageClass?: string;
+  /** One JobSet instead of the two Jobs (jobset.ts; needs the JobSet controller). */
+  jobset?: boolean;
 }
 
 export const NATS_IMAGE = 'nats:2.10.29-alpine';
@@ -38,7 +40,7 @@ export const SECURITY_ARGS = ['--tls-cert', `${TLS_DIR}/tls.crt`, '--tls-key', `
 
 const labels = (component: string) => ({ 'app.kubernetes.io/name': 'propipe', 'app.kubernetes.io/component': component });
 
-function meta(name: string, component: string, o: RenderOptions, extra: Partial<K8sObject['metadata']> = {}): K8sObject['metadata'] {
+export function meta(name: string, component: string, o: RenderOptions, extra: Partial<K8sObject['metadata']> = {}): K8sObject['metadata'] {
   return { name, ...(o.namespace ? { namespace: o.namespace } : {}), labels: labels(component), ...extra };
 }
 
@@ -118,51 +120,51 @@ function nats(o: RenderOptions): K8sObject[] {
   ];
 }
 
-function coordinator(o: RenderOptions): K8sObject[] {
+/** The coordinator's Job spec: one pod, retried, never restarted after an abort (exit code 3). */
+export function coordinatorJobSpec(o: RenderOptions): Record<string, unknown> {
   const args = ['coordinator', '--config', RUN_CONFIG_PATH, '--workers', String(o.workers), '--host', '0.0.0.0', '--port', String(PORTS.grpc), '--metrics-port', String(PORTS.metrics)];
   // --resume: a coordinator pod that comes back continues from the newest committed checkpoint.
   args.push('--nats', `nats://propipe:$(NATS_PASSWORD)@${NAMES.nats}.$(POD_NAMESPACE).svc:${PORTS.nats}`, '--job-id', 'propipe', '--resume', ...SECURITY_ARGS);
-  return [
-    {
-      apiVersion: 'batch/v1',
-      kind: 'Job',
-      metadata: meta(NAMES.coordinator, 'coordinator', o),
+  return {
+    completions: 1,
+    parallelism: 1,
+    backoffLimit: 4,
+    podFailurePolicy: failurePolicy('coordinator'),
+    template: {
+      metadata: { labels: labels('coordinator'), annotations: scrape(PORTS.metrics) },
       spec: {
-        completions: 1,
-        parallelism: 1,
-        backoffLimit: 4,
-        podFailurePolicy: failurePolicy('coordinator'),
-        template: {
-          metadata: { labels: labels('coordinator'), annotations: scrape(PORTS.metrics) },
-          spec: {
-            restartPolicy: 'Never',
-            securityContext: podSecurity,
-            containers: [
-              {
-                name: 'coordinator',
-                image: o.image,
-                command: ['propipe'],
-                args,
-                env: [
-                  fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
-                  { name: 'NATS_PASSWORD', valueFrom: { secretKeyRef: { name: NAMES.authSecret, key: 'nats-password' } } },
-                  { name: 'PROPIPE_LOG_JSON', value: '1' },
-                ],
-                ports: [
-                  { name: 'grpc', containerPort: PORTS.grpc },
-                  { name: 'metrics', containerPort: PORTS.metrics },
-                ],
-                // The coordinator reads config.json only: a small pod.
-                resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '4Gi' } },
-                volumeMounts: propipeMounts,
-                securityContext: containerSecurity,
-              },
+        restartPolicy: 'Never',
+        securityContext: podSecurity,
+        containers: [
+          {
+            name: 'coordinator',
+            image: o.image,
+            command: ['propipe'],
+            args,
+            env: [
+              fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+              { name: 'NATS_PASSWORD', valueFrom: { secretKeyRef: { name: NAMES.authSecret, key: 'nats-password' } } },
+              { name: 'PROPIPE_LOG_JSON', value: '1' },
             ],
-            volumes: propipeVolumes,
+            ports: [
+              { name: 'grpc', containerPort: PORTS.grpc },
+              { name: 'metrics', containerPort: PORTS.metrics },
+            ],
+            // The coordinator reads config.json only: a small pod.
+            resources: { requests: { cpu: '500m', memory: '1Gi' }, limits: { memory: '4Gi' } },
+            volumeMounts: propipeMounts,
+            securityContext: containerSecurity,
           },
-        },
+        ],
+        volumes: propipeVolumes,
       },
     },
+  };
+}
+
+function coordinator(o: RenderOptions): K8sObject[] {
+  return [
+    { apiVersion: 'batch/v1', kind: 'Job', metadata: meta(NAMES.coordinator, 'coordinator', o), spec: coordinatorJobSpec(o) },
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -178,11 +180,14 @@ function coordinator(o: RenderOptions): K8sObject[] {
   ];
 }
 
-/** The worker pod template: rank i is pod i of the Indexed Job, reachable under the headless Service. */
-export function workerPodTemplate(o: RenderOptions): Record<string, unknown> {
+/**
+ * The worker pod template: rank i is pod i of the Indexed Job, reachable under the headless Service
+ * as `<hostPrefix>-i` (the pod hostname Kubernetes gives an Indexed Job's pods: job name and index).
+ */
+function workerPodTemplate(o: RenderOptions, hostPrefix: string): Record<string, unknown> {
   const gpu = GPU_PROFILES[o.gpu];
   const memoryGb = o.memoryGb ?? gpu.memoryGb;
-  const name = `${NAMES.workers}-$(JOB_COMPLETION_INDEX)`;
+  const name = `${hostPrefix}-$(JOB_COMPLETION_INDEX)`;
   const args = [
     'worker',
     '--coordinator', `${NAMES.coordinator}.$(POD_NAMESPACE).svc:${PORTS.grpc}`,
@@ -229,23 +234,23 @@ export function workerPodTemplate(o: RenderOptions): Record<string, unknown> {
   };
 }
 
+/** The workers' Indexed Job spec; `hostPrefix` is the name of the Job that runs it. */
+export function workerJobSpec(o: RenderOptions, hostPrefix: string = NAMES.workers): Record<string, unknown> {
+  return {
+    completionMode: 'Indexed',
+    completions: o.workers,
+    parallelism: o.workers,
+    // A killed worker pod comes back under the same index (same name, same rank hint), registers
+    // again, and the coordinator fails the job over to the last committed checkpoint.
+    backoffLimit: 4 * o.workers,
+    podFailurePolicy: failurePolicy('worker'),
+    template: workerPodTemplate(o, hostPrefix),
+  };
+}
+
 function workers(o: RenderOptions): K8sObject[] {
   return [
-    {
-      apiVersion: 'batch/v1',
-      kind: 'Job',
-      metadata: meta(NAMES.workers, 'worker', o),
-      spec: {
-        completionMode: 'Indexed',
-        completions: o.workers,
-        parallelism: o.workers,
-        // A killed worker pod comes back under the same index (same name, same rank hint), registers
-        // again, and the coordinator fails the job over to the last committed checkpoint.
-        backoffLimit: 4 * o.workers,
-        podFailurePolicy: failurePolicy('worker'),
-        template: workerPodTemplate(o),
-      },
-    },
+    { apiVersion: 'batch/v1', kind: 'Job', metadata: meta(NAMES.workers, 'worker', o), spec: workerJobSpec(o) },
     {
       apiVersion: 'v1',
       kind: 'Service',

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { parseRunConfig } from '../../recipe/run-config.ts';
+import { renderJobSet } from './jobset.ts';
 import { renderManifests, type K8sObject, type RenderOptions } from './manifests.ts';
 import { secretShapes } from './secrets.ts';
 import { checkWiring } from './wiring.ts';
@@ -19,7 +20,7 @@ export function readRunConfigText(file: string): string {
 }
 
 export function renderJob(o: RenderOptions): K8sObject[] {
-  const objects = renderManifests(o);
+  const objects = o.jobset ? renderJobSet(o) : renderManifests(o);
   const problems = checkWiring(objects, secretShapes(o.namespace));
   if (problems.length) throw new Error(`the rendered manifests are miswired (a propipe bug, please report it):\n  ${problems.join('\n  ')}`);
   return objects;

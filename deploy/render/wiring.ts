@@ -20,11 +20,17 @@ export function podTemplates(objects: readonly K8sObject[]): PodTemplate[] {
   for (const o of objects) {
     const t = (o.kind === 'Deployment' || o.kind === 'Job' ? (o.spec as Obj).template : null) as Obj | null;
     if (t) out.push({ owner: `${o.kind}/${o.metadata.name}`, labels: t.metadata?.labels ?? {}, annotations: t.metadata?.annotations ?? {}, spec: t.spec });
+    for (const rj of o.kind === 'JobSet' ? ((o.spec as Obj).replicatedJobs as Obj[]) : []) {
+      const p = rj.template.spec.template;
+      out.push({ owner: `JobSet/${o.metadata.name}/${rj.name}`, labels: p.metadata?.labels ?? {}, annotations: p.metadata?.annotations ?? {}, spec: p.spec });
+    }
   }
   return out;
 }
 
 const find = (objects: readonly K8sObject[], kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata.name === name) as Obj | undefined;
+/** A headless Service of that name exists: rendered, or made by a JobSet's controller for its subdomain. */
+const headless = (objects: readonly K8sObject[], name: string) => find(objects, 'Service', name)?.spec.clusterIP === 'None' || objects.some((o) => o.kind === 'JobSet' && (o.spec as Obj).network?.subdomain === name);
 const selects = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
 
 /** Files a volume provides under its mount path, or null when any file name may exist (PVC, emptyDir). */
@@ -73,6 +79,7 @@ function checkPod(p: PodTemplate, objects: readonly K8sObject[], problems: strin
     for (const w of words) {
       for (const m of w.matchAll(/([a-z0-9-]+)\.\$\(POD_NAMESPACE\)\.svc(?::(\d+))?/g)) {
         const svc = find(objects, 'Service', m[1]);
+        if (!svc && headless(objects, m[1])) continue;
         if (!svc) problems.push(`${where}: ${w} names Service ${m[1]}, which does not exist`);
         else if (m[2] && !svc.spec.ports.some((pp: Obj) => pp.port === Number(m[2]))) problems.push(`${where}: Service ${m[1]} has no port ${m[2]}`);
       }
@@ -82,8 +89,7 @@ function checkPod(p: PodTemplate, objects: readonly K8sObject[], problems: strin
   const port = p.annotations['prometheus.io/port'];
   if (p.annotations['prometheus.io/scrape'] === 'true' && !containerPorts.some((cp) => cp.containerPort === Number(port))) problems.push(`${p.owner}: prometheus.io/port ${port} is not a container port`);
   if (p.spec.subdomain) {
-    const s = find(objects, 'Service', p.spec.subdomain);
-    if (!s || s.spec.clusterIP !== 'None') problems.push(`${p.owner}: subdomain ${p.spec.subdomain} needs a headless Service of that name`);
+    if (!headless(objects, p.spec.subdomain)) problems.push(`${p.owner}: subdomain ${p.spec.subdomain} needs a headless Service of that name`);
   }
 }
 
@@ -103,8 +109,10 @@ function checkServices(objects: readonly K8sObject[], pods: PodTemplate[], probl
 
 /** The coordinator's --workers must equal the worker Job's completions and parallelism. */
 function checkWorkerCount(objects: readonly K8sObject[], problems: string[]): void {
-  const coord = find(objects, 'Job', NAMES.coordinator);
-  const workers = find(objects, 'Job', NAMES.workers);
+  const jobset = objects.find((o) => o.kind === 'JobSet')?.spec as Obj | undefined;
+  const job = (name: string, replicated: string) => find(objects, 'Job', name) ?? jobset?.replicatedJobs.find((rj: Obj) => rj.name === replicated)?.template;
+  const coord = job(NAMES.coordinator, 'coordinator');
+  const workers = job(NAMES.workers, 'worker');
   if (!coord || !workers) {
     problems.push(`the coordinator Job (${NAMES.coordinator}) or the worker Job (${NAMES.workers}) is missing`);
     return;
