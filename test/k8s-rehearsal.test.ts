@@ -6,7 +6,7 @@
 // a replacement starts with the same environment and a new pod IP, as the Job controller would do:
 // the job finishes with the weights of an uninterrupted run. Needs root (skipped otherwise).
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -17,7 +17,7 @@ import { renderJob } from '../deploy/render/render.ts';
 import { makeJobSecrets } from '../deploy/render/secrets.ts';
 import { checkWiring, podTemplates } from '../deploy/render/wiring.ts';
 import { openCheckpoint } from '../model/safetensors.ts';
-import { Trainer } from '../worker/local-trainer.ts';
+import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { exited, inNs, NetnsLab } from './support/netns.ts';
 import { podProcess, type PodHost } from './support/pod.ts';
@@ -75,14 +75,12 @@ test('the rendered job runs as pods in their own namespaces; a killed worker pod
     const workers = [w0, w1].map((h, i) => start('Job', NAMES.workers, `w${i}`, h, { [INDEX]: String(i) }));
 
     // Kill pod propipe-worker-1 once training is under way; its replacement gets a new IP, same name.
-    let scraped = '';
+    let killedMidRun = false;
     const replaced = new Promise<ChildProcess>((resolve) => {
       const poll = setInterval(async () => {
         if (!lines.some((l) => l.startsWith('coord ') && l.includes('"msg":"train"') && l.includes('"step":8,'))) return;
         clearInterval(poll);
-        // Prometheus's view: the metrics port of the coordinator Service, from another pod.
-        const curl = spawnSync('ip', ['netns', 'exec', nats.ns, process.execPath, '-e', `fetch('http://${NAMES.coordinator}.${NS}.svc:9090/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`], { encoding: 'utf8', timeout: 10_000 });
-        scraped = curl.stdout;
+        killedMidRun = workers[1].exitCode === null && coordinator.exitCode === null;
         workers[1].kill('SIGKILL');
         await exited(workers[1]);
         lab.readdress(3, '10.232.0.99');
@@ -90,14 +88,22 @@ test('the rendered job runs as pods in their own namespaces; a killed worker pod
         resolve(start('Job', NAMES.workers, 'w1-replacement', w1, { [INDEX]: '1' }));
       }, 20);
     });
+    // Prometheus's view, from another pod, while the job waits for the replacement.
+    const scraped = replaced.then(() => {
+      const lines2: string[] = [];
+      const curl = inNs(nats.ns, [process.execPath, '-e', `fetch('http://${NAMES.coordinator}.${NS}.svc:9090/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`], lines2, 'scrape', { PATH: process.env.PATH });
+      return exited(curl).then(() => lines2.join('\n'));
+    });
     let guard: NodeJS.Timeout | undefined;
     const code = await Promise.race([exited(coordinator), new Promise<number>((r) => (guard = setTimeout(() => r(-1), 240_000)))]);
     clearTimeout(guard);
     const replacement = await replaced;
     assert.equal(code, 0, lines.filter((l) => !l.includes('"msg":"train"')).slice(-30).join('\n'));
-    assert.deepEqual(await Promise.all([exited(workers[0]), exited(replacement)]), [0, 0], 'the worker pods complete');
+    const tail = (pod: string) => lines.filter((l) => l.startsWith(`${pod} `) && !l.includes('"msg":"train"')).slice(-12).join('\n');
+    assert.deepEqual(await Promise.all([exited(workers[0]), exited(replacement)]), [0, 0], `the worker pods complete\n${tail('w0')}\n${tail('w1-replacement')}`);
 
-    assert.match(scraped, /^propipe_loss /m, 'metrics are served on the coordinator Service');
+    assert.ok(killedMidRun, 'the worker pod was killed while the job ran');
+    assert.match(await scraped, /^scrape propipe_loss /m, 'metrics are served on the coordinator Service');
     const failover = lines.filter((l) => l.includes('a rank failed: re-assigning'));
     assert.ok(failover.length >= 1, 'the job failed over');
     t.diagnostic(`fail-over: ${JSON.parse(failover[0].slice(failover[0].indexOf('{'))).reason}`);
