@@ -33,7 +33,7 @@ const ACTIONS: Record<string, (f: Flags) => void> = {
     write(f, toYaml(objects));
   },
   secrets(f) {
-    write(f, toYaml(makeJobSecrets({ namespace: f.str('namespace') ?? 'default', days: f.int('days', 90) })), 0o600);
+    write(f, toYaml(makeJobSecrets({ namespace: f.required('namespace'), days: f.int('days', 90) })), 0o600);
   },
   kustomize(f) {
     const dir = f.str('out') ?? 'deploy/k8s';
