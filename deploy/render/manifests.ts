@@ -88,7 +88,8 @@ function nats(o: RenderOptions): K8sObject[] {
         replicas: 1,
         selector: { matchLabels: labels('nats') },
         template: {
-          metadata: { labels: labels('nats'), annotations: scrape(PORTS.natsMonitor) },
+          // No scrape annotations: nats-server serves JSON on its monitor port, not Prometheus text.
+          metadata: { labels: labels('nats') },
           spec: {
             securityContext: podSecurity,
             containers: [
