@@ -16,7 +16,7 @@ import { NAMES } from '../deploy/render/names.ts';
 import { renderJob } from '../deploy/render/render.ts';
 import { makeJobSecrets } from '../deploy/render/secrets.ts';
 import { checkWiring, podTemplates } from '../deploy/render/wiring.ts';
-import { openCheckpoint } from '../model/safetensors.ts';
+import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
 import { exited, inNs, NetnsLab } from './support/netns.ts';
