@@ -41,8 +41,8 @@ export interface RegisterRequest {
   device: string;
   /** what this worker may use for weights, optimizer state and activations */
   memoryBytes: number;
-  /** Preferred rank (-1 = none): ranks follow hints, then registration order. */
-  rankHint?: number;
+  /** preferred rank (a Kubernetes Job's completion index); -1 = none */
+  rankHint: number;
 }
 
 export interface BlockRangeMsg {
