@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// Entry point for `npx propipe`: sources are TypeScript run through tsx, so there is no build step
-// between `npm ci` and a working command.
-import { register } from 'tsx/esm/api';
+// Entry point of `propipe`. In a clone the TypeScript sources run through tsx, so there is no build
+// step between `npm ci` and a working command. The published package ships no TypeScript: `npm pack`
+// compiles it to dist/ (the prepack script), and that runs on plain Node without dev dependencies.
+import fs from 'node:fs';
 
-register();
-await import('../cli/main.ts');
+if (fs.existsSync(new URL('../cli/main.ts', import.meta.url))) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  await import('../cli/main.ts');
+} else {
+  await import('../dist/cli/main.js');
+}

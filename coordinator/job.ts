@@ -147,6 +147,9 @@ export class Job {
   }
 
   private assign(): void {
+    // Stable rank identities where workers give hints (Indexed Job pods): rank i is pod i.
+    const hint = (w: { req: RegisterRequest }) => (w.req.rankHint >= 0 ? w.req.rankHint : Infinity);
+    this.waiting.sort((a, b) => hint(a) - hint(b));
     this.capacities = this.waiting.map((w) => w.req.memoryBytes);
     this.partition = this.plan(this.state.stage);
     this.epoch++;

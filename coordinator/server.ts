@@ -59,7 +59,7 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`);
   const signals = new SignalPublisher(nc, jobId);
   const telemetry = new Telemetry(run.output_dir, run.resume);
-  const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort) : null;
+  const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort, o.host) : null;
   const service = new CoordinatorService({ ...o, jobId, signals, telemetry });
   const job = service.job;
   const stack = service.stack;

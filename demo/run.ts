@@ -11,6 +11,7 @@ import { openPretrained } from '../model/hf/pretrained.ts';
 import { loadTokenizer } from '../model/hf/tokenizer.ts';
 import { corpusForTokenizer, DEMO_QUIZ_PROMPT, writeDemoData } from './corpus.ts';
 import { DEMO_MODEL, demoMethods, pretrainConfig, type DemoPaths } from './plan.ts';
+import { PROPIPE_BIN } from '../common/package-root.ts';
 import { readJsonl } from '../recipe/data.ts';
 import { evaluateLoss } from '../tasks/evaluate.ts';
 import { readMcJsonl } from '../recipe/multiple-choice.ts';
@@ -19,7 +20,7 @@ import type { RunConfigInput } from '../recipe/run-config.ts';
 import type { TrainResult } from '../local/trainer.ts';
 
 const log = childLog({ component: 'demo' });
-const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
+const BIN = PROPIPE_BIN;
 
 export interface DemoOptions {
   out: string;

@@ -57,7 +57,7 @@ export class Trainer {
     });
     const coord = inProcessCoordinator(service);
     try {
-      const a = await coord.register({ workerId: WORKER_ID, peerAddress: '', device: run.device, memoryBytes: os.totalmem() });
+      const a = await coord.register({ workerId: WORKER_ID, peerAddress: '', device: run.device, memoryBytes: os.totalmem(), rankHint: -1 });
       log.info({ trainType: run.train_type, layers: model.config.numLayers, stages, trainableTensors: model.plan.everTrainable.length }, 'run prepared');
       await runAssignment(a, run, model, { coord, transport: new NoNeighbours(), stages: watcher, workerId: WORKER_ID, stageTimeoutMs: 0, log, feed });
       await service.done;

@@ -41,6 +41,8 @@ export interface RegisterRequest {
   device: string;
   /** what this worker may use for weights, optimizer state and activations */
   memoryBytes: number;
+  /** preferred rank (a Kubernetes Job's completion index); -1 = none */
+  rankHint: number;
 }
 
 export interface BlockRangeMsg {

@@ -1,5 +1,5 @@
-// Throwaway credentials for a local run: a CA, one certificate for every local service (SAN
-// 127.0.0.1, localhost), a bearer token and NATS user/password, all under a private directory.
+// Credentials of a job: a CA, one certificate for every service of the job (for a local run: SAN
+// 127.0.0.1, localhost, valid 2 days), a bearer token and NATS user/password, under a private directory.
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,13 +21,19 @@ function openssl(args: string[], cwd: string): void {
   if (r.error || r.status !== 0) throw new Error(`openssl ${args[0]} failed (${r.error?.message ?? r.stderr.trim()}); install openssl or run with --insecure`);
 }
 
-export function makeLocalCredentials(dir: string): LocalCredentials {
+/** Certificate names and lifetime: local runs by default; `propipe k8s secrets` passes the cluster's service names. */
+export interface CredentialNames {
+  sans: string[];
+  days: number;
+}
+
+export function makeLocalCredentials(dir: string, names: CredentialNames = { sans: ['IP:127.0.0.1', 'DNS:localhost'], days: 2 }): LocalCredentials {
   ensureCommand('openssl', 'openssl', 'Install openssl (Debian/Ubuntu: sudo apt-get install openssl) or run with --insecure');
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=propipe local CA', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', String(names.days), '-subj', '/CN=propipe CA', '-keyout', 'ca.key', '-out', 'ca.crt'], dir);
   openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', 'node.key', '-out', 'node.csr'], dir);
-  fs.writeFileSync(path.join(dir, 'san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n');
-  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'san.cnf', '-out', 'node.crt'], dir);
+  fs.writeFileSync(path.join(dir, 'san.cnf'), `subjectAltName=${names.sans.join(',')}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+  openssl(['x509', '-req', '-in', 'node.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', String(names.days), '-extfile', 'san.cnf', '-out', 'node.crt'], dir);
   const tokenFile = path.join(dir, 'token');
   fs.writeFileSync(tokenFile, crypto.randomBytes(24).toString('hex'), { mode: 0o600 });
   return {

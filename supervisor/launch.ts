@@ -6,11 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { childLog } from '../common/log.ts';
+import { PROPIPE_BIN } from '../common/package-root.ts';
 import { makeLocalCredentials } from './credentials.ts';
 import { freePort, startNatsServer, waitForPort, type NatsServerProcess } from './nats-server.ts';
 
 const log = childLog({ component: 'launch' });
-const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
+const BIN = PROPIPE_BIN;
 
 export interface LaunchOptions {
   workers: number;

@@ -3,71 +3,22 @@
 // notices within the step timeout, fails over, and when the link returns finishes with the weights of
 // an uninterrupted run. Needs root and iproute2 (skipped, with the reason, otherwise).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
+import { exited, inNs, ip, NetnsLab } from './support/netns.ts';
 import { makeTiny } from './support/tiny.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
-const tag = String(process.pid % 10000);
-const BRIDGE = `ppbr${tag}`;
-const HOSTS = [
-  { ns: `ppc${tag}`, ip: '10.231.0.1' },
-  { ns: `ppw0${tag}`, ip: '10.231.0.10' },
-  { ns: `ppw1${tag}`, ip: '10.231.0.11' },
-];
-
-function ip(...args: string[]): void {
-  const r = spawnSync('ip', args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`);
-}
-
-function setUp(): string | null {
-  if (process.getuid?.() !== 0) return 'needs root for network namespaces';
-  try {
-    ip('link', 'add', BRIDGE, 'type', 'bridge');
-    ip('link', 'set', BRIDGE, 'up');
-    HOSTS.forEach((h, i) => {
-      ip('netns', 'add', h.ns);
-      ip('netns', 'exec', h.ns, 'ip', 'link', 'set', 'lo', 'up');
-      ip('link', 'add', `ppv${i}${tag}`, 'type', 'veth', 'peer', 'name', `ppn${i}${tag}`);
-      ip('link', 'set', `ppn${i}${tag}`, 'netns', h.ns);
-      ip('link', 'set', `ppv${i}${tag}`, 'master', BRIDGE);
-      ip('link', 'set', `ppv${i}${tag}`, 'up');
-      ip('netns', 'exec', h.ns, 'ip', 'addr', 'add', `${h.ip}/24`, 'dev', `ppn${i}${tag}`);
-      ip('netns', 'exec', h.ns, 'ip', 'link', 'set', `ppn${i}${tag}`, 'up');
-    });
-    return null;
-  } catch (err) {
-    tearDown();
-    return `network namespaces are not available here (${(err as Error).message})`;
-  }
-}
-
-function tearDown(): void {
-  HOSTS.forEach((h, i) => {
-    spawnSync('ip', ['link', 'del', `ppv${i}${tag}`]);
-    spawnSync('ip', ['netns', 'del', h.ns]);
-  });
-  spawnSync('ip', ['link', 'del', BRIDGE]);
-}
-
-function inNs(ns: string, args: string[], lines: string[], name: string): ChildProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info' } });
-  for (const s of [child.stdout!, child.stderr!]) readline.createInterface({ input: s }).on('line', (l) => lines.push(`${name} ${l}`));
-  return child;
-}
-
-const exited = (c: ChildProcess) => new Promise<number>((r) => (c.exitCode !== null ? r(c.exitCode) : c.once('exit', (code) => r(code ?? 1))));
+const lab = new NetnsLab(['c', 'w0', 'w1'], '10.231.0');
 
 test('coordinator, NATS and workers on separate hosts; a worker link cut mid-run is detected and recovered', async (t) => {
-  const skip = setUp();
+  const skip = lab.setUp();
   if (skip) return t.skip(skip);
   const children: ChildProcess[] = [];
   try {
@@ -78,7 +29,7 @@ test('coordinator, NATS and workers on separate hosts; a worker link cut mid-run
     const cfg = `${out}.yaml`;
     fs.writeFileSync(cfg, YAML.stringify({ ...run, output_dir: out }));
     const lines: string[] = [];
-    const [c, w0, w1] = HOSTS;
+    const [c, w0, w1] = lab.hosts;
     children.push(inNs(c.ns, ['nats-server', '-a', c.ip, '-p', '4222'], lines, 'nats'));
     await new Promise((r) => setTimeout(r, 500));
     const coordinator = inNs(c.ns, [process.execPath, BIN, 'coordinator', '--host', c.ip, '--port', '7070', '--nats', `nats://${c.ip}:4222`, '--workers', '2', '--config', cfg, '--step-timeout-ms', '2500', '--static-partition'], lines, 'coord');
@@ -86,7 +37,7 @@ test('coordinator, NATS and workers on separate hosts; a worker link cut mid-run
     for (const [i, h] of [w0, w1].entries()) children.push(inNs(h.ns, [process.execPath, BIN, 'worker', '--coordinator', `${c.ip}:7070`, '--host', h.ip, '--worker-id', `w${i}`, '--stage-timeout-ms', '1000'], lines, `w${i}`));
 
     // Cut w1's link once training is under way, restore it 4 s later.
-    const hostSide = `ppv2${tag}`;
+    const hostSide = lab.hostSide(2);
     let cutAt = 0;
     const cut = new Promise<void>((resolve) => {
       const poll = setInterval(() => {
@@ -115,6 +66,6 @@ test('coordinator, NATS and workers on separate hosts; a worker link cut mid-run
     for (const n of ca.names()) assert.ok(maxRelError(cb.readF32(n), ca.readF32(n)) <= 1e-5, n);
   } finally {
     children.forEach((ch) => ch.exitCode === null && ch.kill('SIGKILL'));
-    tearDown();
+    lab.tearDown();
   }
 });

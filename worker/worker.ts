@@ -30,6 +30,10 @@ export interface WorkerOptions {
   device: 'cpu' | 'cuda';
   memoryBytes?: number;
   workerId?: string;
+  /** The host neighbours dial (a stable DNS name), when it is not the address the peer service binds. */
+  advertiseHost?: string;
+  /** Preferred rank, e.g. a Kubernetes Job's completion index. */
+  rankHint?: number;
   /** How long to wait for a stage signal on NATS before asking the coordinator. */
   stageTimeoutMs?: number;
   /** Test hook: hold back every NATS stage delivery by this much. */
@@ -42,7 +46,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const log = childLog({ component: 'worker', worker: workerId });
   const sec = o.security ?? {};
   const server = new PeerServer(serverCredentials(sec), (md) => checkToken(sec, md));
-  const peerAddress = await server.start(o.host, o.port);
+  const bound = await server.start(o.host, o.port);
+  const peerAddress = o.advertiseHost ? `${o.advertiseHost}:${bound.slice(bound.lastIndexOf(':') + 1)}` : bound;
   const coord = new CoordinatorClient(o.coordinator, channelCredentials(sec), callMetadata(sec));
   const transport: RankTransport = Object.assign(server, { linkUp: (address: string) => new PeerLink(address, server.mailbox, server.expect, channelCredentials(sec), callMetadata(sec)) });
   let model: TrainingModel | null = null;
@@ -54,7 +59,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       let a: AssignmentMsg;
       try {
         log.info({ coordinator: o.coordinator, peer: peerAddress }, 'registering');
-        a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8) });
+        a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8), rankHint: o.rankHint ?? -1 });
       } catch (err) {
         // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
         if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
