@@ -10,8 +10,13 @@ export interface AttentionInputs {
   /** [seq, headDim] rotary tables. */
   cos: string;
   sin: string;
-  /** [seq, seq] additive causal mask (0 or a large negative). */
+  /** [seq, seq] additive causal mask (0 or a large negative); with a cache, [batch, 1, 1, seq, past + seq]. */
   mask: string;
+  /**
+   * Serving: joins this step's rotated keys and values [b, kv, t, d] to the cached ones and returns the
+   * whole [b, kv, past + t, d] (kv heads only, as GQA caches keep them).
+   */
+  cache?: (g: Graph, prefix: string, key: string, value: string) => { key: string; value: string };
 }
 
 export function attention(g: Graph, p: ParamBinder, x: string, prefix: string, config: ModelConfig, io: AttentionInputs): string {
@@ -24,9 +29,10 @@ export function attention(g: Graph, p: ParamBinder, x: string, prefix: string, c
 
   const qr = g.op('Mul', [applyRope(g, q, io.cos, io.sin, d), g.constant(1 / Math.sqrt(d), 'float32')]);
   const kr = applyRope(g, k, io.cos, io.sin, d);
+  const kv = io.cache ? io.cache(g, prefix, kr, v) : { key: kr, value: v };
   const q5 = g.op('Reshape', [qr, g.i64([0, nkv, group, -1, d])]);
-  const k5 = g.op('Unsqueeze', [kr, g.i64([2])]);
-  const v5 = g.op('Unsqueeze', [v, g.i64([2])]);
+  const k5 = g.op('Unsqueeze', [kv.key, g.i64([2])]);
+  const v5 = g.op('Unsqueeze', [kv.value, g.i64([2])]);
 
   const scores = g.op('Add', [g.op('MatMul', [q5, g.op('Transpose', [k5], { perm: [0, 1, 2, 4, 3] })]), io.mask]);
   const probs = g.op('Softmax', [scores], { axis: -1 });
