@@ -140,7 +140,7 @@ export class ServedStack {
     const { hiddenSize: h, numKvHeads: nkv, headDim: d } = this.config;
     const lens = kv ? kv.lens : new Array<number>(rows).fill(0);
     const slots = kv ? kv.slots : 0;
-    let hidden = new Float32Array(rows * t * h);
+    let hidden: Float32Array = new Float32Array(rows * t * h);
     ids.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id * h >= chain.embed.length) throw new Error(`token id ${id} is outside the vocabulary`);
       hidden.set(chain.embed.subarray(id * h, (id + 1) * h), i * h);

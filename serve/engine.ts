@@ -1,0 +1,186 @@
+// The generation loop: a bounded queue in front of one running batch per served model. Between decode
+// steps, waiting requests are prefilled and join their model's batch, and finished or cancelled rows
+// leave it (continuous batching). Requests for different adapters run in turn, one decode step per
+// model per round: rows of one batch share every session, so a batch never mixes adapters.
+import type { TextTokenizer } from '../model/tokenizer.ts';
+import { childLog } from '../model/log.ts';
+import { KvBatch } from './kv-batch.ts';
+import type { ServeMetrics } from './metrics.ts';
+import { Sequence, type GenerationRequest, type GenerationResult } from './sequence.ts';
+import type { Chain, ServedStack } from './stack.ts';
+
+const log = childLog({ component: 'serve' });
+
+export class QueueFullError extends Error {
+  constructor(readonly limit: number) {
+    super(`the server is at capacity (${limit} requests waiting); retry later`);
+    this.name = 'QueueFullError';
+  }
+}
+
+export interface EngineOptions {
+  /** Rows (sequences) decoded together, over all models. */
+  maxBatch: number;
+  /** Requests that may wait for a slot before new ones are refused. */
+  maxQueue: number;
+  maxModelLen: number;
+}
+
+interface Pending {
+  req: GenerationRequest;
+  queuedAt: number;
+  resolve: (r: GenerationResult) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Group {
+  chain: Chain;
+  kv: KvBatch;
+  rows: Sequence[];
+}
+
+export class Engine {
+  private readonly queue: Pending[] = [];
+  private readonly groups = new Map<string, Group>();
+  private wake: (() => void) | null = null;
+  private stopped = false;
+  private readonly loopDone: Promise<void>;
+  private readonly eos: Set<number>;
+  /** Resolves a row's request once its last row has finished. */
+  private readonly settlers = new WeakMap<Sequence, () => void>();
+
+  constructor(
+    private readonly stack: ServedStack,
+    private readonly tokenizer: TextTokenizer,
+    readonly opts: EngineOptions,
+    private readonly metrics: ServeMetrics | null = null,
+  ) {
+    this.eos = new Set([...stack.config.eosTokenIds, ...(tokenizer.eosId === null ? [] : [tokenizer.eosId])]);
+    this.loopDone = this.loop().catch((err) => log.fatal({ err }, 'generation loop failed'));
+  }
+
+  get queueLength(): number {
+    return this.queue.length;
+  }
+
+  get runningRows(): number {
+    let n = 0;
+    for (const g of this.groups.values()) n += g.rows.length;
+    return n;
+  }
+
+  /** Queues a request; rejects at once with QueueFullError when the queue is full. */
+  generate(req: GenerationRequest): Promise<GenerationResult> {
+    if (this.stopped) return Promise.reject(new Error('the server is shutting down'));
+    if (!this.stack.chains.has(req.model)) return Promise.reject(new Error(`unknown model '${req.model}'`));
+    if (req.n > this.opts.maxBatch) return Promise.reject(new RangeError(`n (${req.n}) is larger than --max-batch (${this.opts.maxBatch})`));
+    if (this.queue.length >= this.opts.maxQueue) return Promise.reject(new QueueFullError(this.opts.maxQueue));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req, queuedAt: performance.now(), resolve, reject });
+      this.metrics?.queueLength.set(this.queue.length);
+      this.wake?.();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    await this.loopDone;
+    for (const p of this.queue.splice(0)) p.reject(new Error('the server is shutting down'));
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      await this.admit();
+      const active = [...this.groups.values()].filter((g) => g.rows.length > 0);
+      if (active.length === 0) {
+        if (this.queue.length === 0) await new Promise<void>((r) => (this.wake = r));
+        this.wake = null;
+        continue;
+      }
+      for (const g of active) await this.decode(g);
+    }
+    for (const g of this.groups.values()) for (const s of g.rows) s.abort();
+  }
+
+  /** Prefills waiting requests while the running batches have room. */
+  private async admit(): Promise<void> {
+    while (this.queue.length > 0 && this.runningRows + this.queue[0].req.n <= this.opts.maxBatch) {
+      const p = this.queue.shift()!;
+      this.metrics?.queueLength.set(this.queue.length);
+      try {
+        await this.prefill(p);
+      } catch (err) {
+        p.reject(err);
+      }
+    }
+  }
+
+  private async prefill(p: Pending): Promise<void> {
+    const { req } = p;
+    const seqs = Array.from({ length: req.n }, (_, c) => new Sequence(req, c, this.tokenizer, this.eos, this.opts.maxModelLen));
+    const settle = () => {
+      if (seqs.every((s) => s.finish)) {
+        const completionTokens = seqs.reduce((a, s) => a + s.tokenIds.length, 0);
+        p.resolve({ choices: seqs.map((s) => s.result()), promptTokens: req.prompt.length, completionTokens });
+      }
+    };
+    if (req.signal?.aborted) {
+      seqs.forEach((s) => s.abort());
+      return settle();
+    }
+    let group = this.groups.get(req.model);
+    if (!group) {
+      const chain = this.stack.chains.get(req.model)!;
+      const c = this.stack.config;
+      group = { chain, kv: new KvBatch(chain.numLayers, c.numKvHeads * c.headDim, c.headDim), rows: [] };
+      this.groups.set(req.model, group);
+    }
+    const out = await this.stack.step(group.chain, req.prompt, 1, req.prompt.length, null);
+    this.metrics?.promptTokens.inc({ model: req.model }, req.prompt.length);
+    this.metrics?.ttft.observe({ model: req.model }, (performance.now() - p.queuedAt) / 1000);
+    const vocab = this.stack.config.vocabSize;
+    const alive = seqs.filter((s) => s.accept(out.logits, 0, vocab));
+    this.metrics?.generationTokens.inc({ model: req.model }, seqs.length);
+    if (alive.length > 0) {
+      group.kv.addRows(out.present, req.prompt.length, alive.length);
+      group.rows.push(...alive);
+      // Each row settles the request when it ends; the last one resolves it.
+      for (const s of alive) this.settlers.set(s, settle);
+    }
+    this.metrics?.running.set(this.runningRows);
+    settle();
+  }
+
+  private async decode(g: Group): Promise<void> {
+    this.drop(g, (s) => s.req.signal?.aborted === true);
+    if (g.rows.length === 0) return;
+    const started = performance.now();
+    const out = await this.stack.step(g.chain, g.rows.map((s) => s.last), g.rows.length, 1, g.kv);
+    g.kv.advance(out.present, 1);
+    const vocab = this.stack.config.vocabSize;
+    g.rows.forEach((s, r) => s.accept(out.logits, r * vocab, vocab));
+    const seconds = (performance.now() - started) / 1000;
+    this.metrics?.decodeStep.observe(seconds);
+    this.metrics?.decodeRate.set({ model: g.chain.name }, g.rows.length / seconds);
+    this.metrics?.generationTokens.inc({ model: g.chain.name }, g.rows.length);
+    this.drop(g, (s) => s.finish !== null);
+  }
+
+  /** Removes rows that match `done` from a batch (aborting the cancelled ones) and settles their requests. */
+  private drop(g: Group, done: (s: Sequence) => boolean): void {
+    const gone = new Set<number>();
+    g.rows.forEach((s, r) => {
+      if (done(s)) {
+        s.abort();
+        gone.add(r);
+      }
+    });
+    if (gone.size === 0) return;
+    const leaving = g.rows.filter((_, r) => gone.has(r));
+    g.kv.removeRows(gone);
+    g.rows = g.rows.filter((_, r) => !gone.has(r));
+    for (const s of leaving) this.settlers.get(s)?.();
+    this.metrics?.running.set(this.runningRows);
+  }
+}
