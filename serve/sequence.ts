@@ -22,6 +22,8 @@ export interface GenerationRequest {
   stop: string[];
   /** How many alternatives per token to return log-probabilities for; null = no log-probabilities. */
   logprobs: number | null;
+  /** Keep going past the EOS token (vLLM's ignore_eos; benchmarks and tests). */
+  ignoreEos?: boolean;
   /** Called as text becomes safe to send (streaming). */
   onDelta?: (choice: number, text: string, tokens: TokenInfo[]) => void;
   onFinish?: (choice: number, reason: FinishReason) => void;
@@ -73,7 +75,7 @@ export class Sequence {
     const info: TokenInfo = { id, logprob: lp?.chosen ?? 0, top: lp?.top ?? [] };
     if (lp) this.tokens.push(info);
     let delta = '';
-    if (this.eos.has(id)) this.finish = 'stop';
+    if (this.eos.has(id) && !this.req.ignoreEos) this.finish = 'stop';
     else {
       this.unsent.push(info);
       delta = this.text.push(id);

@@ -86,6 +86,7 @@ export async function handleGenerate(ctx: GenerateContext, kind: Kind, raw: unkn
     sampling: samplingOf(body),
     stop: stopsOf(body),
     logprobs: p.logprobs,
+    ignoreEos: body.ignore_eos === true,
     signal: abort.signal,
     ...(stream
       ? {

@@ -20,6 +20,7 @@ const common = {
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
   user: z.string().nullish(),
+  ignore_eos: z.boolean().nullish(),
 };
 
 const tokenIds = z.array(z.number().int().nonnegative()).min(1);
