@@ -71,15 +71,28 @@ export class Engine {
 
   /** Queues a request; rejects at once with QueueFullError when the queue is full. */
   generate(req: GenerationRequest): Promise<GenerationResult> {
-    if (this.stopped) return Promise.reject(new Error('the server is shutting down'));
-    if (!this.stack.chains.has(req.model)) return Promise.reject(new Error(`unknown model '${req.model}'`));
-    if (req.n > this.opts.maxBatch) return Promise.reject(new RangeError(`n (${req.n}) is larger than --max-batch (${this.opts.maxBatch})`));
-    if (this.queue.length >= this.opts.maxQueue) return Promise.reject(new QueueFullError(this.opts.maxQueue));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ req, queuedAt: performance.now(), resolve, reject });
-      this.metrics?.queueLength.set(this.queue.length);
-      this.wake?.();
-    });
+    try {
+      return this.generateAll([req])[0];
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Queues the requests of one API call (one per prompt) together: all of them, or none. Throws at once
+   * (QueueFullError when the queue is full), so the caller can answer before it starts a stream.
+   */
+  generateAll(reqs: readonly GenerationRequest[]): Promise<GenerationResult>[] {
+    if (this.stopped) throw new Error('the server is shutting down');
+    const bad = reqs.find((r) => !this.stack.chains.has(r.model));
+    if (bad) throw new Error(`unknown model '${bad.model}'`);
+    const wide = reqs.find((r) => r.n > this.opts.maxBatch);
+    if (wide) throw new RangeError(`n (${wide.n}) is larger than --max-batch (${this.opts.maxBatch})`);
+    if (this.queue.length + reqs.length > this.opts.maxQueue) throw new QueueFullError(this.opts.maxQueue);
+    const all = reqs.map((req) => new Promise<GenerationResult>((resolve, reject) => this.queue.push({ req, queuedAt: performance.now(), resolve, reject })));
+    this.metrics?.queueLength.set(this.queue.length);
+    this.wake?.();
+    return all;
   }
 
   async close(): Promise<void> {

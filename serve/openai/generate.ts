@@ -74,9 +74,6 @@ export async function handleGenerate(ctx: GenerateContext, kind: Kind, raw: unkn
     if (!res.writableEnded) abort.abort();
   });
   const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
-  if (stream) {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  }
   const offsets = new Map<number, number>();
   const requests = p.prompts.map((prompt, i): GenerationRequest => ({
     model: body.model,
@@ -103,7 +100,13 @@ export async function handleGenerate(ctx: GenerateContext, kind: Kind, raw: unkn
         }
       : {}),
   }));
-  const results = await Promise.all(requests.map((r) => ctx.engine.generate(r)));
+  // Queued before the stream starts, so a full queue is still a 429 and not an in-band error.
+  const pending = ctx.engine.generateAll(requests);
+  if (stream) {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
+  }
+  const results = await Promise.all(pending);
   if (abort.signal.aborted) return;
   const promptTokens = results.reduce((a, r) => a + r.promptTokens, 0);
   const completionTokens = results.reduce((a, r) => a + r.completionTokens, 0);
