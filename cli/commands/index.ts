@@ -11,7 +11,9 @@ import { gradCommand } from './grad.ts';
 import { initModel } from './init-model.ts';
 import { k8sCommand } from './k8s.ts';
 import { mergeCommand } from './merge.ts';
+import { chatCommand } from './chat.ts';
+import { serveCommand } from './serve.ts';
 import { studyCommand } from './study.ts';
 import { sftCommand, trainCommand } from './train.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand, serveCommand, chatCommand];
