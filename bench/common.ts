@@ -40,6 +40,13 @@ export class Flags {
     return n;
   }
 
+  /** A string flag, or undefined when it is absent. */
+  str(name: string): string | undefined {
+    const v = this.values.get(name);
+    if (typeof v === 'boolean') throw new Error(`--${name} needs a value`);
+    return v;
+  }
+
   bool(name: string, fallback: boolean): boolean {
     const v = this.values.get(name);
     if (v === undefined) return fallback;

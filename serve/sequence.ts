@@ -27,6 +27,8 @@ export interface GenerationRequest {
   /** Called as text becomes safe to send (streaming). */
   onDelta?: (choice: number, text: string, tokens: TokenInfo[]) => void;
   onFinish?: (choice: number, reason: FinishReason) => void;
+  /** Called for every token chosen, printable or not (time to first token). */
+  onToken?: (choice: number) => void;
   signal?: AbortSignal;
 }
 
@@ -71,6 +73,7 @@ export class Sequence {
   accept(logits: Float32Array, off: number, vocab: number): boolean {
     const id = this.sampler.next(logits, off, vocab);
     this.tokenIds.push(id);
+    this.req.onToken?.(this.choice);
     const lp = this.req.logprobs === null ? null : logprobsOf(logits, off, vocab, id, this.req.logprobs);
     const info: TokenInfo = { id, logprob: lp?.chosen ?? 0, top: lp?.top ?? [] };
     if (lp) this.tokens.push(info);
