@@ -18,7 +18,7 @@ import { openPretrained } from '../model/pretrained.ts';
 import { writeCheckpoint } from '../model/safetensors.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
 import { loadServing, type Loaded } from '../serve/serve.ts';
-import { makeProLoraAdapter } from '../test/support/serve-models.ts';
+import { greedyRecompute, makeProLoraAdapter } from '../test/support/serve-models.ts';
 import { defaultThreads, Flags, hostInfo, info, median, printJson, Rng, round, timeRuns } from './common.ts';
 
 const MID = { layers: 18, hidden: 1024, heads: 16, kvHeads: 4, intermediate: 2816, vocab: 32000 };
@@ -115,15 +115,7 @@ async function noCacheRate(dir: string, prompt: number, tokens: number, threads:
   const rng = new Rng(5);
   const ids = Array.from({ length: prompt }, () => 3 + rng.nextInt(m.config.vocabSize - 3));
   const t0 = performance.now();
-  for (let s = 0; s < tokens; s++) {
-    const seq = BigInt64Array.from(ids.map(BigInt));
-    const out = await program.forward({ batch: 1, seq: ids.length, inputIds: seq, labels: seq }, new Map());
-    const logits = out.logits.data as Float32Array;
-    const V = m.config.vocabSize;
-    let best = 0;
-    for (let i = 1; i < V; i++) if (logits[(ids.length - 1) * V + i] > logits[(ids.length - 1) * V + best]) best = i;
-    ids.push(best);
-  }
+  await greedyRecompute(program, m.config.vocabSize, ids, tokens);
   const rate = tokens / ((performance.now() - t0) / 1000);
   await program.release();
   return rate;

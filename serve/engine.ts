@@ -48,6 +48,8 @@ export class Engine {
   private readonly eos: Set<number>;
   /** Resolves a row's request once its last row has finished. */
   private readonly settlers = new WeakMap<Sequence, () => void>();
+  /** Rejects a row's request when its batch fails. */
+  private readonly failers = new WeakMap<Sequence, (err: unknown) => void>();
 
   constructor(
     private readonly stack: ServedStack,
@@ -111,7 +113,17 @@ export class Engine {
         this.wake = null;
         continue;
       }
-      for (const g of active) await this.decode(g);
+      for (const g of active) {
+        try {
+          await this.decode(g);
+        } catch (err) {
+          // A failed step leaves the batch's cache unusable: its requests fail, the server goes on.
+          log.error({ err, model: g.chain.name, rows: g.rows.length }, 'decode step failed');
+          for (const s of g.rows) this.failers.get(s)?.(err);
+          g.rows = [];
+          g.kv.removeRows(new Set(g.kv.lens.map((_, r) => r)));
+        }
+      }
     }
     for (const g of this.groups.values()) for (const s of g.rows) s.abort();
   }
@@ -159,7 +171,10 @@ export class Engine {
       group.kv.addRows(out.present, req.prompt.length, alive.length);
       group.rows.push(...alive);
       // Each row settles the request when it ends; the last one resolves it.
-      for (const s of alive) this.settlers.set(s, settle);
+      for (const s of alive) {
+        this.settlers.set(s, settle);
+        this.failers.set(s, p.reject);
+      }
     }
     this.metrics?.running.set(this.runningRows);
     settle();

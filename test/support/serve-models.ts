@@ -9,7 +9,7 @@ import { expandConfig, expandedLoader, expandedRawLoader, planExpansion } from '
 import { expansionInfo } from '../../model/expand-sidecar.ts';
 import { writeAdapter, writeMergedModel, type TrainedParts } from '../../model/export.ts';
 import { createRandomModel, randomWeights } from '../../model/init.ts';
-import { frozenWholeModel } from '../../model/llama/program.ts';
+import { frozenWholeModel, type RangeProgram } from '../../model/llama/program.ts';
 import { layerParamSpecs } from '../../model/params.ts';
 import { openPretrained } from '../../model/pretrained.ts';
 import { Rng } from '../../model/rng.ts';
@@ -85,28 +85,32 @@ export function makeProLoraAdapter(baseDir: string, root: string): { adapter: st
 }
 
 /** Greedy continuation by recomputing the whole sequence each step, and each step's log-softmax. */
+export async function greedyRecompute(program: RangeProgram, vocab: number, prompt: readonly number[], steps: number): Promise<{ tokens: number[]; logprobs: number[] }> {
+  const ids = [...prompt];
+  const logprobs: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    const seq = BigInt64Array.from(ids.map(BigInt));
+    const out = await program.forward({ batch: 1, seq: ids.length, inputIds: seq, labels: seq }, new Map());
+    const logits = out.logits.data as Float32Array;
+    const off = (ids.length - 1) * vocab;
+    let best = 0;
+    let max = -Infinity;
+    for (let i = 0; i < vocab; i++) if (logits[off + i] > max) [max, best] = [logits[off + i], i];
+    let sum = 0;
+    for (let i = 0; i < vocab; i++) sum += Math.exp(logits[off + i] - max);
+    logprobs.push(-Math.log(sum));
+    ids.push(best);
+  }
+  return { tokens: ids.slice(prompt.length), logprobs };
+}
+
+/** greedyRecompute on the model in `modelDir`, through the evaluation path (frozenWholeModel). */
 export async function referenceGreedy(modelDir: string, prompt: readonly number[], steps: number): Promise<{ tokens: number[]; logprobs: number[] }> {
   const m = openPretrained(modelDir);
   const program = await frozenWholeModel(m.config, m.load, { logits: true });
-  const V = m.config.vocabSize;
-  const ids = [...prompt];
-  const logprobs: number[] = [];
   try {
-    for (let s = 0; s < steps; s++) {
-      const seq = BigInt64Array.from(ids.map(BigInt));
-      const out = await program.forward({ batch: 1, seq: ids.length, inputIds: seq, labels: seq }, new Map());
-      const logits = out.logits.data as Float32Array;
-      const off = (ids.length - 1) * V;
-      let best = 0;
-      let max = -Infinity;
-      for (let i = 0; i < V; i++) if (logits[off + i] > max) [max, best] = [logits[off + i], i];
-      let sum = 0;
-      for (let i = 0; i < V; i++) sum += Math.exp(logits[off + i] - max);
-      logprobs.push(-Math.log(sum));
-      ids.push(best);
-    }
+    return await greedyRecompute(program, m.config.vocabSize, prompt, steps);
   } finally {
     await program.release();
   }
-  return { tokens: ids.slice(prompt.length), logprobs };
 }
