@@ -24,6 +24,8 @@ export interface EngineOptions {
   /** Requests that may wait for a slot before new ones are refused. */
   maxQueue: number;
   maxModelLen: number;
+  /** Token ids that end a choice (config.json, generation_config.json, the tokenizer's eos). */
+  eos: readonly number[];
 }
 
 interface Pending {
@@ -57,7 +59,7 @@ export class Engine {
     readonly opts: EngineOptions,
     private readonly metrics: ServeMetrics | null = null,
   ) {
-    this.eos = new Set([...stack.config.eosTokenIds, ...(tokenizer.eosId === null ? [] : [tokenizer.eosId])]);
+    this.eos = new Set(opts.eos);
     this.loopDone = this.loop().catch((err) => log.fatal({ err }, 'generation loop failed'));
   }
 

@@ -1,5 +1,6 @@
 // Loading what `propipe serve` and `propipe chat` run: the base model, its adapters, the sessions and
 // the generation engine; and starting the HTTP server on top.
+import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Device } from '../model/graph/session.ts';
@@ -37,6 +38,25 @@ export interface Loaded {
   close(): Promise<void>;
 }
 
+/**
+ * End-of-sequence ids of generation_config.json, which chat models use for their turn end (Qwen2's
+ * <|im_end|>, Llama 3's <|eot_id|>) beside config.json's; vLLM and transformers stop on them too.
+ */
+export function generationEosIds(dir: string): number[] {
+  const file = path.join(dir, 'generation_config.json');
+  if (!fs.existsSync(file)) return [];
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`${file}: invalid JSON (${(err as Error).message}); fix or remove it`);
+  }
+  const eos = (raw as { eos_token_id?: unknown }).eos_token_id;
+  const ids = Array.isArray(eos) ? eos : eos == null ? [] : [eos];
+  if (!ids.every((id) => Number.isInteger(id) && (id as number) >= 0)) throw new Error(`${file}: eos_token_id must be a token id or a list of them, got ${JSON.stringify(eos)}`);
+  return ids as number[];
+}
+
 export async function loadServing(o: LoadOptions): Promise<Loaded> {
   const base = openPretrained(o.model);
   const { config } = base;
@@ -58,7 +78,8 @@ export async function loadServing(o: LoadOptions): Promise<Loaded> {
   const stack = await ServedStack.load(config, base.load, baseName, adapters, { device: o.device, threads: o.threads, maxModelLen });
   const metrics = new ServeMetrics();
   const maxBatch = o.maxBatch ?? 16;
-  const engine = new Engine(stack, tokenizer, { maxBatch, maxQueue: o.maxQueue ?? 4 * maxBatch, maxModelLen }, metrics);
+  const eos = [...config.eosTokenIds, ...generationEosIds(o.model), ...(tokenizer.eosId === null ? [] : [tokenizer.eosId])];
+  const engine = new Engine(stack, tokenizer, { maxBatch, maxQueue: o.maxQueue ?? 4 * maxBatch, maxModelLen, eos }, metrics);
   const info: ServedModelInfo[] = [
     { id: baseName, parent: null, root: path.resolve(o.model) },
     ...adapters.map((a) => ({ id: a.name, parent: baseName, root: path.resolve(a.dir) })),

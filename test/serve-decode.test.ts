@@ -104,6 +104,28 @@ describe('sampling and stop strings', () => {
     }
   });
 
+  it("generation_config.json's eos ids end a choice (a chat model's turn end), unless ignore_eos", async () => {
+    const dir = path.join(root, 'eos');
+    await makeServeModel(dir, 'llama');
+    const probe = await loadServing({ model: dir, maxModelLen: 128 });
+    const free = (await probe.engine.generate(request('eos', [5, 6, 7], { maxTokens: 12 }))).choices[0].tokenIds;
+    await probe.close();
+    // The first token that did not occur before it becomes an end-of-turn token.
+    const at = free.findIndex((t, i) => i >= 3 && !free.slice(0, i).includes(t) && t !== 1);
+    assert.ok(at > 0, `tokens: ${free}`);
+    fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [1, free[at]] }));
+    const served = await loadServing({ model: dir, maxModelLen: 128 });
+    try {
+      const stopped = (await served.engine.generate(request('eos', [5, 6, 7], { maxTokens: 12, ignoreEos: false }))).choices[0];
+      assert.deepEqual(stopped.tokenIds, free.slice(0, at + 1));
+      assert.equal(stopped.finishReason, 'stop');
+      const ignored = (await served.engine.generate(request('eos', [5, 6, 7], { maxTokens: 12 }))).choices[0];
+      assert.deepEqual(ignored.tokenIds, free);
+    } finally {
+      await served.close();
+    }
+  });
+
   it('a stop string spanning token boundaries ends the text before it, and a stream never sends part of it', async () => {
     const dir = path.join(root, 'stop');
     await makeServeModel(dir, 'llama');
