@@ -18,6 +18,13 @@ export class QueueFullError extends Error {
   }
 }
 
+export class ShuttingDownError extends Error {
+  constructor() {
+    super('the server is shutting down; retry on another replica');
+    this.name = 'ShuttingDownError';
+  }
+}
+
 export interface EngineOptions {
   /** Rows (sequences) decoded together, over all models. */
   maxBatch: number;
@@ -46,6 +53,8 @@ export class Engine {
   private readonly groups = new Map<string, Group>();
   private wake: (() => void) | null = null;
   private stopped = false;
+  /** Set by drain(): new requests are refused while the running ones finish. */
+  private draining = false;
   private readonly loopDone: Promise<void>;
   private readonly eos: Set<number>;
   /** Resolves a row's request once its last row has finished. */
@@ -87,7 +96,7 @@ export class Engine {
    * (QueueFullError when the queue is full), so the caller can answer before it starts a stream.
    */
   generateAll(reqs: readonly GenerationRequest[]): Promise<GenerationResult>[] {
-    if (this.stopped) throw new Error('the server is shutting down');
+    if (this.stopped || this.draining) throw new ShuttingDownError();
     const bad = reqs.find((r) => !this.stack.chains.has(r.model));
     if (bad) throw new Error(`unknown model '${bad.model}'`);
     const wide = reqs.find((r) => r.n > this.opts.maxBatch);
@@ -99,11 +108,22 @@ export class Engine {
     return all;
   }
 
+  /** Refuses new requests and waits (at most `timeoutMs`) for the queued and running ones to finish. */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const deadline = performance.now() + timeoutMs;
+    while ((this.queue.length > 0 || this.runningRows > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  get isDraining(): boolean {
+    return this.draining || this.stopped;
+  }
+
   async close(): Promise<void> {
     this.stopped = true;
     this.wake?.();
     await this.loopDone;
-    for (const p of this.queue.splice(0)) p.reject(new Error('the server is shutting down'));
+    for (const p of this.queue.splice(0)) p.reject(new ShuttingDownError());
   }
 
   private async loop(): Promise<void> {

@@ -96,7 +96,7 @@ export async function loadServing(o: LoadOptions): Promise<Loaded> {
 export interface RunningServer {
   url: string;
   loaded: Loaded;
-  close(): Promise<void>;
+  close(graceMs?: number): Promise<void>;
 }
 
 export async function startServer(o: LoadOptions & { host?: string; port?: number; apiKey?: string | null }): Promise<RunningServer> {
@@ -122,9 +122,13 @@ export async function startServer(o: LoadOptions & { host?: string; port?: numbe
   return {
     url,
     loaded,
-    async close() {
+    /** Stops accepting connections, lets running requests finish (up to `graceMs`), then stops. */
+    async close(graceMs = 0) {
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      await loaded.engine.drain(graceMs);
       server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await closed;
       await loaded.close();
     },
   };

@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { childLog } from '../model/log.ts';
-import { QueueFullError } from './engine.ts';
+import { QueueFullError, ShuttingDownError } from './engine.ts';
 import type { ServeMetrics } from './metrics.ts';
 import { ApiError, badKey } from './openai/errors.ts';
 import { handleGenerate, type GenerateContext } from './openai/generate.ts';
@@ -57,7 +57,8 @@ export function createApiServer(o: ServerOptions): Server {
     const url = new URL(req.url ?? '/', 'http://x');
     const path = url.pathname.replace(/\/+$/, '');
     if (path === '/health' && req.method === 'GET') {
-      res.writeHead(200).end();
+      // 503 while draining, so a load balancer stops sending new requests.
+      res.writeHead(o.engine.isDraining ? 503 : 200).end();
       return 'health';
     }
     if (path === '/metrics' && req.method === 'GET') {
@@ -89,6 +90,7 @@ export function createApiServer(o: ServerOptions): Server {
         let e: ApiError;
         if (err instanceof ApiError) e = err;
         else if (err instanceof QueueFullError) e = new ApiError(429, err.message, 'rate_limit_exceeded', null, 'queue_full');
+        else if (err instanceof ShuttingDownError) e = new ApiError(503, err.message, 'server_error', null, 'shutting_down');
         else {
           log.error({ err }, 'request failed');
           e = new ApiError(500, `internal error: ${(err as Error).message}`, 'server_error');

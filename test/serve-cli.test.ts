@@ -16,13 +16,15 @@ before(() => makeServeModel(model, 'qwen2'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
 describe('propipe serve / chat', () => {
-  it('serves on a free port with a key file and exits cleanly on SIGTERM', async () => {
+  it('serves on a free port with a key file; on SIGTERM it finishes the running request, then exits', async () => {
     const keyFile = path.join(root, 'key');
     fs.writeFileSync(keyFile, 'sekrit\n');
     const child = spawn(process.execPath, [BIN, 'serve', '--model', model, '--port', '0', '--api-key-file', keyFile, '--served-model-name', 'tiny-qwen', '--max-model-len', '256'], {
       env: { ...process.env, PROPIPE_LOG_LEVEL: 'warn', PROPIPE_LOG_JSON: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    let signalled = false;
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let out = '';
@@ -42,9 +44,21 @@ describe('propipe serve / chat', () => {
         body: JSON.stringify({ model: 'tiny-qwen', prompt: 'alpha', max_tokens: 5, temperature: 0, ignore_eos: true }),
       });
       assert.equal(((await done.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens, 5);
-    } finally {
-      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+
+      const running = await fetch(`${url}/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer sekrit', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny-qwen', prompt: 'alpha', max_tokens: 200, temperature: 0, ignore_eos: true, stream: true }),
+      });
+      const reader = running.body!.getReader();
+      let text = new TextDecoder().decode((await reader.read()).value);
       child.kill('SIGTERM');
+      signalled = true;
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      assert.match(text, /"finish_reason":"length"/);
+      assert.match(text, /data: \[DONE\]\n\n$/);
+    } finally {
+      if (!signalled) child.kill('SIGTERM');
       assert.equal(await exited, 0);
     }
   });

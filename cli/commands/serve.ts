@@ -21,6 +21,8 @@ function apiKey(f: Flags): string | null {
   return key;
 }
 
+const SHUTDOWN_GRACE_MS = 25_000;
+
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'OpenAI-compatible HTTP server for a model and its trained adapters (KV cache, continuous batching)',
@@ -62,6 +64,8 @@ export const serveCommand: Command = {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
-    await server.close();
+    // As Kubernetes expects: on SIGTERM, finish what is running (within its default 30 s grace), then exit.
+    log.info('draining: running requests finish, new ones get 503');
+    await server.close(SHUTDOWN_GRACE_MS);
   },
 };
