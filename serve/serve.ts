@@ -1,6 +1,5 @@
 // Loading what `propipe serve` and `propipe chat` run: the base model, its adapters, the sessions and
 // the generation engine; and starting the HTTP server on top.
-import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Device } from '../model/graph/session.ts';
@@ -9,8 +8,10 @@ import { openPretrained } from '../model/pretrained.ts';
 import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.ts';
 import { loadServedAdapter } from './adapter.ts';
 import { Engine } from './engine.ts';
+import { readGenerationConfig } from './generation-config.ts';
 import { ServeMetrics } from './metrics.ts';
 import { createApiServer, type ServedModelInfo } from './server.ts';
+import type { SamplingParams } from './sampling.ts';
 import { ServedStack } from './stack.ts';
 
 const log = childLog({ component: 'serve' });
@@ -35,26 +36,9 @@ export interface Loaded {
   info: ServedModelInfo[];
   maxModelLen: number;
   maxBatch: number;
+  /** Sampling defaults from generation_config.json, for requests that leave them out. */
+  defaults: Partial<SamplingParams>;
   close(): Promise<void>;
-}
-
-/**
- * End-of-sequence ids of generation_config.json, which chat models use for their turn end (Qwen2's
- * <|im_end|>, Llama 3's <|eot_id|>) beside config.json's; vLLM and transformers stop on them too.
- */
-export function generationEosIds(dir: string): number[] {
-  const file = path.join(dir, 'generation_config.json');
-  if (!fs.existsSync(file)) return [];
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`${file}: invalid JSON (${(err as Error).message}); fix or remove it`);
-  }
-  const eos = (raw as { eos_token_id?: unknown }).eos_token_id;
-  const ids = Array.isArray(eos) ? eos : eos == null ? [] : [eos];
-  if (!ids.every((id) => Number.isInteger(id) && (id as number) >= 0)) throw new Error(`${file}: eos_token_id must be a token id or a list of them, got ${JSON.stringify(eos)}`);
-  return ids as number[];
 }
 
 export async function loadServing(o: LoadOptions): Promise<Loaded> {
@@ -78,14 +62,15 @@ export async function loadServing(o: LoadOptions): Promise<Loaded> {
   const stack = await ServedStack.load(config, base.load, baseName, adapters, { device: o.device, threads: o.threads, maxModelLen });
   const metrics = new ServeMetrics();
   const maxBatch = o.maxBatch ?? 16;
-  const eos = [...config.eosTokenIds, ...generationEosIds(o.model), ...(tokenizer.eosId === null ? [] : [tokenizer.eosId])];
+  const generation = readGenerationConfig(o.model);
+  const eos = [...config.eosTokenIds, ...generation.eos, ...(tokenizer.eosId === null ? [] : [tokenizer.eosId])];
   const engine = new Engine(stack, tokenizer, { maxBatch, maxQueue: o.maxQueue ?? 4 * maxBatch, maxModelLen, eos }, metrics);
   const info: ServedModelInfo[] = [
     { id: baseName, parent: null, root: path.resolve(o.model) },
     ...adapters.map((a) => ({ id: a.name, parent: baseName, root: path.resolve(a.dir) })),
   ];
   return {
-    engine, stack, tokenizer, metrics, info, maxModelLen, maxBatch,
+    engine, stack, tokenizer, metrics, info, maxModelLen, maxBatch, defaults: generation.defaults,
     async close() {
       await engine.close();
       await stack.release();
@@ -107,6 +92,7 @@ export async function startServer(o: LoadOptions & { host?: string; port?: numbe
     models: loaded.info.map((m) => m.id),
     maxModelLen: loaded.maxModelLen,
     maxBatch: loaded.maxBatch,
+    defaults: loaded.defaults,
     apiKey: o.apiKey ?? null,
     metrics: loaded.metrics,
     info: loaded.info,

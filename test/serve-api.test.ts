@@ -18,6 +18,8 @@ before(async () => {
   const base = path.join(root, 'base');
   await makeServeModel(base, 'llama', 4);
   const { adapter } = makeProLoraAdapter(base, path.join(root, 'run'));
+  // The model's own sampling defaults: greedy unless a request says otherwise.
+  fs.writeFileSync(path.join(base, 'generation_config.json'), JSON.stringify({ eos_token_id: 1, temperature: 0 }));
   server = await startServer({ model: base, adapters: [{ name: 'pro', dir: adapter }], port: 0, apiKey: KEY, maxModelLen: 2048, maxBatch: 2, maxQueue: 2 });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, maxRetries: 0 });
 });
@@ -76,6 +78,17 @@ describe('OpenAI-compatible API', () => {
     const many = await client.completions.create({ model: 'base', prompt: ['alpha', 'beta'], max_tokens: 4, n: 2, temperature: 1, seed: 5 });
     assert.deepEqual(many.choices.map((c) => c.index), [0, 1, 2, 3]);
     assert.equal(many.usage!.completion_tokens, many.choices.length * 4);
+  });
+
+  it("a request without temperature takes generation_config.json's", async () => {
+    const { temperature: _, ...unset } = chat;
+    const a = await client.chat.completions.create({ model: 'base', ...unset });
+    const b = await client.chat.completions.create({ model: 'base', ...unset });
+    const greedy = await client.chat.completions.create({ model: 'base', ...chat });
+    assert.equal(a.choices[0].message.content, greedy.choices[0].message.content);
+    assert.equal(b.choices[0].message.content, greedy.choices[0].message.content);
+    const hot = await Promise.all([1, 2, 3].map(() => client.chat.completions.create({ model: 'base', ...unset, temperature: 1.5 })));
+    assert.ok(hot.some((h) => h.choices[0].message.content !== greedy.choices[0].message.content), 'an explicit temperature wins');
   });
 
   it('an adapter is chosen by its name', async () => {

@@ -3,6 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TextTokenizer } from '../../model/tokenizer.ts';
 import type { Engine } from '../engine.ts';
+import type { SamplingParams } from '../sampling.ts';
 import type { ChoiceResult, GenerationRequest } from '../sequence.ts';
 import { badParam, unknownModel } from './errors.ts';
 import { chatSchema, completionSchema, maxTokensOf, parseBody, samplingOf, stopsOf, type ChatBody, type CompletionBody } from './params.ts';
@@ -14,6 +15,8 @@ export interface GenerateContext {
   models: readonly string[];
   maxModelLen: number;
   maxBatch: number;
+  /** Sampling defaults of the model's generation_config.json. */
+  defaults: Partial<SamplingParams>;
 }
 
 interface Prepared {
@@ -80,7 +83,7 @@ export async function handleGenerate(ctx: GenerateContext, kind: Kind, raw: unkn
     prompt,
     maxTokens: maxTokens[i],
     n,
-    sampling: samplingOf(body),
+    sampling: samplingOf(body, ctx.defaults),
     stop: stopsOf(body),
     logprobs: p.logprobs,
     ignoreEos: body.ignore_eos === true,

@@ -55,14 +55,16 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   throw badParam(param, value === undefined ? `'${param}' is required` : `invalid '${param}' (${JSON.stringify(value)}): ${issue.message}`);
 }
 
-export function samplingOf(b: CompletionBody | ChatBody): SamplingParams {
+/** The request's sampling settings; what it leaves out comes from `defaults` (generation_config.json), then OpenAI's. */
+export function samplingOf(b: CompletionBody | ChatBody, defaults: Partial<SamplingParams> = {}): SamplingParams {
+  const topK = b.top_k ?? defaults.topK ?? 0;
   return {
-    temperature: b.temperature ?? 1,
-    topP: b.top_p ?? 1,
-    topK: b.top_k === -1 ? 0 : (b.top_k ?? 0),
+    temperature: b.temperature ?? defaults.temperature ?? 1,
+    topP: b.top_p ?? defaults.topP ?? 1,
+    topK: topK === -1 ? 0 : topK,
     presencePenalty: b.presence_penalty ?? 0,
     frequencyPenalty: b.frequency_penalty ?? 0,
-    repetitionPenalty: b.repetition_penalty ?? 1,
+    repetitionPenalty: b.repetition_penalty ?? defaults.repetitionPenalty ?? 1,
     seed: b.seed ?? null,
   };
 }
