@@ -11,7 +11,7 @@ import type { SamplingParams } from '../serve/sampling.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
 import { loadServing, type Loaded } from '../serve/serve.ts';
 import { TextStream } from '../serve/text-stream.ts';
-import { makeProLoraAdapter, makeServeModel, MISTRAL_WINDOW, referenceGreedy, tempRoot, type ServeArch } from './support/serve-models.ts';
+import { makeAdapter, makeProLoraAdapter, makeServeModel, MISTRAL_WINDOW, referenceGreedy, tempRoot, type ServeArch } from './support/serve-models.ts';
 
 const root = tempRoot();
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -65,19 +65,22 @@ describe('KV-cache decoding equals full recomputation', () => {
     });
   }
 
-  it('LLaMA Pro + LoRA adapter on the shared base equals the merged model, base rows unaffected', async () => {
+  it('two adapters on one base (LLaMA Pro + LoRA; LoRA of another rank + retrained head) equal their merged models, concurrently with the base', async () => {
     const base = path.join(root, 'pro-base');
     await makeServeModel(base, 'llama', 4);
-    const { adapter, merged } = makeProLoraAdapter(base, path.join(root, 'pro-run'));
-    const served = await loadServing({ model: base, adapters: [{ name: 'pro', dir: adapter }], maxModelLen: 128, maxBatch: 4 });
+    const pro = makeProLoraAdapter(base, path.join(root, 'pro-run'));
+    const tuned = makeAdapter(base, path.join(root, 'tuned-run'), { newBlocks: 0, loraRank: 2, loraOn: /(v_proj|up_proj)\.weight$/, head: true, seed: 23 });
+    const served = await loadServing({ model: base, adapters: [{ name: 'pro', dir: pro.adapter }, { name: 'tuned', dir: tuned.adapter }], maxModelLen: 128, maxBatch: 4 });
     try {
       const prompt = [3, 30, 60, 90, 120];
-      const [viaAdapter, viaBase] = await Promise.all([served.engine.generate(request('pro', prompt)), served.engine.generate(request('pro-base', prompt))]);
-      const a = viaAdapter.choices[0];
-      const b = viaBase.choices[0];
-      await assertMatchesReference(merged, prompt, a.tokenIds, a.logprobs!.map((t) => t.logprob), 'adapter');
-      await assertMatchesReference(base, prompt, b.tokenIds, b.logprobs!.map((t) => t.logprob), 'base');
-      assert.notDeepEqual(a.tokenIds, b.tokenIds, 'the adapter changes the output');
+      const models = [['pro', pro.merged], ['tuned', tuned.merged], ['pro-base', base]];
+      const results = await Promise.all(models.map(([name]) => served.engine.generate(request(name, prompt))));
+      for (const [i, [name, dir]] of models.entries()) {
+        const c = results[i].choices[0];
+        await assertMatchesReference(dir, prompt, c.tokenIds, c.logprobs!.map((t) => t.logprob), name);
+      }
+      const outputs = new Set(results.map((r) => r.choices[0].tokenIds.join()));
+      assert.equal(outputs.size, 3, 'each adapter changes the output');
     } finally {
       await served.close();
     }

@@ -41,25 +41,36 @@ export async function makeServeModel(dir: string, arch: ServeArch, layers = 2): 
   return config;
 }
 
+export interface AdapterShape {
+  /** LLaMA Pro blocks, spread over 2 groups (0: none). */
+  newBlocks: number;
+  loraRank: number;
+  /** Linears of the original blocks that get LoRA. */
+  loraOn: RegExp;
+  /** Also retrain the final norm and lm_head (train_head_last_stage). */
+  head?: boolean;
+  seed?: number;
+}
+
 /**
- * An adapter on `baseDir`: two LLaMA Pro blocks (random, non-zero) after blocks 1 and 3 of a 4-block
- * base, LoRA rank 4 on q_proj and down_proj of the original blocks; and the merged model of the same
- * parts, as `propipe train` writes them to adapter/ and final/.
+ * An adapter on `baseDir` and the merged model of the same parts, as `propipe train` writes them to
+ * adapter/ and final/: random non-zero LLaMA Pro blocks, LoRA factors and head, so each part shows.
  */
-export function makeProLoraAdapter(baseDir: string, root: string): { adapter: string; merged: string } {
+export function makeAdapter(baseDir: string, root: string, shape: AdapterShape): { adapter: string; merged: string } {
   const base = openPretrained(baseDir);
-  const plan = planExpansion(base.config.numLayers, 2, 2);
+  const L = base.config.numLayers;
+  const plan = shape.newBlocks > 0 ? planExpansion(L, shape.newBlocks, 2) : Array.from({ length: L }, (_, i) => ({ kind: 'original' as const, source: i }));
   const config = expandConfig(base.config, plan);
-  const rng = new Rng(17);
+  const rng = new Rng(shape.seed ?? 17);
   const gauss = (n: number, std: number) => Float32Array.from({ length: n }, () => rng.nextGaussian() * std);
   const trained = new Map<string, Float32Array>();
   const linears: string[] = [];
-  const rank = 4;
+  const rank = shape.loraRank;
   plan.forEach((layer, i) => {
     for (const spec of layerParamSpecs(config, i)) {
       const size = spec.shape.reduce((a, b) => a * b, 1);
       if (layer.kind === 'new') trained.set(spec.name, spec.kind === 'norm' ? Float32Array.from({ length: size }, () => 1) : gauss(size, 0.2));
-      else if (spec.kind === 'linear_weight' && /(q_proj|down_proj)\.weight$/.test(spec.name)) {
+      else if (rank > 0 && spec.kind === 'linear_weight' && shape.loraOn.test(spec.name)) {
         const linear = spec.name.slice(0, -'.weight'.length);
         const [out, inp] = spec.shape;
         linears.push(linear);
@@ -68,8 +79,12 @@ export function makeProLoraAdapter(baseDir: string, root: string): { adapter: st
       }
     }
   });
-  const expansion = expansionInfo(plan, 2, path.resolve(baseDir));
-  const lora = { rank, alpha: 8, linears };
+  if (shape.head) {
+    trained.set('model.norm.weight', gauss(config.hiddenSize, 0.3).map((v) => 1 + v));
+    if (!config.tieWordEmbeddings) trained.set('lm_head.weight', gauss(config.vocabSize * config.hiddenSize, 0.25));
+  }
+  const expansion = shape.newBlocks > 0 ? expansionInfo(plan, 2, path.resolve(baseDir)) : null;
+  const lora = rank > 0 ? { rank, alpha: 2 * rank, linears } : null;
   const parts: TrainedParts = {
     config,
     raw: base.raw,
@@ -80,8 +95,13 @@ export function makeProLoraAdapter(baseDir: string, root: string): { adapter: st
     expansion,
   };
   const merged = writeMergedModel(path.join(root, 'final'), parts, baseDir);
-  const adapter = writeAdapter(path.join(root, 'adapter'), parts, { baseModel: path.resolve(baseDir), lora, expansion, run: { train_type: 'llamapro' } });
+  const adapter = writeAdapter(path.join(root, 'adapter'), parts, { baseModel: path.resolve(baseDir), lora, expansion, run: { train_type: expansion ? 'llamapro' : 'lora' } });
   return { adapter, merged };
+}
+
+/** Two LLaMA Pro blocks after blocks 1 and 3 of a 4-block base, LoRA rank 4 on q_proj and down_proj of the originals. */
+export function makeProLoraAdapter(baseDir: string, root: string): { adapter: string; merged: string } {
+  return makeAdapter(baseDir, root, { newBlocks: 2, loraRank: 4, loraOn: /(q_proj|down_proj)\.weight$/ });
 }
 
 /** Greedy continuation by recomputing the whole sequence each step, and each step's log-softmax. */
