@@ -11,6 +11,9 @@ import type { Chain, ServedStack } from './stack.ts';
 
 const log = childLog({ component: 'serve' });
 
+/** As vLLM's max_num_batched_tokens: bounds how long a burst of new prompts stalls running rows. */
+const PREFILL_TOKENS_PER_ROUND = 2048;
+
 export class QueueFullError extends Error {
   constructor(readonly limit: number) {
     super(`the server is at capacity (${limit} requests waiting); retry later`);
@@ -152,8 +155,12 @@ export class Engine {
 
   /** Prefills waiting requests while the running batches have room. */
   private async admit(): Promise<void> {
-    while (this.queue.length > 0 && this.runningRows + this.queue[0].req.n <= this.opts.maxBatch) {
+    // Prompt tokens prefilled per round: past the budget, running rows get their next token first.
+    let budget = PREFILL_TOKENS_PER_ROUND;
+    const running = this.runningRows > 0;
+    while (this.queue.length > 0 && this.runningRows + this.queue[0].req.n <= this.opts.maxBatch && (budget > 0 || !running)) {
       const p = this.queue.shift()!;
+      budget -= p.req.prompt.length;
       this.metrics?.queueLength.set(this.queue.length);
       try {
         await this.prefill(p);

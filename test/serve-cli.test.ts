@@ -5,6 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { loadServing } from '../serve/serve.ts';
 import { propipe } from './support/cli.ts';
 import { makeServeModel, tempRoot } from './support/serve-models.ts';
 
@@ -75,14 +76,14 @@ describe('propipe serve / chat', () => {
     assert.equal(answers.length, 2, r.stdout);
   });
 
-  it('refuses flag mistakes with what to do', () => {
+  it('refuses flag mistakes with what to do', async () => {
     const both = propipe(['serve', '--model', model, '--api-key', 'a', '--api-key-file', 'b']);
     assert.equal(both.status, 2);
     assert.match(both.stderr, /--api-key or --api-key-file, not both/);
     const adapter = propipe(['serve', '--model', model, '--adapter', 'no-equals-sign']);
     assert.equal(adapter.status, 1);
     assert.match(adapter.stderr, /--adapter takes NAME=DIR/);
-    const notAdapter = propipe(['serve', '--model', model, '--adapter', `x=${model}`]);
-    assert.match(notAdapter.stderr, /is not a propipe adapter/);
+    await assert.rejects(loadServing({ model, adapters: [{ name: 'x', dir: model }] }), /is not a propipe adapter .*written to output_dir\/adapter by 'propipe train'/);
+    await assert.rejects(loadServing({ model, maxModelLen: 1 << 20 }), /--max-model-len 1048576 must be between 2 and the model's max_position_embeddings \(2048\)/);
   });
 });
