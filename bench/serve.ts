@@ -8,14 +8,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeConfig } from '../model/config.ts';
+import { writeConfig } from '../model/hf/config.ts';
 import { Graph } from '../model/graph/graph.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
-import { createRandomModel, randomModelConfig, randomWeights } from '../model/init.ts';
+import { createRandomModel, randomModelConfig, randomWeights } from '../model/hf/init.ts';
 import { frozenWholeModel } from '../model/llama/program.ts';
-import { paramCount } from '../model/params.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { writeCheckpoint } from '../model/safetensors.ts';
+import { paramCount } from '../model/llama/param-specs.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { writeCheckpoint } from '../model/hf/checkpoint.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
 import { loadServing, type Loaded } from '../serve/serve.ts';
 import { greedyRecompute, makeProLoraAdapter } from '../test/support/serve-models.ts';
@@ -42,7 +42,7 @@ async function memoryBandwidth(threads: number): Promise<number> {
   g.output(g.rename(g.op('ReduceSum', [x], { keepdims: 0 }), 'y'));
   const s = await CompiledGraph.create(g, { threads });
   const data = new Rng(1).uniformArray(n, 1);
-  const times = await timeRuns(() => s.run({ x: { dtype: 'float32', dims: [n], data } }), 2, 5);
+  const times = await timeRuns(() => s.run({ x: { dtype: 'float32', shape: [n], data } }), 2, 5);
   await s.release();
   return (n * 4) / (Math.min(...times) / 1000);
 }

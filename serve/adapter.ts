@@ -2,12 +2,12 @@
 // layers of the adapted stack are base layers (shared, never copied), which are the adapter's own
 // (LLaMA Pro new blocks, or base blocks it retrained), and which base linears get LoRA terms.
 import path from 'node:path';
-import type { ModelConfig } from '../model/config.ts';
-import { expandedSource, planExpansion, type ExpansionPlan } from '../model/expand.ts';
-import { readExpansionSidecar } from '../model/expand-sidecar.ts';
-import { readAdapter } from '../model/export.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import { expandedSource, planExpansion, type ExpansionPlan } from '../model/expand/expand.ts';
+import { readExpansionSidecar } from '../model/expand/sidecar.ts';
+import { readAdapter } from '../model/hf/export.ts';
 import { loraNames, type LoraSpec, type WeightLoader } from '../model/llama/params.ts';
-import { log } from '../model/log.ts';
+import { log } from '../common/log.ts';
 
 export type LayerSlot =
   /** Base layer `source`, run by the shared base sessions. */

@@ -2,7 +2,7 @@
 // graph serves prefill (t prompt tokens, empty past) and decode (one token per row, past of T slots).
 // Cache tensors are laid out as onnxruntime-genai and transformers.js do: past_key_values.<k>.key
 // [batch, kv_heads, past, head_dim] in, present.<k>.key [batch, kv_heads, past + t, head_dim] out.
-import type { ModelConfig } from '../model/config.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 import { Graph } from '../model/graph/graph.ts';
 import { decoderBlock } from '../model/llama/block.ts';
 import { rmsNorm } from '../model/llama/layers.ts';

@@ -2,7 +2,7 @@
 // printed as they are generated; the history is kept, so the model sees the whole conversation.
 import readline from 'node:readline/promises';
 import type { Readable, Writable } from 'node:stream';
-import type { ChatMessage } from '../model/tokenizer.ts';
+import type { ChatMessage } from '../model/hf/tokenizer.ts';
 import type { SamplingParams } from './sampling.ts';
 import type { Loaded } from './serve.ts';
 

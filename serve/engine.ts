@@ -2,8 +2,8 @@
 // steps, waiting requests are prefilled and join their model's batch, and finished or cancelled rows
 // leave it (continuous batching). Requests for different adapters run in turn, one decode step per
 // model per round: rows of one batch share every session, so a batch never mixes adapters.
-import type { TextTokenizer } from '../model/tokenizer.ts';
-import { childLog } from '../model/log.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
+import { childLog } from '../common/log.ts';
 import { KvBatch } from './kv-batch.ts';
 import type { ServeMetrics } from './metrics.ts';
 import { Sequence, type GenerationRequest, type GenerationResult } from './sequence.ts';

@@ -3,7 +3,7 @@
 // applies both (`--generation-config auto`); so does propipe, for fields a request leaves out.
 import fs from 'node:fs';
 import path from 'node:path';
-import { log } from '../model/log.ts';
+import { log } from '../common/log.ts';
 import type { SamplingParams } from './sampling.ts';
 
 export interface GenerationConfig {

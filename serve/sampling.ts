@@ -1,7 +1,7 @@
 // Next-token choice from one row of logits, in the order vLLM and transformers apply the knobs:
 // repetition penalty, presence/frequency penalties, temperature, top-k, top-p, then a draw from the
 // row's own seeded generator (so a seed gives the same text however requests are batched).
-import { Rng } from '../model/rng.ts';
+import { Rng } from '../common/rng.ts';
 
 export interface SamplingParams {
   temperature: number;

@@ -2,7 +2,7 @@
 // token log-probabilities and why it ended.
 import { logprobsOf, Sampler, type SamplingParams, type TokenLogprob } from './sampling.ts';
 import { TextStream } from './text-stream.ts';
-import type { TextTokenizer } from '../model/tokenizer.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort';
 

@@ -3,9 +3,9 @@
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Device } from '../model/graph/session.ts';
-import { childLog } from '../model/log.ts';
-import { openPretrained } from '../model/pretrained.ts';
-import { loadTokenizer, type TextTokenizer } from '../model/tokenizer.ts';
+import { childLog } from '../common/log.ts';
+import { openPretrained } from '../model/hf/pretrained.ts';
+import { loadTokenizer, type TextTokenizer } from '../model/hf/tokenizer.ts';
 import { loadServedAdapter } from './adapter.ts';
 import { Engine } from './engine.ts';
 import { readGenerationConfig } from './generation-config.ts';

@@ -3,7 +3,7 @@
 // Prometheus scrape without it.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import { QueueFullError, ShuttingDownError } from './engine.ts';
 import type { ServeMetrics } from './metrics.ts';
 import { ApiError, badKey } from './openai/errors.ts';

@@ -3,10 +3,11 @@
 // each base weight lives in exactly one session that every adapter runs; an adapter adds sessions
 // for its own blocks only, and its LoRA factors on base blocks are fed as inputs of the shared
 // segments (zeros for requests that do not use them).
-import type { ModelConfig } from '../model/config.ts';
-import { CompiledGraph, type Device, type HostTensor } from '../model/graph/session.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import type { HostTensor } from '../model/graph/dtype.ts';
+import { CompiledGraph, type Device } from '../model/graph/session.ts';
 import { loraNames, ParamBinder, type LoraSpec, type WeightLoader } from '../model/llama/params.ts';
-import { childLog } from '../model/log.ts';
+import { childLog } from '../common/log.ts';
 import type { ServedAdapter } from './adapter.ts';
 import { buildCachedBlocks, buildHead, SERVE_IO } from './cache-graph.ts';
 import type { KvBatch, LayerKv } from './kv-batch.ts';
@@ -147,18 +148,18 @@ export class ServedStack {
     });
     const rope = this.rope.at(lens, t);
     const shared: Record<string, HostTensor> = {
-      [SERVE_IO.cos]: { dtype: 'float32', dims: [rows, 1, t, d], data: rope.cos },
-      [SERVE_IO.sin]: { dtype: 'float32', dims: [rows, 1, t, d], data: rope.sin },
-      [SERVE_IO.mask]: { dtype: 'float32', dims: [rows, 1, 1, t, slots + t], data: stepMask(lens, slots, t, this.config.slidingWindow) },
+      [SERVE_IO.cos]: { dtype: 'float32', shape: [rows, 1, t, d], data: rope.cos },
+      [SERVE_IO.sin]: { dtype: 'float32', shape: [rows, 1, t, d], data: rope.sin },
+      [SERVE_IO.mask]: { dtype: 'float32', shape: [rows, 1, 1, t, slots + t], data: stepMask(lens, slots, t, this.config.slidingWindow) },
     };
     const empty = new Float32Array(0);
     const present: LayerKv[] = [];
     for (const { segment, loraFeeds } of chain.parts) {
-      const feeds: Record<string, HostTensor> = { ...shared, ...loraFeeds, [SERVE_IO.hidden]: { dtype: 'float32', dims: [rows, t, h], data: hidden } };
+      const feeds: Record<string, HostTensor> = { ...shared, ...loraFeeds, [SERVE_IO.hidden]: { dtype: 'float32', shape: [rows, t, h], data: hidden } };
       for (let k = 0; k < segment.layers; k++) {
         const past = kv?.layers[present.length + k];
-        feeds[SERVE_IO.pastKey(k)] = { dtype: 'float32', dims: [rows, nkv, slots, d], data: past?.key ?? empty };
-        feeds[SERVE_IO.pastValue(k)] = { dtype: 'float32', dims: [rows, nkv, slots, d], data: past?.value ?? empty };
+        feeds[SERVE_IO.pastKey(k)] = { dtype: 'float32', shape: [rows, nkv, slots, d], data: past?.key ?? empty };
+        feeds[SERVE_IO.pastValue(k)] = { dtype: 'float32', shape: [rows, nkv, slots, d], data: past?.value ?? empty };
       }
       const out = await segment.session.run(feeds);
       hidden = out[SERVE_IO.hiddenOut].data as Float32Array;
@@ -168,7 +169,7 @@ export class ServedStack {
     }
     const last = new Float32Array(rows * h);
     for (let r = 0; r < rows; r++) last.set(hidden.subarray(((r + 1) * t - 1) * h, (r + 1) * t * h), r * h);
-    const out = await chain.head.run({ [SERVE_IO.hidden]: { dtype: 'float32', dims: [rows, h], data: last } });
+    const out = await chain.head.run({ [SERVE_IO.hidden]: { dtype: 'float32', shape: [rows, h], data: last } });
     return { logits: out[SERVE_IO.logits].data as Float32Array, present };
   }
 
@@ -216,8 +217,8 @@ function loraFeeds(inputs: readonly LoraInput[], adapter: ServedAdapter | null):
       for (let o = 0; o < i.out; o++) b.set(f.b.subarray(o * f.rank, (o + 1) * f.rank), o * i.rank);
     }
     const names = loraNames(i.linear);
-    feeds[names.a] = { dtype: 'float32', dims: [i.rank, i.inp], data: a };
-    feeds[names.b] = { dtype: 'float32', dims: [i.out, i.rank], data: b };
+    feeds[names.a] = { dtype: 'float32', shape: [i.rank, i.inp], data: a };
+    feeds[names.b] = { dtype: 'float32', shape: [i.out, i.rank], data: b };
   }
   return feeds;
 }

@@ -1,6 +1,6 @@
 // Host-side inputs of a cached step: rotary tables at each row's own positions, and the additive mask
 // over [padding | cached tokens | this step's tokens] with causality and the sliding window.
-import type { ModelConfig } from '../model/config.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 import { ropeTables, type RopeTables } from '../model/llama/rope.ts';
 
 /** What causalMask in model/llama/program.ts uses, so cached and uncached logits agree. */

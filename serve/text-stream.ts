@@ -2,7 +2,7 @@
 // a UTF-8 character or change how the previous ones decode), stop strings matched on the text so they
 // are found even when they span token boundaries, and a held-back tail so a stream never sends text
 // that a stop string later cuts away.
-import type { TextTokenizer } from '../model/tokenizer.ts';
+import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 
 export class TextStream {
   private readonly ids: number[] = [];

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { loadTokenizer } from '../model/tokenizer.ts';
+import { loadTokenizer } from '../model/hf/tokenizer.ts';
 import type { SamplingParams } from '../serve/sampling.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
 import { loadServing, type Loaded } from '../serve/serve.ts';

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { log } from '../../model/log.ts';
+import { log } from '../../common/log.ts';
 import { parseAdapterFlag } from '../../serve/adapter.ts';
 import { startServer } from '../../serve/serve.ts';
 import { UsageError, type Flags } from '../args.ts';

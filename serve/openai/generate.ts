@@ -1,7 +1,7 @@
 // POST /v1/completions and /v1/chat/completions: prompt to token ids, one engine request per prompt,
 // then one JSON body or a server-sent event stream. A client that goes away cancels its requests.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TextTokenizer } from '../../model/tokenizer.ts';
+import type { TextTokenizer } from '../../model/hf/tokenizer.ts';
 import type { Engine } from '../engine.ts';
 import type { SamplingParams } from '../sampling.ts';
 import type { ChoiceResult, GenerationRequest } from '../sequence.ts';

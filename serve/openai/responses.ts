@@ -1,5 +1,5 @@
 // Response bodies and stream chunks of the two generation endpoints, in OpenAI's shapes.
-import type { TextTokenizer } from '../../model/tokenizer.ts';
+import type { TextTokenizer } from '../../model/hf/tokenizer.ts';
 import type { ChoiceResult, FinishReason, TokenInfo } from '../sequence.ts';
 
 export type Kind = 'chat' | 'completion';

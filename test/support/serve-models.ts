@@ -4,16 +4,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadConfig, writeConfig, type ModelConfig } from '../../model/config.ts';
-import { expandConfig, expandedLoader, expandedRawLoader, planExpansion } from '../../model/expand.ts';
-import { expansionInfo } from '../../model/expand-sidecar.ts';
-import { writeAdapter, writeMergedModel, type TrainedParts } from '../../model/export.ts';
-import { createRandomModel, randomWeights } from '../../model/init.ts';
+import { loadConfig, writeConfig, type ModelConfig } from '../../model/hf/config.ts';
+import { expandConfig, expandedLoader, expandedRawLoader, planExpansion } from '../../model/expand/expand.ts';
+import { expansionInfo } from '../../model/expand/sidecar.ts';
+import { writeAdapter, writeMergedModel, type TrainedParts } from '../../model/hf/export.ts';
+import { createRandomModel, randomWeights } from '../../model/hf/init.ts';
 import { frozenWholeModel, type RangeProgram } from '../../model/llama/program.ts';
-import { layerParamSpecs } from '../../model/params.ts';
-import { openPretrained } from '../../model/pretrained.ts';
-import { Rng } from '../../model/rng.ts';
-import { writeCheckpoint } from '../../model/safetensors.ts';
+import { layerParamSpecs } from '../../model/llama/param-specs.ts';
+import { openPretrained } from '../../model/hf/pretrained.ts';
+import { Rng } from '../../common/rng.ts';
+import { writeCheckpoint } from '../../model/hf/checkpoint.ts';
 
 export type ServeArch = 'llama' | 'qwen2' | 'mistral';
 export const MISTRAL_WINDOW = 8;
@@ -111,7 +111,7 @@ export async function greedyRecompute(program: RangeProgram, vocab: number, prom
   for (let s = 0; s < steps; s++) {
     const seq = BigInt64Array.from(ids.map(BigInt));
     const out = await program.forward({ batch: 1, seq: ids.length, inputIds: seq, labels: seq }, new Map());
-    const logits = out.logits.data as Float32Array;
+    const logits = out.logits;
     const off = (ids.length - 1) * vocab;
     let best = 0;
     let max = -Infinity;
