@@ -44,16 +44,17 @@ const LORA = /\.lora_[AB]\.weight$/;
 export function loadServedAdapter(name: string, dir: string, base: ModelConfig, baseLoad: WeightLoader, baseDir: string): ServedAdapter {
   const a = readAdapter(dir);
   const expansion = readExpansionSidecar(dir);
-  const plan: ExpansionPlan = expansion
-    ? planExpansion(expansion.originalLayers, expansion.newBlocks, expansion.groups)
-    : Array.from({ length: base.numLayers }, (_, i) => ({ kind: 'original' as const, source: i }));
-  const originals = plan.filter((l) => l.kind === 'original').length;
-  if (originals !== base.numLayers || plan.length !== a.numLayers) {
-    throw new Error(
-      `adapter ${dir} was trained on a ${originals}-layer base expanded to ${a.numLayers} layers, but --model has ${base.numLayers} layers; ` +
-        `serve it with the base it was trained from (${a.baseModel})`,
-    );
+  const identity = (n: number): ExpansionPlan => Array.from({ length: n }, (_, i) => ({ kind: 'original' as const, source: i }));
+  let plan: ExpansionPlan;
+  // A base of the adapter's depth (no expansion, or a checkpoint already expanded by `propipe expand`)
+  // maps layer to layer: the adapter's trained blocks replace its zero-initialized copies.
+  if (base.numLayers === a.numLayers) plan = identity(base.numLayers);
+  else if (expansion && expansion.originalLayers === base.numLayers) plan = planExpansion(expansion.originalLayers, expansion.newBlocks, expansion.groups);
+  else {
+    const from = expansion ? `a ${expansion.originalLayers}-layer base expanded to ${a.numLayers} layers` : `a ${a.numLayers}-layer model`;
+    throw new Error(`adapter ${dir} was trained on ${from}, but --model has ${base.numLayers} layers; serve it with the base it was trained from (${a.baseModel})`);
   }
+  if (plan.length !== a.numLayers) throw new Error(`adapter ${dir}: llama_pro.json describes ${plan.length} layers, propipe_adapter.json ${a.numLayers}; re-export the run`);
   if (path.resolve(a.baseModel) !== path.resolve(baseDir)) {
     log.warn({ adapter: dir, trainedOn: a.baseModel, servedOn: baseDir }, 'adapter was trained on another base path; serving it on --model (layer counts match)');
   }

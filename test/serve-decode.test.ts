@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { expandCheckpoint } from '../model/expand/checkpoint.ts';
 import { loadTokenizer } from '../model/hf/tokenizer.ts';
 import type { SamplingParams } from '../serve/sampling.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
@@ -83,6 +84,17 @@ describe('KV-cache decoding equals full recomputation', () => {
       assert.equal(outputs.size, 3, 'each adapter changes the output');
     } finally {
       await served.close();
+    }
+    // The same LLaMA Pro adapter on the checkpoint `propipe expand` made (its new blocks zero copies).
+    const expanded = path.join(root, 'pro-expanded');
+    expandCheckpoint(base, expanded, 2, 2);
+    const onExpanded = await loadServing({ model: expanded, adapters: [{ name: 'pro', dir: pro.adapter }], maxModelLen: 128 });
+    try {
+      const prompt = [3, 30, 60, 90, 120];
+      const c = (await onExpanded.engine.generate(request('pro', prompt))).choices[0];
+      await assertMatchesReference(pro.merged, prompt, c.tokenIds, c.logprobs!.map((t) => t.logprob), 'pro on the expanded base');
+    } finally {
+      await onExpanded.close();
     }
   });
 });
