@@ -7,12 +7,14 @@ import { childLog } from '../common/log.ts';
 import { KvBatch } from './kv-batch.ts';
 import type { ServeMetrics } from './metrics.ts';
 import { Sequence, type GenerationRequest, type GenerationResult } from './sequence.ts';
-import type { Chain, ServedStack } from './stack.ts';
+import type { Chain, ServedStack, StepResult } from './stack.ts';
 
 const log = childLog({ component: 'serve' });
 
 /** As vLLM's max_num_batched_tokens: bounds how long a burst of new prompts stalls running rows. */
 const PREFILL_TOKENS_PER_ROUND = 2048;
+/** Prompt tokens per prefill run. */
+export const PREFILL_CHUNK = 512;
 
 export class QueueFullError extends Error {
   constructor(readonly limit: number) {
@@ -190,7 +192,7 @@ export class Engine {
       group = { chain, kv: new KvBatch(chain.numLayers, c.numKvHeads * c.headDim, c.headDim), rows: [] };
       this.groups.set(req.model, group);
     }
-    const out = await this.stack.step(group.chain, req.prompt, 1, req.prompt.length, null);
+    const out = await this.prefillChunks(group.chain, req.prompt);
     this.metrics?.promptTokens.inc({ model: req.model }, req.prompt.length);
     this.metrics?.ttft.observe({ model: req.model }, (performance.now() - p.queuedAt) / 1000);
     const vocab = this.stack.config.vocabSize;
@@ -207,6 +209,24 @@ export class Engine {
     }
     this.metrics?.running.set(this.runningRows);
     settle();
+  }
+
+  /**
+   * A prompt's cache and last logits, PREFILL_CHUNK tokens per run: attention scores of a chunk are
+   * chunk × prompt, not prompt², so a long prompt does not need gigabytes at once.
+   */
+  private async prefillChunks(chain: Chain, prompt: readonly number[]): Promise<StepResult> {
+    if (prompt.length <= PREFILL_CHUNK) return this.stack.step(chain, prompt, 1, prompt.length, null);
+    const c = this.stack.config;
+    const kv = new KvBatch(chain.numLayers, c.numKvHeads * c.headDim, c.headDim);
+    kv.addRows(Array.from({ length: chain.numLayers }, () => ({ key: new Float32Array(0), value: new Float32Array(0) })), 0, 1);
+    let out: StepResult | null = null;
+    for (let at = 0; at < prompt.length; at += PREFILL_CHUNK) {
+      const chunk = prompt.slice(at, at + PREFILL_CHUNK);
+      out = await this.stack.step(chain, chunk, 1, chunk.length, kv);
+      kv.advance(out.present, chunk.length);
+    }
+    return out!;
   }
 
   private async decode(g: Group): Promise<void> {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { expandCheckpoint } from '../model/expand/checkpoint.ts';
 import { loadTokenizer } from '../model/hf/tokenizer.ts';
+import { PREFILL_CHUNK } from '../serve/engine.ts';
 import type { SamplingParams } from '../serve/sampling.ts';
 import type { GenerationRequest } from '../serve/sequence.ts';
 import { loadServing, type Loaded } from '../serve/serve.ts';
@@ -95,6 +96,21 @@ describe('KV-cache decoding equals full recomputation', () => {
       await assertMatchesReference(pro.merged, prompt, c.tokenIds, c.logprobs!.map((t) => t.logprob), 'pro on the expanded base');
     } finally {
       await onExpanded.close();
+    }
+  });
+});
+
+describe('long prompts', () => {
+  it(`a prompt of several prefill chunks (${PREFILL_CHUNK} tokens each) decodes as full recomputation does`, async () => {
+    const dir = path.join(root, 'long');
+    await makeServeModel(dir, 'mistral');
+    const served = await loadServing({ model: dir, maxModelLen: 2048 });
+    try {
+      const prompt = Array.from({ length: 2 * PREFILL_CHUNK + 77 }, (_, i) => 3 + ((i * 37) % 290));
+      const c = (await served.engine.generate(request('long', prompt, { maxTokens: 8 }))).choices[0];
+      await assertMatchesReference(dir, prompt, c.tokenIds, c.logprobs!.map((t) => t.logprob), 'chunked prefill');
+    } finally {
+      await served.close();
     }
   });
 });
