@@ -1,7 +1,8 @@
-// The generation loop: a bounded queue in front of one running batch per served model. Between decode
-// steps, waiting requests are prefilled and join their model's batch, and finished or cancelled rows
-// leave it (continuous batching). Requests for different adapters run in turn, one decode step per
-// model per round: rows of one batch share every session, so a batch never mixes adapters.
+// The generation loop: a bounded queue in front of running batches. Between decode steps, waiting
+// requests are prefilled and join a batch, and finished or cancelled rows leave it (continuous
+// batching). Models that run the same sessions share one batch: the base and its LoRA-only adapters
+// (each row keeps its own LoRA slice). An adapter with blocks of its own (LLaMA Pro, a retrained head)
+// has its own batch, and batches run in turn, one decode step each per round.
 import type { TextTokenizer } from '../model/hf/tokenizer.ts';
 import { childLog } from '../common/log.ts';
 import { KvBatch } from './kv-batch.ts';
@@ -47,8 +48,12 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
+/** A running batch: rows of the models that share one set of sessions (the base and its LoRA adapters). */
 interface Group {
+  /** The chain the batch runs (any of its models': they share every session). */
   chain: Chain;
+  /** Its models, for metrics and logs. */
+  label: string;
   kv: KvBatch;
   rows: Sequence[];
 }
@@ -85,6 +90,11 @@ export class Engine {
     let n = 0;
     for (const g of this.groups.values()) n += g.rows.length;
     return n;
+  }
+
+  /** The running batches: the models of their rows (a row per entry). */
+  batches(): string[][] {
+    return [...this.groups.values()].filter((g) => g.rows.length > 0).map((g) => g.rows.map((r) => r.req.model));
   }
 
   /** Queues a request; rejects at once with QueueFullError when the queue is full. */
@@ -145,7 +155,7 @@ export class Engine {
           await this.decode(g);
         } catch (err) {
           // A failed step leaves the batch's cache unusable: its requests fail, the server goes on.
-          log.error({ err, model: g.chain.name, rows: g.rows.length }, 'decode step failed');
+          log.error({ err, batch: g.label, rows: g.rows.length }, 'decode step failed');
           for (const s of g.rows) this.failers.get(s)?.(err);
           g.rows = [];
           g.kv.removeRows(new Set(g.kv.lens.map((_, r) => r)));
@@ -185,14 +195,15 @@ export class Engine {
       seqs.forEach((s) => s.abort());
       return settle();
     }
-    let group = this.groups.get(req.model);
+    const chain = this.stack.chains.get(req.model)!;
+    let group = this.groups.get(chain.batchKey);
     if (!group) {
-      const chain = this.stack.chains.get(req.model)!;
       const c = this.stack.config;
-      group = { chain, kv: new KvBatch(chain.numLayers, c.numKvHeads * c.headDim, c.headDim), rows: [] };
-      this.groups.set(req.model, group);
+      const models = [...this.stack.chains.values()].filter((m) => m.batchKey === chain.batchKey).map((m) => m.name);
+      group = { chain, label: models.join('+'), kv: new KvBatch(chain.numLayers, c.numKvHeads * c.headDim, c.headDim), rows: [] };
+      this.groups.set(chain.batchKey, group);
     }
-    const out = await this.prefillChunks(group.chain, req.prompt);
+    const out = await this.prefillChunks(chain, req.prompt);
     this.metrics?.promptTokens.inc({ model: req.model }, req.prompt.length);
     this.metrics?.ttft.observe({ model: req.model }, (performance.now() - p.queuedAt) / 1000);
     const vocab = this.stack.config.vocabSize;
@@ -233,14 +244,15 @@ export class Engine {
     this.drop(g, (s) => s.req.signal?.aborted === true);
     if (g.rows.length === 0) return;
     const started = performance.now();
-    const out = await this.stack.step(g.chain, g.rows.map((s) => s.last), g.rows.length, 1, g.kv);
+    const models = g.rows.map((s) => this.stack.chains.get(s.req.model)!);
+    const out = await this.stack.step(g.chain, g.rows.map((s) => s.last), g.rows.length, 1, g.kv, models);
     g.kv.advance(out.present, 1);
     const vocab = this.stack.config.vocabSize;
     g.rows.forEach((s, r) => s.accept(out.logits, r * vocab, vocab));
     const seconds = (performance.now() - started) / 1000;
     this.metrics?.decodeStep.observe(seconds);
-    this.metrics?.decodeRate.set({ model: g.chain.name }, g.rows.length / seconds);
-    this.metrics?.generationTokens.inc({ model: g.chain.name }, g.rows.length);
+    this.metrics?.decodeRate.set({ batch: g.label }, g.rows.length / seconds);
+    for (const m of models) this.metrics?.generationTokens.inc({ model: m.name });
     this.drop(g, (s) => s.finish !== null);
   }
 

@@ -13,7 +13,7 @@ export class ServeMetrics {
     buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
-  readonly decodeRate = new client.Gauge({ name: 'propipe_serve_decode_tokens_per_second', help: 'tokens per second of the last decode step (all rows)', labelNames: ['model'], registers: [this.registry] });
+  readonly decodeRate = new client.Gauge({ name: 'propipe_serve_decode_tokens_per_second', help: 'tokens per second of the last decode step of a running batch (all its rows)', labelNames: ['batch'], registers: [this.registry] });
   readonly decodeStep = new client.Histogram({
     name: 'propipe_serve_decode_step_seconds',
     help: 'duration of one decode step of a running batch',

@@ -1,41 +1,40 @@
 // The loaded base and its adapters as ONNX Runtime sessions. Base blocks are cut into segments at
 // every place an adapter departs from the base (a LLaMA Pro block inserted, a block retrained), so
 // each base weight lives in exactly one session that every adapter runs; an adapter adds sessions
-// for its own blocks only, and its LoRA factors on base blocks are fed as inputs of the shared
-// segments (zeros for requests that do not use them).
+// for its own blocks only, and its LoRA factors on base blocks live in the shared
+// segments, stacked with a per-row mask (serve/lora-stack.ts). Models whose sessions are the same
+// (the base and its LoRA-only adapters) share a batch; an adapter with blocks of its own runs its own.
 import type { ModelConfig } from '../model/hf/config.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import { CompiledGraph, type Device } from '../model/graph/session.ts';
-import { loraNames, ParamBinder, type LoraSpec, type WeightLoader } from '../model/llama/params.ts';
+import { LORA_ROW_MASK, ParamBinder, type WeightLoader } from '../model/llama/params.ts';
 import { childLog } from '../common/log.ts';
-import type { ServedAdapter } from './adapter.ts';
+import type { LayerSlot, ServedAdapter } from './adapter.ts';
+import { maskRow, stackLora, type StackedLora } from './lora-stack.ts';
 import { buildCachedBlocks, buildHead, SERVE_IO } from './cache-graph.ts';
 import type { KvBatch, LayerKv } from './kv-batch.ts';
 import { RopeCache, stepMask } from './step-inputs.ts';
 
 const log = childLog({ component: 'serve' });
 
-interface LoraInput {
-  linear: string;
-  rank: number;
-  inp: number;
-  out: number;
-}
-
 interface Segment {
+  id: number;
   session: CompiledGraph;
   layers: number;
-  /** Base linears of this segment that some adapter puts LoRA on (fed per chain). */
-  lora: LoraInput[];
+  /** Stacked LoRA rank of the segment (0: none): the width of its row mask. */
+  loraRank: number;
 }
 
 /** What one model name runs: its segments in order, its head and its embedding table. */
 export interface Chain {
   name: string;
-  parts: { segment: Segment; loraFeeds: Record<string, HostTensor> }[];
+  /** Each segment, with this model's LoRA mask row on it. */
+  parts: { segment: Segment; mask: Float32Array | null }[];
   head: CompiledGraph;
   embed: Float32Array;
   numLayers: number;
+  /** Models with the same key run the same sessions, so their rows may share a batch. */
+  batchKey: string;
 }
 
 export interface StackOptions {
@@ -50,25 +49,11 @@ export interface StepResult {
   present: LayerKv[];
 }
 
-function linearShape(config: ModelConfig, linear: string): { out: number; inp: number } {
-  const q = config.numHeads * config.headDim;
-  const kv = config.numKvHeads * config.headDim;
-  const h = config.hiddenSize;
-  const m = config.intermediateSize;
-  const kind = linear.slice(linear.lastIndexOf('.') + 1);
-  const shapes: Record<string, { out: number; inp: number }> = {
-    q_proj: { out: q, inp: h }, k_proj: { out: kv, inp: h }, v_proj: { out: kv, inp: h }, o_proj: { out: h, inp: q },
-    gate_proj: { out: m, inp: h }, up_proj: { out: m, inp: h }, down_proj: { out: h, inp: m },
-  };
-  const s = shapes[kind];
-  if (!s) throw new Error(`LoRA on '${linear}': not a linear layer of a Llama block`);
-  return s;
-}
-
 export class ServedStack {
   readonly chains = new Map<string, Chain>();
   private readonly rope: RopeCache;
   private readonly sessions: CompiledGraph[] = [];
+  private segmentCount = 0;
 
   private constructor(readonly config: ModelConfig, readonly opts: StackOptions) {
     this.rope = new RopeCache(config, opts.maxModelLen);
@@ -89,34 +74,27 @@ export class ServedStack {
       });
     }
     const bounds = [...splits].sort((x, y) => x - y);
-    const baseSegments = new Map<number, { end: number; segment: Segment }>();
+    const baseSegments = new Map<number, { segment: Segment; lora: StackedLora }>();
     for (let k = 0; k + 1 < bounds.length; k++) {
       const [start, end] = [bounds[k], bounds[k + 1]];
-      const lora = new Map<string, LoraInput>();
-      for (const a of adapters) {
-        for (const [linear, f] of a.baseLora) {
-          const layer = Number(/^model\.layers\.(\d+)\./.exec(linear)![1]);
-          if (layer < start || layer >= end) continue;
-          lora.set(linear, { linear, rank: Math.max(f.rank, lora.get(linear)?.rank ?? 0), ...linearShape(config, linear) });
-        }
-      }
-      const inputs = [...lora.values()];
-      // One rank per segment graph: the largest; smaller adapters are zero-padded when fed.
-      const rank = Math.max(0, ...inputs.map((i) => i.rank));
-      inputs.forEach((i) => (i.rank = rank));
-      const spec: LoraSpec | null = inputs.length ? { rank, alpha: rank, linears: new Set(inputs.map((i) => i.linear)) } : null;
-      const trainable = new Set(inputs.flatMap((i) => Object.values(loraNames(i.linear))));
-      const session = await s.compile(buildCachedBlocks(config, range(start, end), new ParamBinder({ trainable, load, lora: spec })));
-      baseSegments.set(start, { end, segment: { session, layers: end - start, lora: inputs } });
+      const lora = stackLora(config, adapters, start, end);
+      const segLoad: WeightLoader = (n) => lora.factors.get(n) ?? load(n);
+      const session = await s.compile(buildCachedBlocks(config, range(start, end), new ParamBinder({ trainable: new Set(), load: segLoad, lora: lora.spec })));
+      baseSegments.set(start, { segment: { id: s.segmentCount++, session, layers: end - start, loraRank: lora.rank }, lora });
     }
     const baseHead = await s.compile(buildHead(config, new ParamBinder({ trainable: new Set(), load })));
     const baseEmbed = load('model.embed_tokens.weight');
 
-    s.chains.set(baseName, s.chainOf(baseName, Array.from({ length: L }, (_, i) => ({ kind: 'base', source: i })), baseSegments, null, baseHead, baseEmbed));
+    const all: LayerSlot[] = Array.from({ length: L }, (_, i) => ({ kind: 'base', source: i }));
+    // Models whose segments, head and embedding are the same objects run the same sessions.
+    const batchKey = (c: Chain, head: string, embed: string) => `${c.parts.map((p) => p.segment.id).join(',')}|${head}|${embed}`;
+    const baseChain = s.chainOf(baseName, all, baseSegments, baseHead, baseEmbed);
+    baseChain.batchKey = batchKey(baseChain, 'base', 'base');
+    s.chains.set(baseName, baseChain);
     for (const a of adapters) {
       const head = a.ownHead ? await s.compile(buildHead(config, new ParamBinder({ trainable: new Set(), load: a.load }))) : baseHead;
       const embed = a.ownEmbedding ? a.load('model.embed_tokens.weight') : baseEmbed;
-      const chain = s.chainOf(a.name, a.slots, baseSegments, a, head, embed);
+      const chain = s.chainOf(a.name, a.slots, baseSegments, head, embed);
       // The adapter's own blocks: consecutive runs become one session each.
       for (let i = 0, part = 0; i < a.slots.length; ) {
         const slot = a.slots[i];
@@ -128,8 +106,9 @@ export class ServedStack {
         const own: number[] = [];
         while (i < a.slots.length && a.slots[i].kind === 'own') own.push(i++);
         const session = await s.compile(buildCachedBlocks(config, own, new ParamBinder({ trainable: new Set(), load: a.load, lora: a.ownLora })));
-        chain.parts.splice(part++, 0, { segment: { session, layers: own.length, lora: [] }, loraFeeds: {} });
+        chain.parts.splice(part++, 0, { segment: { id: s.segmentCount++, session, layers: own.length, loraRank: 0 }, mask: null });
       }
+      chain.batchKey = batchKey(chain, a.ownHead ? a.name : 'base', a.ownEmbedding ? a.name : 'base');
       s.chains.set(a.name, chain);
     }
     log.info({ baseSegments: baseSegments.size, sessions: s.sessions.length, adapters: adapters.map((a) => a.name) }, 'serving stack ready');
@@ -137,7 +116,7 @@ export class ServedStack {
   }
 
   /** Runs `t` new tokens per row (ids row-major [rows, t]) on top of `kv` (null: an empty cache). */
-  async step(chain: Chain, ids: readonly number[], rows: number, t: number, kv: KvBatch | null): Promise<StepResult> {
+  async step(chain: Chain, ids: readonly number[], rows: number, t: number, kv: KvBatch | null, rowModels: readonly Chain[] = []): Promise<StepResult> {
     const { hiddenSize: h, numKvHeads: nkv, headDim: d } = this.config;
     const lens = kv ? kv.lens : new Array<number>(rows).fill(0);
     const slots = kv ? kv.slots : 0;
@@ -154,8 +133,14 @@ export class ServedStack {
     };
     const empty = new Float32Array(0);
     const present: LayerKv[] = [];
-    for (const { segment, loraFeeds } of chain.parts) {
-      const feeds: Record<string, HostTensor> = { ...shared, ...loraFeeds, [SERVE_IO.hidden]: { dtype: 'float32', shape: [rows, t, h], data: hidden } };
+    for (const [i, { segment }] of chain.parts.entries()) {
+      const feeds: Record<string, HostTensor> = { ...shared, [SERVE_IO.hidden]: { dtype: 'float32', shape: [rows, t, h], data: hidden } };
+      if (segment.loraRank > 0) {
+        // Each row keeps its own model's LoRA slice (rows without one: the chain's).
+        const mask = new Float32Array(rows * segment.loraRank);
+        for (let r = 0; r < rows; r++) mask.set((rowModels[r] ?? chain).parts[i].mask!, r * segment.loraRank);
+        feeds[LORA_ROW_MASK] = { dtype: 'float32', shape: [rows, 1, segment.loraRank], data: mask };
+      }
       for (let k = 0; k < segment.layers; k++) {
         const past = kv?.layers[present.length + k];
         feeds[SERVE_IO.pastKey(k)] = { dtype: 'float32', shape: [rows, nkv, slots, d], data: past?.key ?? empty };
@@ -185,9 +170,8 @@ export class ServedStack {
 
   private chainOf(
     name: string,
-    slots: ServedAdapter['slots'],
-    base: Map<number, { end: number; segment: Segment }>,
-    adapter: ServedAdapter | null,
+    slots: readonly LayerSlot[],
+    base: Map<number, { segment: Segment; lora: StackedLora }>,
     head: CompiledGraph,
     embed: Float32Array,
   ): Chain {
@@ -195,30 +179,12 @@ export class ServedStack {
     for (const slot of slots) {
       if (slot.kind !== 'base') continue;
       const seg = base.get(slot.source);
-      if (seg) parts.push({ segment: seg.segment, loraFeeds: loraFeeds(seg.segment.lora, adapter) });
+      if (seg) parts.push({ segment: seg.segment, mask: maskRow(seg.lora, name) });
     }
-    return { name, parts, head, embed, numLayers: slots.length };
+    return { name, parts, head, embed, numLayers: slots.length, batchKey: '' };
   }
 }
 
 function range(start: number, end: number): number[] {
   return Array.from({ length: end - start }, (_, i) => start + i);
-}
-
-/** The LoRA inputs of a base segment for one chain: the adapter's factors zero-padded to the segment's rank. */
-function loraFeeds(inputs: readonly LoraInput[], adapter: ServedAdapter | null): Record<string, HostTensor> {
-  const feeds: Record<string, HostTensor> = {};
-  for (const i of inputs) {
-    const f = adapter?.baseLora.get(i.linear);
-    const a = new Float32Array(i.rank * i.inp);
-    const b = new Float32Array(i.out * i.rank);
-    if (f) {
-      a.set(f.a);
-      for (let o = 0; o < i.out; o++) b.set(f.b.subarray(o * f.rank, (o + 1) * f.rank), o * i.rank);
-    }
-    const names = loraNames(i.linear);
-    feeds[names.a] = { dtype: 'float32', shape: [i.rank, i.inp], data: a };
-    feeds[names.b] = { dtype: 'float32', shape: [i.out, i.rank], data: b };
-  }
-  return feeds;
 }

@@ -67,22 +67,30 @@ describe('KV-cache decoding equals full recomputation', () => {
     });
   }
 
-  it('two adapters on one base (LLaMA Pro + LoRA; LoRA of another rank + retrained head) equal their merged models, concurrently with the base', async () => {
+  it('three adapters on one base equal their merged models; the LoRA-only one shares the base batch', async () => {
     const base = path.join(root, 'pro-base');
     await makeServeModel(base, 'llama', 4);
     const pro = makeProLoraAdapter(base, path.join(root, 'pro-run'));
+    // LoRA of other ranks: one with a retrained head (its own batch), one LoRA only (the base's batch).
     const tuned = makeAdapter(base, path.join(root, 'tuned-run'), { newBlocks: 0, loraRank: 2, loraOn: /(v_proj|up_proj)\.weight$/, head: true, seed: 23 });
-    const served = await loadServing({ model: base, adapters: [{ name: 'pro', dir: pro.adapter }, { name: 'tuned', dir: tuned.adapter }], maxModelLen: 128, maxBatch: 4 });
+    const lora = makeAdapter(base, path.join(root, 'lora-run'), { newBlocks: 0, loraRank: 3, loraOn: /(q_proj|k_proj|o_proj|gate_proj)\.weight$/, seed: 29 });
+    const adapters = [{ name: 'pro', dir: pro.adapter }, { name: 'tuned', dir: tuned.adapter }, { name: 'lora', dir: lora.adapter }];
+    const served = await loadServing({ model: base, adapters, maxModelLen: 128, maxBatch: 8 });
     try {
       const prompt = [3, 30, 60, 90, 120];
-      const models = [['pro', pro.merged], ['tuned', tuned.merged], ['pro-base', base]];
-      const results = await Promise.all(models.map(([name]) => served.engine.generate(request(name, prompt))));
+      const models = [['pro', pro.merged], ['tuned', tuned.merged], ['lora', lora.merged], ['pro-base', base]];
+      const batches = new Set<string>();
+      const results = await Promise.all(
+        models.map(([name]) => served.engine.generate(request(name, prompt, { onToken: () => served.engine.batches().forEach((b) => batches.add([...new Set(b)].sort().join('+'))) }))),
+      );
       for (const [i, [name, dir]] of models.entries()) {
         const c = results[i].choices[0];
         await assertMatchesReference(dir, prompt, c.tokenIds, c.logprobs!.map((t) => t.logprob), name);
       }
       const outputs = new Set(results.map((r) => r.choices[0].tokenIds.join()));
-      assert.equal(outputs.size, 3, 'each adapter changes the output');
+      assert.equal(outputs.size, 4, 'each adapter changes the output');
+      assert.ok(batches.has('lora+pro-base'), `the base and the LoRA adapter decode in one batch (batches seen: ${[...batches].join(', ')})`);
+      assert.ok(![...batches].some((b) => b.includes('+') && (b.includes('pro+') || b.includes('tuned'))), 'adapters with blocks or a head of their own keep their own batch');
     } finally {
       await served.close();
     }

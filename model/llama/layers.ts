@@ -12,7 +12,9 @@ export function linear(g: Graph, p: ParamBinder, x: string, name: string, out: n
     const names = loraNames(name);
     const a = p.get(g, names.a, [lora.rank, inp]);
     const b = p.get(g, names.b, [out, lora.rank]);
-    const down = g.op('MatMul', [x, g.op('Transpose', [a], { perm: [1, 0] })]);
+    const mask = p.loraRowMask(g);
+    const projected = g.op('MatMul', [x, g.op('Transpose', [a], { perm: [1, 0] })]);
+    const down = mask ? g.op('Mul', [projected, mask]) : projected;
     const upd = g.op('MatMul', [down, g.op('Transpose', [b], { perm: [1, 0] })]);
     y = g.op('Add', [y, g.op('Mul', [upd, g.constant(lora.scale, 'float32')])]);
   }

@@ -9,7 +9,14 @@ export interface LoraSpec {
   alpha: number;
   /** Full names of the linear layers that carry an adapter, e.g. model.layers.3.self_attn.q_proj. */
   linears: ReadonlySet<string>;
+  /**
+   * Serving: the factors of several adapters stacked along the rank, and a [batch, 1, rank] input
+   * (LORA_ROW_MASK) that keeps each row's own slice, so rows of different adapters share a batch.
+   */
+  rowMask?: boolean;
 }
+
+export const LORA_ROW_MASK = 'lora_row_mask';
 
 /**
  * Emits y = x·Wqᵀ for the frozen weight `name` (W [out, in], HF layout) stored in 4 bits, where x is
@@ -70,6 +77,14 @@ export class ParamBinder {
       if (y) return y;
     }
     return g.op('MatMul', [x, g.op('Transpose', [this.get(g, weight, [out, inp])], { perm: [1, 0] })]);
+  }
+
+  /** The per-row rank mask when the LoRA factors are stacked for serving (created on first use). */
+  loraRowMask(g: Graph): string | null {
+    const l = this.o.lora;
+    if (!l?.rowMask) return null;
+    if (!g.values.has(LORA_ROW_MASK)) g.input(LORA_ROW_MASK, 'float32', ['batch', 1, l.rank]);
+    return LORA_ROW_MASK;
   }
 
   /** The LoRA adapter of a linear layer, if its module is targeted. */
