@@ -33,12 +33,6 @@ export class Flags {
     return typeof v === 'string' ? v : undefined;
   }
 
-  /** Every value of a flag that may repeat (`multiple: true`). */
-  list(name: string): string[] {
-    const v = this.values[name];
-    return Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
-  }
-
   required(name: string): string {
     const v = this.str(name);
     if (v === undefined || v === '') throw new UsageError(`--${name} is required`);
