@@ -13,5 +13,6 @@ import { k8sCommand } from './k8s.ts';
 import { mergeCommand } from './merge.ts';
 import { studyCommand } from './study.ts';
 import { sftCommand, trainCommand } from './train.ts';
+import { reportCommand } from './report.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, reportCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand];
