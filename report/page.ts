@@ -46,6 +46,12 @@ export function summaryTable(runs: RunData[]): Table {
   };
 }
 
+/** The final model's scores on eval_tasks, or null when no run had any. */
+export function evalTasksTable(runs: RunData[]): Table | null {
+  const rows = runs.flatMap((r) => r.evalTasks.map((e) => [r.name, e.task, e.split, e.shots, `${(100 * e.accuracy).toFixed(1)}%`, `${e.correct}/${e.questions}`]));
+  return rows.length ? { title: 'Final evaluation (eval_tasks)', head: ['run', 'task', 'split', 'shots', 'accuracy', 'correct'], rows } : null;
+}
+
 /** Every config key, one column per run; rows where runs differ come first. */
 export function configTable(runs: RunData[]): Table {
   const keys = [...new Set(runs.flatMap((r) => Object.keys(r.config ?? {})))];

@@ -41,6 +41,8 @@ export interface RunData {
   earlyStops: { step: number; stage: number }[];
   checkpoints: number[];
   recoveries: { reason: string }[];
+  /** Scores of the final model on eval_tasks (C-Eval, MMLU, multiple choice), when the run had them. */
+  evalTasks: { task: string; split: string; shots: number; accuracy: number; correct: number; questions: number }[];
   result: Rec | null;
   /** A few consecutive pipeline steps of trace.json (empty for single-process runs). */
   timeline: { steps: number[]; spans: Span[] };
@@ -133,6 +135,7 @@ export function readRun(dir: string): RunData {
     earlyStops: records.filter((r) => r.event === 'early_stop').map((r) => ({ step: num(r.step)!, stage: num(r.stage) ?? 0 })),
     checkpoints: [...new Set(records.filter((r) => r.event === 'checkpoint').map((r) => num(r.step)!))],
     recoveries: records.filter((r) => r.event === 'recover').map((r) => ({ reason: String(r.reason) })),
+    evalTasks: records.filter((r) => r.event === 'eval_task').map((r) => ({ task: String(r.task), split: String(r.split ?? ''), shots: num(r.shots) ?? 0, accuracy: num(r.accuracy) ?? NaN, correct: num(r.correct) ?? 0, questions: num(r.questions) ?? 0 })),
     result: fs.existsSync(resultFile) ? JSON.parse(fs.readFileSync(resultFile, 'utf8')) : null,
     timeline: readTimeline(path.join(dir, 'trace.json')),
   };

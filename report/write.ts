@@ -1,7 +1,7 @@
 // `propipe report`: reads one or more run directories and writes one report.html that overlays them.
 import { writeFileAtomic, writeFully } from '../common/atomic-file.ts';
 import { buildCharts } from './charts.ts';
-import { renderPage, summaryTable, type Table } from './page.ts';
+import { evalTasksTable, renderPage, summaryTable, type Table } from './page.ts';
 import { readRun } from './run-data.ts';
 
 export interface ReportOptions {
@@ -16,7 +16,8 @@ export interface ReportOptions {
 export function writeReport(dirs: string[], file: string, o: ReportOptions = {}): string {
   const runs = dirs.map((d, i) => ({ ...readRun(d), ...(o.names?.[i] ? { name: o.names[i] } : {}) }));
   const title = o.title ?? `propipe report: ${runs.map((r) => r.name).join(', ')}`;
-  const html = renderPage(title, runs, buildCharts(runs), [...(o.tables ?? []), summaryTable(runs)]);
+  const tables = [...(o.tables ?? []), summaryTable(runs), evalTasksTable(runs)].filter((t): t is Table => t !== null);
+  const html = renderPage(title, runs, buildCharts(runs), tables);
   writeFileAtomic(file, (fd) => writeFully(fd, Buffer.from(html, 'utf8')));
   return file;
 }

@@ -30,7 +30,10 @@ test('train and launch write report.html: every chart renders in Chromium; sever
   // Early stopping after one evaluation without a 1.0 improvement: every stage stops early, deterministically.
   const common = ['--model', t.model, '--dataset', t.train, '--val-dataset', t.val, '--train-type', 'llamapro', '--llamapro-new-blocks', '2', '--steps-per-stage', '12', '--eval-steps', '3', '--early-stop-patience', '1', '--early-stop-min-delta', '1', '--learning-rate', '3e-2', '--max-grad-norm', '0.3', '--per-device-train-batch-size', '4', '--save-steps', '4'];
   const single = path.join(t.root, 'single');
-  const tr = propipe(['train', ...common, '--output-dir', single]);
+  // The final model is also scored on a small multiple-choice file: the report lists the scores.
+  const mc = path.join(t.root, 'mc.jsonl');
+  fs.writeFileSync(mc, ['alpha beta', 'gamma delta', 'eta theta'].map((q) => JSON.stringify({ question: q, A: 'iota', B: 'kappa', answer: 'A' })).join('\n') + '\n');
+  const tr = propipe(['train', ...common, '--eval-tasks', `mc=${mc}`, '--output-dir', single]);
   assert.equal(tr.status, 0, tr.stderr);
   const piped = path.join(t.root, 'piped');
   const la = propipe(['launch', '--workers', '2', '--insecure', '--micro-batches', '2', ...common, '--output-dir', piped]);
@@ -51,7 +54,7 @@ test('train and launch write report.html: every chart renders in Chromium; sever
     assert.ok(steps.some((s) => s.clip_scale < 1), 'some step was clipped at max_grad_norm 0.3');
     assert.equal(steps[0].rss.length, dir === piped ? 2 : 1);
   }
-  assert.ok(fs.existsSync(path.join(single, 'report.html')));
+  assert.match(fs.readFileSync(path.join(single, 'report.html'), 'utf8'), /Final evaluation \(eval_tasks\)<\/h2>.*<td>single<\/td><td>mc<\/td>.*<td>\d+\/3<\/td>/s);
   const loss = embedded(path.join(piped, 'report.html')).charts.find((c: { id: string }) => c.id === 'loss');
   assert.equal(loss.config.options.scales.x.max, 12, 'the step axis ends at the last step (stage_end records carry eval_loss but no step)');
   const marks = loss.marks.map((m: { label: string }) => m.label);
