@@ -1,7 +1,7 @@
 // Every run-config field as a flag (kebab-case, or snake_case as in YAML and ms-swift), typed by the
 // zod schema so flags and YAML never drift, plus ms-swift's own names for the LLaMA Pro flow.
 import { parseEvalTasksFlag } from '../recipe/eval-tasks.ts';
-import { FIELD_HELP, runConfigSchema } from '../recipe/run-config.ts';
+import { FIELD_HELP, loadRunConfig, RunConfigError, runConfigSchema, type RunConfig } from '../recipe/run-config.ts';
 import { SWIFT_ARGS } from '../recipe/swift-args.ts';
 import { UsageError, type Flags, type FlagSpecs } from './args.ts';
 
@@ -44,4 +44,14 @@ export function runOverrides(flags: Flags): Record<string, unknown> {
     } else out[f.key] = text;
   }
   return out;
+}
+
+/** The run config of `--config` and the run flags; a bad one is a usage error naming the field. */
+export function runConfigFromFlags(flags: Flags): RunConfig {
+  try {
+    return loadRunConfig(flags.str('config'), runOverrides(flags));
+  } catch (err) {
+    if (err instanceof RunConfigError) throw new UsageError(err.message);
+    throw err;
+  }
 }

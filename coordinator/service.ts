@@ -13,7 +13,7 @@ import { maskToWire } from '../proto/mask.ts';
 import type { ControlSignal, EarlyStopSignal, StageSignal } from '../proto/signals.ts';
 import { commitCheckpoint, latestManifest, partialDir, sha256File } from '../recipe/checkpoints.ts';
 import { trainedStack, type TrainedStack } from '../recipe/layout.ts';
-import { stageLrFactor, warmupSteps } from '../recipe/lr-schedule.ts';
+import { blockLearningRates, stageLrFactor, warmupSteps } from '../recipe/lr-schedule.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { describeStage } from '../recipe/stages.ts';
 import type { StageEnd } from '../recipe/step-policy.ts';
@@ -42,8 +42,8 @@ export interface ServiceOptions {
   stepTimeoutMs?: number;
   signals: SignalSink;
   telemetry?: Telemetry | null;
-  /** Called once per step after it is recorded (progress displays). */
-  onStep?: (r: StepRecord) => void;
+  /** Sees every metrics.jsonl record as it is written (the live terminal display of a local run). */
+  onRecord?: (record: Record<string, unknown>) => void;
 }
 
 /** The summary `train --json` prints and result.json holds, for one rank or many. */
@@ -90,6 +90,8 @@ export class CoordinatorService {
     this.jobId = o.jobId ?? crypto.randomBytes(4).toString('hex');
     fs.mkdirSync(run.output_dir, { recursive: true });
     this.metricsFile = path.join(run.output_dir, 'metrics.jsonl');
+    // The run as the report and the progress display need it: config and the blocks of every stage.
+    this.metrics({ event: 'run', config: run, layers: stack.config.numLayers, stages: stack.plan.stages.map((s) => s.layers), workers: o.workers, schedule: o.schedule, micro_batches: o.microBatches });
     const resume = run.resume ? latestManifest(run.output_dir) : null;
     if (run.resume && !resume) log.info({ outputDir: run.output_dir }, 'no committed checkpoint to resume from; starting fresh');
     if (resume) log.info({ dir: resume.dir, step: resume.manifest.step, stage: resume.manifest.state.stage }, 'resuming the job from a committed checkpoint');
@@ -102,7 +104,7 @@ export class CoordinatorService {
       {
         stage: (stage, effectiveStep, trainable) => {
           this.stageInfo = { stage, effectiveStep };
-          this.stageStart(stage, 'previous stage ended');
+          this.stageStart(stage, 'previous stage ended', effectiveStep);
           o.signals.stage({ stage, effectiveStep, trainable, mask: stack.plan.stages[stage].mask });
         },
         stageEnd: (end) => {
@@ -112,6 +114,7 @@ export class CoordinatorService {
         },
         earlyStop: (stage, step, best) => {
           log.info({ stage, step, best }, `stage ${stage + 1} ended early: validation loss has not improved for ${run.early_stop_patience} evaluations`);
+          this.metrics({ event: 'early_stop', step, stage, best, patience: run.early_stop_patience });
           o.signals.earlyStop({ stage, step, best });
         },
         step: (r) => this.recordStep(r),
@@ -131,6 +134,7 @@ export class CoordinatorService {
           });
           const committed = commitCheckpoint(run.output_dir, step, state, entries, { train_type: run.train_type, stages: stack.plan.stages.length, partition }, run.save_total_limit);
           log.info({ dir: committed, step }, 'checkpoint committed');
+          this.metrics({ event: 'checkpoint', step, dir: committed });
           return committed;
         },
         done: () => finish(),
@@ -144,7 +148,7 @@ export class CoordinatorService {
         },
       },
     );
-    if (this.job.state.stageStep === 0) this.stageStart(this.job.state.stage, this.job.state.stage === 0 ? 'first stage' : 'resumed at a stage boundary');
+    if (this.job.state.stageStep === 0) this.stageStart(this.job.state.stage, this.job.state.stage === 0 ? 'first stage' : 'resumed at a stage boundary', this.job.state.step);
     // Workers of a previous coordinator process may be blocked mid-step: tell them to register again.
     o.signals.control({ command: 'reassign', reason: 'the coordinator (re)started', epoch: 1, incarnation });
   }
@@ -200,10 +204,10 @@ export class CoordinatorService {
     return { ok: true, message: '' };
   }
 
-  private stageStart(stage: number, why: string): void {
+  private stageStart(stage: number, why: string, step: number): void {
     const s = this.stack.plan.stages[stage];
     log.info({ stage, layers: s.layers, tensors: s.trainable.length, why }, `${describeStage(this.stack.plan, s)} — starting (${why})`);
-    this.metrics({ event: 'stage_start', stage, layers: s.layers, tensors: s.trainable.length, why });
+    this.metrics({ event: 'stage_start', step, stage, layers: s.layers, tensors: s.trainable.length, why });
   }
 
   private recordStep(r: StepRecord): void {
@@ -218,15 +222,18 @@ export class CoordinatorService {
     s.trainableParams = r.reports.reduce((n, x) => n + x.trainableParams, 0);
     r.reports.forEach((x) => (s.peakRssPerRank[x.rank] = Math.max(s.peakRssPerRank[x.rank] ?? 0, x.rssBytes)));
     s.distillSeconds += r.reports.reduce((n, x) => n + teacherSeconds(x.traceJson), 0);
-    const lr = run.learning_rate * stageLrFactor(r.stageStep, r.stageSteps, warmupSteps(run, r.stageSteps), run.min_lr_ratio);
+    const factor = stageLrFactor(r.stageStep, r.stageSteps, warmupSteps(run, r.stageSteps), run.min_lr_ratio);
+    const lr = run.learning_rate * factor;
+    const lrBlocks = blockLearningRates(run, this.stack.plan.stages[r.stage].layers, this.stack.config.numLayers, factor);
     const tokensPerSec = r.tokens / Math.max(r.seconds, 1e-9);
     if (r.step % run.logging_steps === 0) log.info({ step: r.step, stage: r.stage, loss: r.loss, gradNorm: r.gradNorm, lr, tokensPerSec: Math.round(tokensPerSec) }, 'train');
-    this.metrics({ step: r.step, stage: r.stage, loss: r.loss, kl: run.distill_weight > 0 ? r.kl : undefined, grad_norm: r.gradNorm, clip_scale: r.clipScale, lr, tokens: r.tokens, seconds: r.seconds, tokens_per_s: tokensPerSec, busy: r.reports.map((x) => x.busySeconds) });
-    this.o.onStep?.(r);
+    this.metrics({ step: r.step, stage: r.stage, stage_step: r.stageStep + 1, stage_steps: r.stageSteps, loss: r.loss, kl: run.distill_weight > 0 ? r.kl : undefined, grad_norm: r.gradNorm, clip_scale: r.clipScale, max_grad_norm: run.max_grad_norm, lr, lr_blocks: lrBlocks, tokens: r.tokens, seconds: r.seconds, tokens_per_s: tokensPerSec, busy: r.reports.map((x) => x.busySeconds), rss: r.reports.map((x) => x.rssBytes) });
   }
 
   private metrics(record: Record<string, unknown>): void {
-    fs.appendFileSync(this.metricsFile, JSON.stringify({ time: new Date().toISOString(), ...record }) + '\n');
+    const line = { time: new Date().toISOString(), ...record };
+    fs.appendFileSync(this.metricsFile, JSON.stringify(line) + '\n');
+    this.o.onRecord?.(line);
   }
 }
 

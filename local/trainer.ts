@@ -4,12 +4,12 @@
 import os from 'node:os';
 import { CoordinatorService, type RunResult } from '../coordinator/service.ts';
 import { Telemetry } from '../coordinator/telemetry.ts';
+import { RunDisplay } from '../console/run-display.ts';
 import { childLog } from '../common/log.ts';
 import { parseRunConfig, type RunConfig, type RunConfigInput } from '../recipe/run-config.ts';
 import { runAssignment } from '../worker/assignment.ts';
 import { openFeed } from '../worker/data-feed.ts';
 import { JobAborted } from '../common/errors.ts';
-import { Progress } from '../worker/progress.ts';
 import { memoryReport, type MemoryReport } from '../worker/quantization.ts';
 import { StageWatcher } from '../worker/stage-watcher.ts';
 import { prepareModel } from '../worker/training-model.ts';
@@ -36,9 +36,8 @@ export class Trainer {
     // Bad data is refused before anything is written.
     const feed = await openFeed(run, model);
     const watcher = new StageWatcher(null, WORKER_ID);
-    const progress = new Progress();
+    const display = new RunDisplay();
     const stages = model.plan.stages.length;
-    let shownStage = -1;
     const telemetry = new Telemetry(run.output_dir, run.resume);
     const service = new CoordinatorService({
       run,
@@ -49,11 +48,7 @@ export class Trainer {
       jobId: WORKER_ID,
       telemetry,
       signals: { stage: (sig) => watcher.deliver(sig, 'memory'), earlyStop: () => undefined, control: (sig) => watcher.onControl(sig) },
-      onStep: (r) => {
-        if (r.stage !== shownStage) progress.startStage(`stage ${r.stage + 1}/${stages}`, r.stageSteps, r.stageStep);
-        shownStage = r.stage;
-        progress.update(r.stageStep + 1, { stage: r.stage, stages, step: r.step, loss: r.loss, tokensPerSec: r.tokens / Math.max(r.seconds, 1e-9) });
-      },
+      onRecord: (r) => display.observe(r),
     });
     const coord = inProcessCoordinator(service);
     try {
@@ -62,7 +57,7 @@ export class Trainer {
       await runAssignment(a, run, model, { coord, transport: new NoNeighbours(), stages: watcher, workerId: WORKER_ID, stageTimeoutMs: 0, log, feed });
       await service.done;
     } finally {
-      progress.stop();
+      display.stop();
       await telemetry.close();
     }
     if (!service.result) throw new JobAborted(service.job.abortReason ?? 'the run ended without an export');

@@ -12,9 +12,14 @@ export function depthOf(name: string, numLayers: number): number {
 
 /** Linear interpolation from the bottom LR (embedding, block 0) to the top LR (last block, head). */
 export function layerLearningRate(run: RunConfig, name: string, numLayers: number): number {
+  return depthLearningRate(run, depthOf(name, numLayers), numLayers);
+}
+
+/** The layer-wise rate at a depth (block index; -1 embedding, numLayers norm/head). */
+function depthLearningRate(run: RunConfig, depth: number, numLayers: number): number {
   const bottom = bottomLearningRate(run);
   const top = run.learning_rate;
-  const d = Math.min(Math.max(depthOf(name, numLayers), 0), numLayers - 1);
+  const d = Math.min(Math.max(depth, 0), numLayers - 1);
   const frac = numLayers <= 1 ? 1 : d / (numLayers - 1);
   return bottom + (top - bottom) * frac;
 }
@@ -29,4 +34,9 @@ export function stageLrFactor(step: number, stageSteps: number, warmup: number, 
   const span = Math.max(1, stageSteps - warmup);
   const progress = Math.min(1, (step - warmup) / span);
   return minRatio + (1 - minRatio) * 0.5 * (1 + Math.cos(Math.PI * progress));
+}
+
+/** The learning rate of each listed block at one step: its layer-wise rate times the stage factor. */
+export function blockLearningRates(run: RunConfig, layers: readonly number[], numLayers: number, factor: number): Record<string, number> {
+  return Object.fromEntries(layers.map((l) => [l, depthLearningRate(run, l, numLayers) * factor]));
 }

@@ -1,11 +1,16 @@
 // `propipe launch`: nats-server, the coordinator and N workers on this machine, each a real process,
-// their logs streamed with a rank prefix, all shut down together at the end or on Ctrl-C.
+// their logs streamed with a rank prefix, all shut down together at the end or on Ctrl-C. At a
+// terminal the lines are readable, workers' info lines are folded under a live progress display
+// (unless verbose), and the display follows the coordinator's metrics.jsonl.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { childLog } from '../common/log.ts';
+import { MetricsFollower } from '../console/metrics-follower.ts';
+import { RunDisplay } from '../console/run-display.ts';
+import { childLog, logFormat, printLine } from '../common/log.ts';
+import { formatLogLine } from '../common/log-format.ts';
 import { PROPIPE_BIN } from '../common/package-root.ts';
 import { makeLocalCredentials } from './credentials.ts';
 import { freePort, startNatsServer, waitForPort, type NatsServerProcess } from './nats-server.ts';
@@ -33,15 +38,38 @@ export interface LaunchOptions {
   onNats?: (nats: NatsServerProcess) => void;
   /** Every log line of every process, with its tag (coord, w0, w1, ...). */
   onLine?: (tag: string, line: string) => void;
+  /** Show workers' info lines at a terminal too (they are folded by default). */
+  verbose?: boolean;
+  /** The run's output_dir: at a terminal, a live progress display follows its metrics.jsonl. */
+  outputDir?: string;
 }
 
-function prefixed(child: ChildProcess, tag: string, o: LaunchOptions): void {
+/** How a child's line reaches the terminal: as is with its tag when logs are JSON, else one readable line. */
+function show(tag: string, line: string, o: LaunchOptions, folded: { lines: number }): void {
+  if (o.quiet) return;
+  let record: Record<string, unknown> | null = null;
+  if (logFormat() === 'pretty') {
+    try {
+      record = JSON.parse(line);
+    } catch {
+      // not a log record (a crash trace): print it as is
+    }
+  }
+  if (!record || typeof record !== 'object') return printLine(`[${tag}] ${line}`);
+  if (!o.verbose && tag !== 'coord' && Number(record.level) < 40) {
+    folded.lines++;
+    return;
+  }
+  printLine(formatLogLine(record, tag));
+}
+
+function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { lines: number }): void {
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     const rl = readline.createInterface({ input: stream });
     rl.on('line', (line) => {
       o.onLine?.(tag, line);
-      if (!o.quiet) process.stderr.write(`[${tag}] ${line}\n`);
+      show(tag, line, o, folded);
     });
   }
 }
@@ -55,6 +83,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const jobId = `job${port}`;
   const restarts = o.restarts ?? 3;
   const live = new Set<ChildProcess>();
+  const folded = { lines: 0 };
+  const display = o.outputDir && !o.quiet ? new RunDisplay({ note: () => (folded.lines ? `${folded.lines} worker log lines folded (--verbose shows them)` : '') }) : null;
+  const follower = display?.enabled ? new MetricsFollower(path.join(o.outputDir!, 'metrics.jsonl'), (r) => display.observe(r)) : null;
   let stopping = false;
   const stopAll = () => {
     stopping = true;
@@ -77,7 +108,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
       const start = (life: number) => {
         const child = spawn(process.execPath, [BIN, ...args(life)], { stdio: ['ignore', 'pipe', 'pipe'], env: env(life) });
         live.add(child);
-        prefixed(child, tag, o);
+        prefixed(child, tag, o, folded);
         child.once('exit', (code, signal) => {
           live.delete(child);
           // Exit code 3 means the job itself is over (aborted): restarting would not help.
@@ -115,6 +146,8 @@ export async function launch(o: LaunchOptions): Promise<number> {
     if (failed >= 0) log.error({ process: `w${failed}`, code: codes[failed] }, 'a worker failed');
     return coordCode !== 0 || failed >= 0 ? 1 : 0;
   } finally {
+    follower?.stop();
+    display?.stop();
     stopAll();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -47,6 +47,7 @@ test('npm pack + npm install --omit=dev gives a propipe that runs without dev de
     run(bin, ['launch', '--workers', '2', '--config', path.join(tmp, 'run.yaml')], app, { PROPIPE_LOG_LEVEL: 'warn' });
     t.diagnostic(`packaged launch took ${Date.now() - started} ms`);
     assert.ok(openCheckpoint(path.join(out, 'final')).names().length > 0, 'the job wrote final/');
+    assert.ok(fs.statSync(path.join(out, 'report.html')).size > 100_000, 'the packaged launch wrote report.html (Chart.js and the page script ship)');
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -1,11 +1,9 @@
-import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
 import { log } from '../../common/log.ts';
 import { startCoordinator } from '../../coordinator/server.ts';
 import { JobAborted } from '../../common/errors.ts';
-import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { SECURITY_FLAGS, securityOptions } from '../security-flags.ts';
-import { runFlagSpecs, runOverrides } from '../run-flags.ts';
+import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS, pipelineOptions } from '../pipeline-flags.ts';
 
 export const coordinatorCommand: Command = {
@@ -26,13 +24,7 @@ export const coordinatorCommand: Command = {
     ...runFlagSpecs(),
   },
   async run(f) {
-    let run;
-    try {
-      run = loadRunConfig(f.str('config'), runOverrides(f));
-    } catch (err) {
-      if (err instanceof RunConfigError) throw new UsageError(err.message);
-      throw err;
-    }
+    const run = runConfigFromFlags(f);
     const p = pipelineOptions(f, run);
     const c = await startCoordinator({
       run: p.run,

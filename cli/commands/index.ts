@@ -15,5 +15,6 @@ import { chatCommand } from './chat.ts';
 import { serveCommand } from './serve.ts';
 import { studyCommand } from './study.ts';
 import { sftCommand, trainCommand } from './train.ts';
+import { reportCommand } from './report.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand, serveCommand, chatCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, reportCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand, serveCommand, chatCommand];

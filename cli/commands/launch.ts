@@ -1,9 +1,10 @@
 import { launch } from '../../supervisor/launch.ts';
+import { writeRunReport } from '../run-report.ts';
 import type { Command } from '../command.ts';
-import { runFlagSpecs } from '../run-flags.ts';
+import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
 
-const OWN = new Set(['workers', 'insecure']);
+const OWN = new Set(['workers', 'insecure', 'verbose']);
 
 export const launchCommand: Command = {
   name: 'launch',
@@ -14,6 +15,7 @@ export const launchCommand: Command = {
     config: { type: 'string', description: 'YAML run file' },
     'metrics-port': { type: 'string', description: 'serve the coordinator’s Prometheus metrics on this port' },
     insecure: { type: 'boolean', description: 'no TLS, token or NATS password (default: throwaway credentials for this run)' },
+    verbose: { type: 'boolean', description: 'at a terminal, show every worker log line (by default they are folded under the progress display; warnings always show)' },
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
   },
@@ -24,12 +26,14 @@ export const launchCommand: Command = {
     for (let i = 0; i < args.length; i++) {
       const name = args[i].replace(/^--/, '').split('=')[0];
       if (OWN.has(name)) {
-        if (name !== 'insecure' && !args[i].includes('=')) i++;
+        if (name === 'workers' && !args[i].includes('=')) i++;
         continue;
       }
       coordinatorArgs.push(args[i]);
     }
-    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure') });
+    const outputDir = runConfigFromFlags(f).output_dir;
+    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
     if (code !== 0) throw new Error('the pipelined job failed (see the prefixed logs above)');
+    writeRunReport(outputDir);
   },
 };

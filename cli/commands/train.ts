@@ -1,9 +1,8 @@
 import { log } from '../../common/log.ts';
-import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
 import { Trainer } from '../../local/trainer.ts';
-import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
-import { runFlagSpecs, runOverrides } from '../run-flags.ts';
+import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
+import { writeRunReport } from '../run-report.ts';
 
 export const trainCommand: Command = {
   name: 'train',
@@ -15,15 +14,10 @@ export const trainCommand: Command = {
     ...runFlagSpecs(),
   },
   async run(f) {
-    let trainer: Trainer;
-    try {
-      trainer = new Trainer(loadRunConfig(f.str('config'), runOverrides(f)));
-    } catch (err) {
-      if (err instanceof RunConfigError) throw new UsageError(err.message);
-      throw err;
-    }
+    const trainer = new Trainer(runConfigFromFlags(f));
     const r = await trainer.train();
     log.info({ steps: r.steps, finalTrainLoss: r.finalTrainLoss, finalValLoss: r.finalValLoss, tokensPerSec: Math.round(r.tokensPerSec) }, 'training finished');
+    writeRunReport(trainer.run.output_dir);
     if (f.bool('json')) console.log(JSON.stringify(r));
   },
 };
