@@ -9,6 +9,7 @@ import { freshState, StepPolicy, type StageEnd, type StepDecision } from '../rec
 import type { TrainedStack } from '../recipe/layout.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { planPartition, type RankPlan } from './partition.ts';
+import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
 const log = childLog({ component: 'job' });
 
@@ -61,7 +62,7 @@ export interface JobOptions {
   run: RunConfig;
   stack: TrainedStack;
   workers: number;
-  schedule: 'gpipe' | '1f1b';
+  schedule: ScheduleKind;
   microBatches: number;
   natsUrl: string;
   hasVal: boolean;

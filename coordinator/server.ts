@@ -12,13 +12,14 @@ import type { Job } from './job.ts';
 import { CoordinatorService } from './service.ts';
 import { connectNats, SignalPublisher } from '../proto/signals.ts';
 import { Telemetry } from './telemetry.ts';
+import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
 const log = childLog({ component: 'coordinator' });
 
 export interface CoordinatorOptions {
   run: RunConfig;
   workers: number;
-  schedule: 'gpipe' | '1f1b';
+  schedule: ScheduleKind;
   microBatches: number;
   host: string;
   port: number;

@@ -20,6 +20,7 @@ import type { StageEnd } from '../recipe/step-policy.ts';
 import { Job, type StepRecord } from './job.ts';
 import type { Telemetry } from './telemetry.ts';
 import { readEvalResults } from '../recipe/eval-tasks.ts';
+import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
 const log = childLog({ component: 'coordinator' });
 
@@ -33,7 +34,7 @@ export interface SignalSink {
 export interface ServiceOptions {
   run: RunConfig;
   workers: number;
-  schedule: 'gpipe' | '1f1b';
+  schedule: ScheduleKind;
   microBatches: number;
   natsUrl: string;
   jobId?: string;

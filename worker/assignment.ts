@@ -23,7 +23,7 @@ import { finalEvaluation } from './final-eval.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { FrameExpectation } from './peer.ts';
 import { ownsTensor, Rank } from './rank.ts';
-import type { ScheduleKind } from './schedule.ts';
+import { isScheduleKind } from '../recipe/schedule-kind.ts';
 import type { TrainingModel } from './training-model.ts';
 import { maskFromWire } from '../proto/mask.ts';
 import { sameMask } from '../recipe/freeze-mask.ts';
@@ -90,7 +90,9 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     log.info({ checkpoint: a.resumeCheckpoint, tensors: ck.params.size }, 'restored trainable tensors');
   }
   const feed = a.rank === 0 ? (ports.feed ?? (await openFeed(run, model))) : null;
-  const schedule = a.schedule as ScheduleKind;
+  const schedule = a.schedule;
+  if (!isScheduleKind(schedule)) throw new Error(`the coordinator asks for schedule '${schedule}', which this worker does not know; coordinator and worker run different propipe versions: update both`);
+  rank.splitBackward = schedule === 'zb1';
   const trainableParams = [...rank.values.values()].reduce((n, v) => n + v.length, 0);
   const M = a.microBatches;
   let step = a.startStep;

@@ -2,6 +2,7 @@
 // micro-batch gradients, and records a span per action for the pipeline timeline.
 import { accumulateGrads } from '../model/train/adamw.ts';
 import type { Batch } from '../model/llama/program.ts';
+import type { HostTensor } from '../model/graph/dtype.ts';
 import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';
 import type { FrameKind } from '../proto/messages.ts';
 import type { Mailbox } from './mailbox.ts';
@@ -35,7 +36,11 @@ interface Slot {
   batch: Batch;
   stepTokens: number;
   hiddenGrad?: Float32Array;
+  /** Zero-bubble: what the weight-gradient pass needs, kept from the input-gradient pass. */
+  weight?: { seed: Seed; stash: Record<string, HostTensor> };
 }
+
+type Seed = { lossScale?: number; outGrad?: Float32Array };
 
 /** The first rank's micro-batches, as token ids and labels. */
 export interface MicroBatch {
@@ -120,17 +125,22 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         slots.get(a.mb)!.hiddenGrad = f.tensor.data as Float32Array;
         break;
       }
-      case 'backward': {
+      case 'backward':
+      case 'backward_input': {
         const s = slots.get(a.mb)!;
-        const seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
+        const seed: Seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
         if (rank.teacher) {
           const teacherIds = s.batch.inputIds;
           if (!teacherIds) throw new Error('distillation needs the token ids on the last rank');
           const t = await timed(`teacher F${a.mb}`, true, () => rank.teacher!.forward({ batch: s.batch.batch, seq: s.batch.seq, inputIds: teacherIds, labels: s.batch.labels }, new Map()));
           s.batch = { ...s.batch, teacherLogits: t.logits };
         }
-        const r = await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed));
-        accumulateGrads(grads, r.grads);
+        const r =
+          a.op === 'backward'
+            ? await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed))
+            : await timed(`B${a.mb}`, true, () => program.backwardInput(s.batch, rank.values, seed));
+        if ('grads' in r) accumulateGrads(grads, r.grads);
+        else s.weight = { seed, stash: r.stash };
         if (rank.range.head) {
           lossSum += r.lossSum!;
           klSum += r.klSum ?? 0;
@@ -139,10 +149,17 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         s.hiddenGrad = r.hiddenGrad;
         break;
       }
+      case 'backward_weight': {
+        const s = slots.get(a.mb)!;
+        const w = s.weight!;
+        accumulateGrads(grads, await timed(`W${a.mb}`, true, () => program.backwardWeight(s.batch, rank.values, w.seed, w.stash)));
+        slots.delete(a.mb);
+        break;
+      }
       case 'send_grad': {
         const s = slots.get(a.mb)!;
         await timed(`send B${a.mb}`, false, () => links.down!({ kind: 'GRADIENT', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: s.hiddenGrad! } }));
-        slots.delete(a.mb);
+        if (!s.weight) slots.delete(a.mb);
         break;
       }
     }

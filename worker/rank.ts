@@ -36,6 +36,8 @@ export class Rank {
   teacher: RangeProgram | null = null;
   role!: RankRole;
   stage = -1;
+  /** Build the backward as input- and weight-gradient graphs (zero-bubble schedules). */
+  splitBackward = false;
 
   constructor(
     readonly run: RunConfig,
@@ -76,6 +78,7 @@ export class Rank {
       distill: this.distills ? { weight: this.run.distill_weight, temperature: this.run.distill_temperature } : null,
       device: this.run.device,
       threads: this.run.threads,
+      splitBackward: this.splitBackward,
     });
     if (this.distills && !this.teacher) {
       this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });

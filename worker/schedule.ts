@@ -2,14 +2,16 @@
 // of actions per rank, produced by a generator and run by one executor, so a schedule can be
 // printed, tested and simulated. A rank below the lowest trainable block has no backward actions.
 
-export type ActionOp = 'recv_act' | 'forward' | 'send_act' | 'recv_grad' | 'backward' | 'send_grad';
+export type ActionOp = 'recv_act' | 'forward' | 'send_act' | 'recv_grad' | 'backward' | 'send_grad' | 'backward_input' | 'backward_weight';
 
 export interface Action {
   op: ActionOp;
   mb: number;
 }
 
-export type ScheduleKind = 'gpipe' | '1f1b';
+import type { ScheduleKind } from '../recipe/schedule-kind.ts';
+
+export type { ScheduleKind };
 
 export interface RankRole {
   rank: number;
@@ -30,10 +32,10 @@ function forwardActions(role: RankRole, mb: number): Action[] {
   return a;
 }
 
-function backwardActions(role: RankRole, mb: number): Action[] {
+function backwardActions(role: RankRole, mb: number, op: 'backward' | 'backward_input' = 'backward'): Action[] {
   const a: Action[] = [];
   if (role.gradFromNext) a.push({ op: 'recv_grad', mb });
-  a.push({ op: 'backward', mb });
+  a.push({ op, mb });
   if (role.gradToPrev) a.push({ op: 'send_grad', mb });
   return a;
 }
@@ -42,6 +44,7 @@ export function schedule(kind: ScheduleKind, role: RankRole, microBatches: numbe
   const mbs = Array.from({ length: microBatches }, (_, i) => i);
   if (!role.backward) return mbs.flatMap((mb) => forwardActions(role, mb));
   if (kind === 'gpipe') return [...mbs.flatMap((mb) => forwardActions(role, mb)), ...mbs.flatMap((mb) => backwardActions(role, mb))];
+  if (kind === 'zb1') return zeroBubbleH1(role, microBatches);
   // 1F1B: warm up with as many forwards as there are ranks after this one, then alternate one
   // forward and one backward, then drain the remaining backwards.
   const warmup = Math.min(microBatches, role.ranks - 1 - role.rank);
@@ -57,6 +60,35 @@ export function schedule(kind: ScheduleKind, role: RankRole, microBatches: numbe
   return out;
 }
 
+/**
+ * ZB-H1 (Qi et al. 2023): 1F1B with the backward split into B (input gradient, on the critical path)
+ * and W (weight gradients, which nobody waits for). Rank r defers up to r W passes — its in-flight
+ * micro-batches then peak at P like rank 0's in 1F1B, so the memory bound is unchanged — and runs
+ * them where 1F1B would wait for the next rank's gradient: the cool-down bubble shrinks from
+ * (P-1)(F+B+W) to (P-1)(F+B-W).
+ */
+function zeroBubbleH1(role: RankRole, microBatches: number): Action[] {
+  const warmup = Math.min(microBatches, role.ranks - 1 - role.rank);
+  const defer = role.rank;
+  const out: Action[] = [];
+  let f = 0;
+  let b = 0;
+  let w = 0;
+  const weight = () => out.push({ op: 'backward_weight', mb: w++ });
+  for (; f < warmup; f++) out.push(...forwardActions(role, f));
+  while (f < microBatches) {
+    out.push(...forwardActions(role, f++));
+    out.push(...backwardActions(role, b++, 'backward_input'));
+    if (b - w > defer) weight();
+  }
+  while (b < microBatches) {
+    out.push(...backwardActions(role, b++, 'backward_input'));
+    if (b - w > defer) weight();
+  }
+  while (w < microBatches) weight();
+  return out;
+}
+
 /** Roles of every rank given which ranks run backward (a frozen prefix does not). */
 export function roles(backward: readonly boolean[]): RankRole[] {
   return backward.map((bw, rank) => ({
@@ -69,11 +101,21 @@ export function roles(backward: readonly boolean[]): RankRole[] {
 }
 
 export function formatSchedule(actions: readonly Action[]): string {
-  const short: Record<ActionOp, string> = { recv_act: 'ra', forward: 'F', send_act: 'sa', recv_grad: 'rg', backward: 'B', send_grad: 'sg' };
+  const short: Record<ActionOp, string> = { recv_act: 'ra', forward: 'F', send_act: 'sa', recv_grad: 'rg', backward: 'B', send_grad: 'sg', backward_input: 'B', backward_weight: 'W' };
   return actions
-    .filter((a) => a.op === 'forward' || a.op === 'backward')
+    .filter((a) => COMPUTE.has(a.op))
     .map((a) => `${short[a.op]}${a.mb}`)
     .join(' ');
+}
+
+const COMPUTE = new Set<ActionOp>(['forward', 'backward', 'backward_input', 'backward_weight']);
+
+/** Per-rank compute times; a split backward costs `backwardInput` + `backwardWeight` instead of `backward`. */
+export interface OpCosts {
+  forward: number[];
+  backward: number[];
+  backwardInput?: number[];
+  backwardWeight?: number[];
 }
 
 export interface Simulation {
@@ -88,7 +130,14 @@ export interface Simulation {
  * Runs the schedules of every rank against each other with fixed op costs and instant transfers:
  * checks that every receive has its send (a deadlock throws) and measures the bubble.
  */
-export function simulate(plans: readonly Action[][], cost: { forward: number[]; backward: number[] }): Simulation {
+export function simulate(plans: readonly Action[][], cost: OpCosts): Simulation {
+  const costOf = (op: ActionOp, r: number): number => {
+    if (op === 'forward') return cost.forward[r];
+    if (op === 'backward') return cost.backward[r];
+    const split = op === 'backward_input' ? cost.backwardInput : cost.backwardWeight;
+    if (!split) throw new Error(`simulating ${op} needs cost.backwardInput and cost.backwardWeight`);
+    return split[r];
+  };
   const ranks = plans.length;
   const clock = new Array<number>(ranks).fill(0);
   const busy = new Array<number>(ranks).fill(0);
@@ -108,7 +157,7 @@ export function simulate(plans: readonly Action[][], cost: { forward: number[]; 
         } else if (a.op === 'send_act') sent.set(key('act', r, a.mb), clock[r]);
         else if (a.op === 'send_grad') sent.set(key('grad', r, a.mb), clock[r]);
         else {
-          const c = a.op === 'forward' ? cost.forward[r] : cost.backward[r];
+          const c = costOf(a.op, r);
           clock[r] += c;
           busy[r] += c;
         }

@@ -9,7 +9,7 @@ import { PIPELINE_FLAGS, pipelineOptions } from '../pipeline-flags.ts';
 export const coordinatorCommand: Command = {
   name: 'coordinator',
   summary: 'run the coordinator of a pipelined job (gRPC server; reads config.json only)',
-  usage: 'propipe coordinator --config run.yaml --workers N --nats nats://host:4222 [--port P] [--schedule 1f1b|gpipe] [--micro-batches M]',
+  usage: 'propipe coordinator --config run.yaml --workers N --nats nats://host:4222 [--port P] [--schedule 1f1b|gpipe|zb1] [--micro-batches M]',
   flags: {
     config: { type: 'string', description: 'YAML run file' },
     workers: { type: 'string', description: 'number of workers to wait for' },

@@ -9,7 +9,7 @@ const OWN = new Set(['workers', 'insecure', 'verbose']);
 export const launchCommand: Command = {
   name: 'launch',
   summary: 'run a pipelined job on this machine: nats-server, the coordinator and N worker processes',
-  usage: 'propipe launch --workers N --config run.yaml [run flags] [--schedule 1f1b|gpipe] [--micro-batches M]',
+  usage: 'propipe launch --workers N --config run.yaml [run flags] [--schedule 1f1b|gpipe|zb1] [--micro-batches M]',
   flags: {
     workers: { type: 'string', description: 'number of worker processes', default: '2' },
     config: { type: 'string', description: 'YAML run file' },

@@ -1,6 +1,7 @@
 // A block range compiled into ONNX Runtime sessions: a forward graph, and a backward graph that
 // recomputes the forward from the range input and yields only the gradients that are needed.
 import { backward } from '../autodiff/backward.ts';
+import { splitBackward } from '../autodiff/split.ts';
 import type { ModelConfig } from '../hf/config.ts';
 import { CompiledGraph, type Device } from '../graph/session.ts';
 import { type HostTensor } from '../graph/dtype.ts';
@@ -25,6 +26,11 @@ export interface ProgramOptions {
   lora?: LoraSpec | null;
   quantized?: QuantizedMatMul | null;
   distill?: { weight: number; temperature: number } | null;
+  /**
+   * Zero-bubble schedules: build the backward as two graphs, input gradient (`backwardInput`) and
+   * weight gradients (`backwardWeight`), instead of one (`backward`).
+   */
+  splitBackward?: boolean;
 }
 
 export interface Batch {
@@ -48,6 +54,19 @@ export interface BackwardResult {
   lossSum?: number;
   tokenCount?: number;
   klSum?: number;
+}
+
+/** What `backwardInput` returns: the input gradient, the loss, and what `backwardWeight` needs. */
+export interface InputGradResult extends Omit<BackwardResult, 'grads'> {
+  stash: Record<string, HostTensor>;
+}
+
+interface SplitGraphs {
+  /** Null on a range that yields neither an input gradient nor the loss. */
+  b: CompiledGraph | null;
+  /** Null on a range without trainable weights that still passes gradients down. */
+  w: CompiledGraph | null;
+  stash: readonly string[];
 }
 
 /** What a forward run returns; reading an output the program was not built to produce says so. */
@@ -114,6 +133,7 @@ export class RangeProgram {
     private readonly shapes: ReadonlyMap<string, number[]>,
     private readonly fwd: CompiledGraph,
     private readonly bwd: CompiledGraph | null,
+    private readonly split: SplitGraphs | null = null,
   ) {}
 
   static async create(o: ProgramOptions): Promise<RangeProgram> {
@@ -125,6 +145,7 @@ export class RangeProgram {
     const session = { device: o.device, threads: o.threads };
 
     let bwd: CompiledGraph | null = null;
+    let split: SplitGraphs | null = null;
     if (wrt.length > 0) {
       const gb = graph.clone(`${graph.name}_backward`);
       gb.outputs.splice(0, gb.outputs.length);
@@ -141,17 +162,26 @@ export class RangeProgram {
         gb.output(IO.tokenCount);
         if (o.distill) gb.output(IO.klSum);
       }
-      bwd = await CompiledGraph.create(gb, session);
+      if (o.splitBackward) {
+        const outs = gb.outputs.filter((n) => !n.startsWith(GRAD_PREFIX) || n === HIDDEN_GRAD);
+        const parts = splitBackward(gb, outs, trainable.map((n) => GRAD_PREFIX + n));
+        split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
+      } else bwd = await CompiledGraph.create(gb, session);
     }
     // Forward runs serve evaluation and pipeline activations: they never need the teacher.
     const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
     graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
     const fwd = await CompiledGraph.create(graph, session);
-    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd);
+    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd, split);
   }
 
   get hasBackward(): boolean {
-    return this.bwd !== null;
+    return this.bwd !== null || this.split !== null;
+  }
+
+  /** Values handed from `backwardInput` to `backwardWeight` (zero-bubble programs). */
+  get stashNames(): readonly string[] {
+    return this.split?.stash ?? [];
   }
 
   async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<ForwardResult> {
@@ -162,18 +192,46 @@ export class RangeProgram {
    * Gradients of `lossScale · loss_sum` (head range) or of ⟨outGrad, hidden_out⟩ (other ranges).
    */
   async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
-    if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate`);
+    if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate${this.split ? ' in one graph (the program was built with splitBackward: use backwardInput and backwardWeight)' : ''}`);
+    const out = await this.bwd.run(this.seededFeeds(b, params, seed));
+    return { grads: this.gradsOf(out), ...this.inputSide(out) };
+  }
+
+  /** The input-gradient half of `backward` (and the loss on the head range), plus the stash for `backwardWeight`. */
+  async backwardInput(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<InputGradResult> {
+    if (!this.split) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: backwardInput needs a program built with splitBackward`);
+    if (!this.split.b) return { stash: {} };
+    const out = await this.split.b.run(this.seededFeeds(b, params, seed));
+    const stash: Record<string, HostTensor> = {};
+    for (const n of this.split.stash) stash[n] = out[n];
+    return { ...this.inputSide(out), stash };
+  }
+
+  /** The weight-gradient half of `backward`, from the same batch, seed and the stash of `backwardInput`. */
+  async backwardWeight(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }, stash: Readonly<Record<string, HostTensor>>): Promise<Map<string, Float32Array>> {
+    if (!this.split) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: backwardWeight needs a program built with splitBackward`);
+    if (!this.split.w) return new Map();
+    return this.gradsOf(await this.split.w.run({ ...this.seededFeeds(b, params, seed), ...stash }));
+  }
+
+  private seededFeeds(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Record<string, HostTensor> {
     const feeds = this.feeds(b, params);
     if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(seed.lossScale ?? 1) };
     else {
       if (!seed.outGrad) throw new Error('backward of a middle range needs the gradient of its output');
       feeds[OUT_GRAD] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.hiddenSize], data: seed.outGrad };
     }
-    const out = await this.bwd.run(feeds);
+    return feeds;
+  }
+
+  private gradsOf(out: Record<string, HostTensor>): Map<string, Float32Array> {
     const grads = new Map<string, Float32Array>();
     for (const n of this.trainableNames) grads.set(n, out[GRAD_PREFIX + n].data as Float32Array);
+    return grads;
+  }
+
+  private inputSide(out: Record<string, HostTensor>): Omit<BackwardResult, 'grads'> {
     return {
-      grads,
       hiddenGrad: out[HIDDEN_GRAD]?.data as Float32Array | undefined,
       lossSum: out[IO.lossSum] ? Number(out[IO.lossSum].data[0]) : undefined,
       tokenCount: out[IO.tokenCount] ? Number(out[IO.tokenCount].data[0]) : undefined,
@@ -184,6 +242,8 @@ export class RangeProgram {
   async release(): Promise<void> {
     await this.fwd.release();
     await this.bwd?.release();
+    await this.split?.b?.release();
+    await this.split?.w?.release();
   }
 
   private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>): Record<string, HostTensor> {
