@@ -17,7 +17,8 @@ import YAML from 'yaml';
 import { launch } from '../supervisor/launch.ts';
 import { createRandomModel } from '../model/hf/init.ts';
 import { Rng } from '../common/rng.ts';
-import { roles, schedule, simulate } from '../worker/schedule.ts';
+import { roles, schedule, simulate, type ScheduleKind } from '../worker/schedule.ts';
+import { compareZeroBubble } from './pipeline-zb.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };
 const SEQ = 128;
@@ -59,6 +60,7 @@ interface RankTime {
 }
 
 export interface JobResult {
+  schedule: ScheduleKind;
   workers: number;
   microBatches: number;
   ignoreMask: boolean;
@@ -77,7 +79,9 @@ export interface JobResult {
   bubbleSchedule: number;
   /** (P-1)/(M+P-1): equal stages, instant transfers. */
   bubbleTheory: number;
-  /** Simulated 1F1B with this run's measured F and B times per rank (still instant transfers). */
+  /** Median seconds per micro-batch per rank: forward, backward (B: the whole backward outside zb1), W. */
+  perMicroBatch: { forward: number[]; backwardInput: number[]; backwardWeight: number[] };
+  /** Simulated schedule with this run's measured F and B times per rank (still instant transfers). */
   bubbleSimulated: number;
   /** Activation + gradient bytes crossing each link per step, and one activation frame. */
   bytesPerStepPerLink: number;
@@ -121,9 +125,12 @@ function readTrace(dir: string): TraceEvent[] {
     .filter((e) => e.ph === 'X');
 }
 
-const isCompute = (name: string) => /^(F|B|teacher F)\d+$/.test(name);
+const isCompute = (name: string) => /^(F|B|W|teacher F)\d+$/.test(name);
 
-async function runJob(o: { root: string; model: string; dataset: string; name: string; workers: number; microBatches: number; steps: number; skip: number; batch: number; threads: number; newBlocks: number; groups: number; ignoreMask: boolean }): Promise<JobResult> {
+export interface JobOptions { root: string; model: string; dataset: string; name: string; workers: number; microBatches: number; steps: number; skip: number; batch: number; threads: number; newBlocks: number; groups: number; ignoreMask: boolean; schedule?: ScheduleKind; run?: Record<string, unknown> }
+
+export async function runJob(o: JobOptions): Promise<JobResult> {
+  const kind = o.schedule ?? '1f1b';
   const out = path.join(o.root, o.name);
   const file = path.join(o.root, `${o.name}.yaml`);
   const run = {
@@ -142,6 +149,7 @@ async function runJob(o: { root: string; model: string; dataset: string; name: s
     logging_steps: 1,
     seed: 3,
     threads: o.threads,
+    ...o.run,
   };
   fs.writeFileSync(file, YAML.stringify(run));
   const lines: string[] = [];
@@ -152,7 +160,7 @@ async function runJob(o: { root: string; model: string; dataset: string; name: s
   const failed = (why: string) => new Error(`${o.name} failed: ${why}\n${lines.slice(-30).join('\n')}`);
   const code = await launch({
     workers: o.workers,
-    coordinatorArgs: ['--config', file, '--schedule', '1f1b', '--micro-batches', String(o.microBatches), ...(o.ignoreMask ? ['--ignore-mask'] : [])],
+    coordinatorArgs: ['--config', file, '--schedule', kind, '--micro-batches', String(o.microBatches), ...(o.ignoreMask ? ['--ignore-mask'] : [])],
     quiet: true,
     onLine: (tag, line) => {
       lines.push(`${tag} ${line}`);
@@ -180,7 +188,7 @@ async function runJob(o: { root: string; model: string; dataset: string; name: s
   // The schedule window of each step from the trace, and each rank's time in compute, send and receive.
   const trace = readTrace(out);
   const windows: number[] = [];
-  const per = Array.from({ length: P }, () => ({ compute: [] as number[], send: [] as number[], recv: [] as number[], exposed: [] as number[], f: [] as number[], b: [] as number[] }));
+  const per = Array.from({ length: P }, () => ({ compute: [] as number[], send: [] as number[], recv: [] as number[], exposed: [] as number[], f: [] as number[], b: [] as number[], w: [] as number[] }));
   // A frame a rank waited for: from the moment its sender started sending it to the moment the receiver
   // had it (both clocks are this machine's), i.e. encoding, the wire, reassembly and the mailbox.
   const latencies: number[] = [];
@@ -216,6 +224,7 @@ async function runJob(o: { root: string; model: string; dataset: string; name: s
       per[r].exposed.push(exposed);
       per[r].f.push(sum((e) => /^F\d+$/.test(e.name)) / M);
       per[r].b.push(sum((e) => /^(B|teacher F)\d+$/.test(e.name)) / M);
+      per[r].w.push(sum((e) => /^W\d+$/.test(e.name)) / M);
     }
     busyFrac.push(busy / (P * window));
   }
@@ -235,16 +244,19 @@ async function runJob(o: { root: string; model: string; dataset: string; name: s
     exposedTransferFrac: round(median(p.exposed) / window),
   }));
 
-  // 1F1B simulated with the measured per-micro-batch F and B of each rank (a rank below every trainable
-  // block has no B; the last rank's forward is folded into its backward graph).
+  // The schedule simulated with the measured per-micro-batch F, B (and W) of each rank (a rank below
+  // every trainable block has no B; the last rank's forward is folded into its backward graph).
   const fwd = per.map((p) => median(p.f));
-  const bwd = per.map((p) => median(p.b));
-  const rs = roles(bwd.map((b) => b > 0));
-  const sim = simulate(rs.map((role) => schedule('1f1b', role, M)), { forward: fwd, backward: bwd });
+  const bIn = per.map((p) => median(p.b));
+  const bW = per.map((p) => median(p.w));
+  const rs = roles(bIn.map((b, r) => b + bW[r] > 0));
+  const sim = simulate(rs.map((role) => schedule(kind, role, M)), { forward: fwd, backward: bIn.map((b, r) => b + bW[r]), backwardInput: bIn, backwardWeight: bW });
 
   return {
+    schedule: kind,
     workers: P,
     microBatches: M,
+    perMicroBatch: { forward: fwd.map((x) => round(x, 4)), backwardInput: bIn.map((x) => round(x, 4)), backwardWeight: bW.map((x) => round(x, 4)) },
     ignoreMask: o.ignoreMask,
     partition,
     steps: steps.length,
@@ -276,6 +288,8 @@ async function main(): Promise<void> {
   };
   const list = (name: string, def: string) => flag(name, def).split(',').filter(Boolean).map(Number);
   const quick = argv.includes('--quick');
+  // `--only zb` runs just the zero-bubble comparison (section 4).
+  const only = flag('only', '');
   const workers = list('workers', quick ? '1,2' : '1,2,3,4');
   const micro = list('micro', quick ? '1,4' : '1,2,4,8');
   const steps = Number(flag('steps', '6'));
@@ -303,7 +317,7 @@ async function main(): Promise<void> {
 
   // 1. P × M, LLaMA Pro with new blocks interleaved through the stack.
   const grid: JobResult[] = [];
-  for (const P of workers) {
+  for (const P of only === 'zb' ? [] : workers) {
     for (const M of micro) {
       const r = await runJob({ root, model, dataset, name: `grid-p${P}-m${M}`, workers: P, microBatches: M, steps, skip, batch, threads, newBlocks, groups: newBlocks, ignoreMask: false });
       grid.push(r);
@@ -314,7 +328,7 @@ async function main(): Promise<void> {
   // 2. Freeze-aware plan vs one that ignores the mask, on a job whose trainable block(s) sit at the top.
   //    The two plans run alternately (A B A B ...) so drifting load on the machine hits both alike.
   const compare = [];
-  for (const P of compareWorkers) {
+  for (const P of only === 'zb' ? [] : compareWorkers) {
     const job = { root, model, dataset, workers: P, microBatches: compareMicro, steps: compareSteps, skip, batch, threads, newBlocks: compareNewBlocks, groups: 1 };
     const aware: JobResult[] = [];
     const ignore: JobResult[] = [];
@@ -341,6 +355,9 @@ async function main(): Promise<void> {
     .filter((r) => r.workers > 1 && r.microBatches === Math.max(...micro))
     .map((r) => ({ workers: r.workers, microBatches: r.microBatches, stepSeconds: r.stepSeconds, bytesPerStepPerLink: r.bytesPerStepPerLink, frameBytes: r.frameBytes, frameLatencyMs: r.frameLatencyMs, ranks: r.ranks }));
 
+  // 4. ZB-H1 against 1F1B on a full fine-tune and a LLaMA Pro + LoRA job.
+  const zeroBubble = await compareZeroBubble({ root, model, dataset, skip, batch, threads, quick, log });
+
   const out = {
     bench: 'pipeline',
     host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, loadavg: os.loadavg().map((x) => round(x, 2)), node: process.version },
@@ -366,6 +383,7 @@ async function main(): Promise<void> {
     grid,
     freezeAwareVsIgnoreMask: compare,
     overlap,
+    zeroBubble,
     totalSeconds: round((performance.now() - started) / 1000, 1),
   };
   fs.rmSync(root, { recursive: true, force: true });

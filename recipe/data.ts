@@ -241,40 +241,41 @@ export function encodeRecord(record: unknown, options: EncodeOptions = {}): { fo
   return { format, example };
 }
 
-/** Reads a JSONL file; the first bad line aborts with file:line and what is wrong. */
-export async function readJsonl(file: string, options: ReadJsonlOptions = {}): Promise<Dataset> {
-  const { maxLength } = options;
-  if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 2)) {
-    throw new Error(`maxLength must be an integer ≥ 2, got ${maxLength}`);
+/**
+ * Turns JSONL lines into examples with their stats: truncation, dropping examples without targets,
+ * file:line errors. `readJsonl` feeds it a stream; the parallel tokenizer feeds it chunks.
+ */
+export class DatasetBuilder {
+  readonly stats: DatasetStats = { lines: 0, examples: 0, dropped: 0, truncated: 0, tokens: 0, targetTokens: 0, formats: { text: 0, alpaca: 0, chat: 0, tokens: 0 } };
+  readonly examples: Example[] = [];
+
+  constructor(
+    readonly file: string,
+    private readonly options: ReadJsonlOptions,
+  ) {
+    const { maxLength } = options;
+    if (maxLength !== undefined && (!Number.isInteger(maxLength) || maxLength < 2)) {
+      throw new Error(`maxLength must be an integer ≥ 2, got ${maxLength}`);
+    }
   }
-  const stats: DatasetStats = {
-    lines: 0,
-    examples: 0,
-    dropped: 0,
-    truncated: 0,
-    tokens: 0,
-    targetTokens: 0,
-    formats: { text: 0, alpaca: 0, chat: 0, tokens: 0 },
-  };
-  const examples: Example[] = [];
-  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
-  let lineNo = 0;
-  for await (const raw of lines) {
-    lineNo++;
+
+  add(raw: string, lineNo: number): void {
+    const { maxLength } = this.options;
+    const stats = this.stats;
     const line = lineNo === 1 ? raw.replace(/^\uFEFF/, '') : raw;
-    if (line.trim().length === 0) continue;
+    if (line.trim().length === 0) return;
     stats.lines++;
     let record: unknown;
     try {
       record = JSON.parse(line);
     } catch (err) {
-      throw new DataError(`invalid JSON: ${(err as Error).message}`, file, lineNo);
+      throw new DataError(`invalid JSON: ${(err as Error).message}`, this.file, lineNo);
     }
     let encoded: { format: RecordFormat; example: Example };
     try {
-      encoded = encodeRecord(record, options);
+      encoded = encodeRecord(record, this.options);
     } catch (err) {
-      throw new DataError((err as Error).message, file, lineNo);
+      throw new DataError((err as Error).message, this.file, lineNo);
     }
     stats.formats[encoded.format]++;
     let { inputIds, labels } = encoded.example;
@@ -286,16 +287,31 @@ export async function readJsonl(file: string, options: ReadJsonlOptions = {}): P
     const targets = countTargets(labels);
     if (targets === 0) {
       stats.dropped++;
-      continue;
+      return;
     }
-    examples.push({ inputIds, labels });
+    this.examples.push({ inputIds, labels });
     stats.tokens += inputIds.length;
     stats.targetTokens += targets;
   }
-  stats.examples = examples.length;
-  if (stats.dropped > 0) {
-    log.warn({ file, dropped: stats.dropped, maxLength }, 'dropped examples with no target tokens (after truncation)');
+
+  finish(): Dataset {
+    this.stats.examples = this.examples.length;
+    return logLoaded({ file: this.file, examples: this.examples, stats: this.stats }, this.options.maxLength);
   }
-  log.info({ file, ...stats }, 'loaded dataset');
-  return { file, examples, stats };
+}
+
+/** The log lines every way of loading a dataset ends with. */
+export function logLoaded(d: Dataset, maxLength: number | undefined, extra: Record<string, unknown> = {}): Dataset {
+  if (d.stats.dropped > 0) log.warn({ file: d.file, dropped: d.stats.dropped, maxLength }, 'dropped examples with no target tokens (after truncation)');
+  log.info({ file: d.file, ...d.stats, ...extra }, 'loaded dataset');
+  return d;
+}
+
+/** Reads a JSONL file; the first bad line aborts with file:line and what is wrong. */
+export async function readJsonl(file: string, options: ReadJsonlOptions = {}): Promise<Dataset> {
+  const builder = new DatasetBuilder(file, options);
+  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+  let lineNo = 0;
+  for await (const raw of lines) builder.add(raw, ++lineNo);
+  return builder.finish();
 }

@@ -2,7 +2,8 @@
 import { optionalTokenizer } from '../model/hf/pretrained.ts';
 import { deriveSeed } from '../common/rng.ts';
 import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
-import { readJsonl, type Dataset } from '../recipe/data.ts';
+import type { Dataset } from '../recipe/data.ts';
+import { loadDataset } from '../recipe/load-dataset.ts';
 import { chunks } from '../recipe/examples.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { MicroBatch } from './executor.ts';
@@ -28,9 +29,9 @@ export class DataFeed {
 
 export async function openFeed(run: RunConfig, model: TrainingModel): Promise<DataFeed> {
   const tokenizer = await optionalTokenizer(run.model);
-  const opts = { tokenizer, vocabSize: model.config.vocabSize, maxLength: run.max_length };
-  const train = await readJsonl(run.dataset, opts);
-  const val = run.val_dataset ? await readJsonl(run.val_dataset, opts) : null;
+  const opts = { tokenizer, tokenizerDir: tokenizer ? run.model : null, vocabSize: model.config.vocabSize, maxLength: run.max_length };
+  const train = await loadDataset(run.dataset, opts);
+  const val = run.val_dataset ? await loadDataset(run.val_dataset, opts) : null;
   // The final evaluation's data too: a wrong path must not surface only after training.
   await checkEvalTasks(run);
   return new DataFeed(run, train, val, tokenizer?.padId ?? model.config.padTokenId ?? 0);
