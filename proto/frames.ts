@@ -58,6 +58,7 @@ export interface OutFrame {
   tensor: WireTensor;
   labels?: WireTensor;
   inputIds?: WireTensor;
+  positionIds?: WireTensor;
   stepTokens?: number;
 }
 
@@ -74,6 +75,7 @@ export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): Fra
       tensor: { dtype: t.dtype, shape: t.shape, data: t.data.subarray(c * chunkBytes, Math.min(t.data.length, (c + 1) * chunkBytes)) },
       labels: c === 0 && f.labels ? tensorMsg(f.labels) : null,
       inputIds: c === 0 && f.inputIds ? tensorMsg(f.inputIds) : null,
+      positionIds: c === 0 && f.positionIds ? tensorMsg(f.positionIds) : null,
       stepTokens: f.stepTokens ?? 0,
       chunk: c,
       chunks,
@@ -89,6 +91,7 @@ export interface InFrame {
   tensor: WireTensor;
   labels: WireTensor | null;
   inputIds: WireTensor | null;
+  positionIds: WireTensor | null;
   stepTokens: number;
 }
 
@@ -162,7 +165,8 @@ export class FrameAssembler {
     const tensor = decodeTensor({ ...first.tensor!, data }, `${key} tensor`);
     const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
     const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
-    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, stepTokens: first.stepTokens };
+    const positionIds = first.positionIds && first.positionIds.data.length > 0 ? decodeTensor(first.positionIds, `${key} position_ids`) : null;
+    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, stepTokens: first.stepTokens };
   }
 
   pending(): number {

@@ -26,6 +26,11 @@ export interface FrameMsg {
   chunks: number;
   /** Token ids, carried forward when the last rank needs them (its distillation teacher). */
   inputIds: TensorMsg | null;
+  /**
+   * Packed rows (packing: true): each token's position within its own example, carried forward
+   * from the first rank like the labels (every rank's attention mask and rotary angles need them).
+   */
+  positionIds: TensorMsg | null;
 }
 
 export interface FrameAckMsg {

@@ -11,6 +11,8 @@ export interface Batch {
   seq: number;
   /** Label positions that carry loss after the causal shift (positions 1..seq-1 of each row). */
   targetTokens: number;
+  /** [batch, seq] positions within each example, when the rows are packed (padding counts as examples of one token). */
+  positionIds?: Int32Array;
 }
 
 export interface MakeBatchOptions {
@@ -31,7 +33,9 @@ export function makeBatch(examples: readonly Example[], options: MakeBatchOption
   const inputIds = new BigInt64Array(batch * seq).fill(padId);
   const labels = new BigInt64Array(batch * seq).fill(BigInt(IGNORE_INDEX));
   let targetTokens = 0;
+  const positionIds = examples.some((e) => e.positions) ? new Int32Array(batch * seq) : undefined;
   examples.forEach((e, row) => {
+    if (positionIds) positionIds.set(e.positions ?? Int32Array.from(e.inputIds, (_, i) => i), row * seq);
     if (e.labels.length !== e.inputIds.length) throw new Error(`makeBatch: example ${row} has ${e.inputIds.length} ids but ${e.labels.length} labels`);
     const off = row * seq;
     for (let i = 0; i < e.inputIds.length; i++) {
@@ -41,7 +45,7 @@ export function makeBatch(examples: readonly Example[], options: MakeBatchOption
       if (i > 0 && l !== IGNORE_INDEX) targetTokens++;
     }
   });
-  return { inputIds, labels, batch, seq, targetTokens };
+  return positionIds ? { inputIds, labels, batch, seq, targetTokens, positionIds } : { inputIds, labels, batch, seq, targetTokens };
 }
 
 /** Where a run stands in its data: batch `index` of `epoch` is the next one to train on. */

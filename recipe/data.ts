@@ -12,6 +12,8 @@ export type RecordFormat = 'text' | 'alpaca' | 'chat' | 'tokens';
 export interface Example {
   inputIds: Int32Array;
   labels: Int32Array;
+  /** Position of each token within its own example: set on packed rows only (recipe/packing.ts). */
+  positions?: Int32Array;
 }
 
 export interface EncodeOptions {

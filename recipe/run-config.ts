@@ -49,6 +49,7 @@ export const runConfigSchema = z
     per_device_eval_batch_size: positiveInt.default(8),
     gradient_accumulation_steps: positiveInt.default(1),
     max_length: z.number().int().min(2).default(512),
+    packing: z.boolean().default(false),
 
     lora_rank: nonNegInt.default(0),
     lora_alpha: z.number().positive().optional(),
@@ -182,6 +183,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   per_device_eval_batch_size: 'examples per evaluation batch',
   gradient_accumulation_steps: 'micro-batches per optimizer step (loss is the mean over all their tokens)',
   max_length: 'truncate examples to this many tokens',
+  packing: 'pack several training examples into each max_length row (attention and positions stay within each example)',
   lora_rank: 'LoRA rank (0 = no LoRA); with llamapro, adapters go on the frozen original blocks',
   lora_alpha: 'LoRA alpha (default: 2 × rank)',
   lora_targets: 'comma-separated modules (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) or all-linear',

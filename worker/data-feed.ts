@@ -4,6 +4,8 @@ import { deriveSeed } from '../common/rng.ts';
 import { makeBatch, shuffledBatches, type PositionedBatch } from '../recipe/batch.ts';
 import type { Dataset } from '../recipe/data.ts';
 import { loadDataset } from '../recipe/load-dataset.ts';
+import { packDataset } from '../recipe/packing.ts';
+import { log } from '../common/log.ts';
 import { chunks } from '../recipe/examples.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { MicroBatch } from './executor.ts';
@@ -30,7 +32,9 @@ export class DataFeed {
 export async function openFeed(run: RunConfig, model: TrainingModel): Promise<DataFeed> {
   const tokenizer = await optionalTokenizer(run.model);
   const opts = { tokenizer, tokenizerDir: tokenizer ? run.model : null, vocabSize: model.config.vocabSize, maxLength: run.max_length };
-  const train = await loadDataset(run.dataset, opts);
+  const loaded = await loadDataset(run.dataset, opts);
+  const train = run.packing ? packDataset(loaded, run.max_length) : loaded;
+  if (run.packing) log.info({ examples: loaded.examples.length, rows: train.examples.length, maxLength: run.max_length }, 'packed training examples into rows');
   const val = run.val_dataset ? await loadDataset(run.val_dataset, opts) : null;
   // The final evaluation's data too: a wrong path must not surface only after training.
   await checkEvalTasks(run);

@@ -46,6 +46,8 @@ type Seed = { lossScale?: number; outGrad?: Float32Array };
 export interface MicroBatch {
   inputIds: BigInt64Array;
   labels: BigInt64Array;
+  /** Packed rows: each token's position within its example. */
+  positionIds?: Int32Array;
   batch: number;
   seq: number;
 }
@@ -57,7 +59,8 @@ function slotFromFrame(f: InFrame, hidden: number): Slot {
   if (f.tensor.dtype !== 'float32' || f.tensor.shape.length !== 3 || f.tensor.shape[2] !== hidden) {
     throw new Error(`activation of step ${f.step} micro-batch ${f.microBatch} has shape [${f.tensor.shape}], expected [batch, seq, ${hidden}]`);
   }
-  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined }, stepTokens: f.stepTokens };
+  const positionIds = f.positionIds ? Int32Array.from(ids(f.positionIds), Number) : undefined;
+  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined, positionIds }, stepTokens: f.stepTokens };
 }
 
 /**
@@ -116,7 +119,8 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         const shape = [s.batch.batch, s.batch.seq];
         const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape, data: s.batch.labels } : undefined;
         const inputIds: WireTensor | undefined = carryIds && s.batch.inputIds ? { dtype: 'int64', shape, data: s.batch.inputIds } : undefined;
-        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, inputIds, stepTokens: s.stepTokens }));
+        const positionIds: WireTensor | undefined = s.batch.positionIds ? { dtype: 'int64', shape, data: BigInt64Array.from(s.batch.positionIds, BigInt) } : undefined;
+        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, inputIds, positionIds, stepTokens: s.stepTokens }));
         if (!rank.role.backward) slots.delete(a.mb);
         break;
       }

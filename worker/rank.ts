@@ -79,6 +79,7 @@ export class Rank {
       device: this.run.device,
       threads: this.run.threads,
       splitBackward: this.splitBackward,
+      packed: this.run.packing,
     });
     if (this.distills && !this.teacher) {
       this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });

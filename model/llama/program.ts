@@ -8,6 +8,7 @@ import { type HostTensor } from '../graph/dtype.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
+import { packedTables } from './packed-tables.ts';
 
 export interface ProgramOptions {
   config: ModelConfig;
@@ -31,6 +32,8 @@ export interface ProgramOptions {
    * weight gradients (`backwardWeight`), instead of one (`backward`).
    */
   splitBackward?: boolean;
+  /** Rows may hold several examples (`Batch.positionIds`): see packed-tables.ts. */
+  packed?: boolean;
 }
 
 export interface Batch {
@@ -44,6 +47,8 @@ export interface Batch {
   labels?: BigInt64Array;
   /** [batch, seq, vocab] logits of the distillation teacher. */
   teacherLogits?: Float32Array;
+  /** [batch, seq] position of each token within its example (packed rows; packed programs only). */
+  positionIds?: Int32Array;
 }
 
 export interface BackwardResult {
@@ -134,11 +139,12 @@ export class RangeProgram {
     private readonly fwd: CompiledGraph,
     private readonly bwd: CompiledGraph | null,
     private readonly split: SplitGraphs | null = null,
+    readonly packed = false,
   ) {}
 
   static async create(o: ProgramOptions): Promise<RangeProgram> {
     const binder = new ParamBinder({ trainable: o.trainable, load: o.load, lora: o.lora, quantized: o.quantized });
-    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill });
+    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed });
     const trainable = binder.used.filter((n) => o.trainable.has(n));
     const shapes = binder.shapes;
     const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
@@ -172,7 +178,7 @@ export class RangeProgram {
     const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
     graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
     const fwd = await CompiledGraph.create(graph, session);
-    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd, split);
+    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd, split, !!o.packed);
   }
 
   get hasBackward(): boolean {
@@ -247,11 +253,13 @@ export class RangeProgram {
   }
 
   private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>): Record<string, HostTensor> {
-    const t = this.tablesFor(b.seq);
+    if (b.positionIds && !this.packed) throw new Error('this batch has packed rows (position ids) but the program was built without packed: true');
+    const t = this.packed ? packedTables(this.config, b.batch, b.seq, b.positionIds) : this.tablesFor(b.seq);
+    const table = this.packed ? [b.batch, 1, b.seq, this.config.headDim] : [b.seq, this.config.headDim];
     const feeds: Record<string, HostTensor> = {
-      [IO.cos]: { dtype: 'float32', shape: [b.seq, this.config.headDim], data: t.cos },
-      [IO.sin]: { dtype: 'float32', shape: [b.seq, this.config.headDim], data: t.sin },
-      [IO.mask]: { dtype: 'float32', shape: [b.seq, b.seq], data: t.mask },
+      [IO.cos]: { dtype: 'float32', shape: table, data: t.cos },
+      [IO.sin]: { dtype: 'float32', shape: table, data: t.sin },
+      [IO.mask]: { dtype: 'float32', shape: this.packed ? [b.batch, 1, 1, b.seq, b.seq] : [b.seq, b.seq], data: t.mask },
     };
     if (this.range.embed) {
       if (!b.inputIds) throw new Error('the first range needs input_ids');

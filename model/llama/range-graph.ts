@@ -52,6 +52,11 @@ export interface RangeGraphOptions {
   rowLoss?: boolean;
   /** Adds weight·T²·KL(teacher‖student) over target positions to the objective (logits fed as input). */
   distill?: { weight: number; temperature: number } | null;
+  /**
+   * Packed rows (several examples per row): rotary tables per token ([batch, 1, seq, headDim]) and
+   * a mask per row ([batch, 1, 1, seq, seq]) instead of one for all rows.
+   */
+  packed?: boolean;
 }
 
 export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
@@ -65,10 +70,11 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   } else {
     x = hiddenIn = g.input(IO.hiddenIn, 'float32', ['batch', 'seq', h]);
   }
+  const table = opts.packed ? ['batch', 1, 'seq', config.headDim] : ['seq', config.headDim];
   const io = {
-    cos: g.input(IO.cos, 'float32', ['seq', config.headDim]),
-    sin: g.input(IO.sin, 'float32', ['seq', config.headDim]),
-    mask: g.input(IO.mask, 'float32', ['seq', 'seq']),
+    cos: g.input(IO.cos, 'float32', table),
+    sin: g.input(IO.sin, 'float32', table),
+    mask: g.input(IO.mask, 'float32', opts.packed ? ['batch', 1, 1, 'seq', 'seq'] : ['seq', 'seq']),
   };
   for (let layer = range.start; layer < range.end; layer++) x = decoderBlock(g, p, x, layer, config, io);
 
