@@ -37,6 +37,8 @@ test('B then W equal the one-graph backward on a head range and a middle range (
     assert.equal(bi.tokenCount, ref.tokenCount);
     assert.ok(maxRelError(bi.hiddenGrad!, ref.hiddenGrad!) <= 1e-6, `hidden grad ${maxRelError(bi.hiddenGrad!, ref.hiddenGrad!)}`);
     assert.deepEqual(Object.keys(bi.stash).sort(), [...two.stashNames].sort());
+    // W starts where B stopped: about an input and an output gradient per weight, not B's internals.
+    assert.ok(two.stashNames.length <= 2 * one.trainableNames.length + 2, `${two.stashNames.length} stashed values for ${one.trainableNames.length} weights`);
     const w = await two.backwardWeight(b, params, seed, bi.stash);
     assert.deepEqual([...w.keys()].sort(), [...ref.grads.keys()].sort());
     for (const [n, g] of ref.grads) assert.ok(maxRelError(w.get(n)!, g) <= 1e-6, `${n}: ${maxRelError(w.get(n)!, g)}`);

@@ -24,14 +24,14 @@ function withOutputs(g: Graph, name: string, outputs: readonly string[]): Graph 
 /** Splits `g` (a built backward graph) into B (`bOutputs`) and W (`wOutputs`). */
 export function splitBackward(g: Graph, bOutputs: readonly string[], wOutputs: readonly string[]): SplitBackward {
   const bNodes = bOutputs.length > 0 ? liveNodes(withOutputs(g, g.name, bOutputs)) : [];
-  const inB = new Set(bNodes);
+  // Nodes are compared by their outputs: liveNodes walks a clone, whose node objects are copies.
   const produced = new Set(bNodes.flatMap((n) => n.outputs));
   if (wOutputs.length === 0) return { b: bOutputs.length > 0 ? withOutputs(g, `${g.name}_input`, bOutputs) : null, w: null, stash: [] };
   const wAll = liveNodes(withOutputs(g, g.name, wOutputs));
   const stash: string[] = [];
   const seen = new Set<string>();
   for (const n of wAll) {
-    if (inB.has(n)) continue;
+    if (n.outputs.some((o) => produced.has(o))) continue;
     for (const i of n.inputs) {
       if (i && produced.has(i) && !seen.has(i)) {
         seen.add(i);
