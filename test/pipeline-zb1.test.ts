@@ -1,6 +1,7 @@
 // The zero-bubble schedule for real: a 3-worker ZB-H1 run (nats-server, coordinator, worker
 // processes) of a staged LLaMA Pro + LoRA + distillation job gives the losses and exported weights of
-// the 1F1B run and of the single-process run, and its ranks ran split B and W passes.
+// the 1F1B run and of the single-process run, and its ranks ran split B and W passes. The job packs
+// its examples (packing: true), so position ids cross the wire to every rank.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,9 +23,9 @@ function sameWeights(a: string, b: string): void {
   for (const n of ca.names()) assert.ok(maxRelError(cb.readF32(n), ca.readF32(n)) <= 1e-5, `${n}: ${maxRelError(cb.readF32(n), ca.readF32(n))}`);
 }
 
-test('3-worker ZB-H1 equals 1F1B and the single-process run', async () => {
+test('3-worker ZB-H1 equals 1F1B and the single-process run, on packed rows', async () => {
   const t = await makeTiny();
-  const run = { model: t.model, dataset: t.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 2, learning_rate: 1e-2, per_device_train_batch_size: 2, gradient_accumulation_steps: 4, logging_steps: 1, seed: 11 };
+  const run = { model: t.model, dataset: t.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 2, packing: true, max_length: 40, learning_rate: 1e-2, per_device_train_batch_size: 2, gradient_accumulation_steps: 4, logging_steps: 1, seed: 11 };
   const local = await new Trainer({ ...run, output_dir: path.join(t.root, 'local') }).train();
   const ref = losses(path.join(t.root, 'local'));
   assert.equal(ref.length, 4);
