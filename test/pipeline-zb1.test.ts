@@ -8,24 +8,13 @@ import path from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../supervisor/launch.ts';
-import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
-import { maxRelError } from './support/compare.ts';
+import { losses, sameWeights } from './support/runs.ts';
 import { makeTiny } from './support/tiny.ts';
-
-const losses = (dir: string) =>
-  fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => typeof r.loss === 'number' && r.eval_loss === undefined).map((r) => r.loss as number);
-
-function sameWeights(a: string, b: string): void {
-  const ca = openCheckpoint(a);
-  const cb = openCheckpoint(b);
-  assert.deepEqual(ca.names().sort(), cb.names().sort());
-  for (const n of ca.names()) assert.ok(maxRelError(cb.readF32(n), ca.readF32(n)) <= 1e-5, `${n}: ${maxRelError(cb.readF32(n), ca.readF32(n))}`);
-}
 
 test('3-worker ZB-H1 equals 1F1B and the single-process run, on packed rows', async () => {
   const t = await makeTiny();
-  const run = { model: t.model, dataset: t.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 2, packing: true, max_length: 40, learning_rate: 1e-2, per_device_train_batch_size: 2, gradient_accumulation_steps: 4, logging_steps: 1, seed: 11 };
+  const run = { model: t.model, dataset: t.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 2, packing: true, max_length: 160, learning_rate: 1e-2, per_device_train_batch_size: 2, gradient_accumulation_steps: 4, logging_steps: 1, seed: 11 };
   const local = await new Trainer({ ...run, output_dir: path.join(t.root, 'local') }).train();
   const ref = losses(path.join(t.root, 'local'));
   assert.equal(ref.length, 4);

@@ -8,20 +8,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../supervisor/launch.ts';
-import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
-import { maxRelError } from './support/compare.ts';
+import { losses, sameWeights } from './support/runs.ts';
 import { makeTiny } from './support/tiny.ts';
-
-const losses = (dir: string) =>
-  fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => typeof r.loss === 'number' && r.eval_loss === undefined).map((r) => r.loss as number);
-
-function sameWeights(a: string, b: string): void {
-  const ca = openCheckpoint(a);
-  const cb = openCheckpoint(b);
-  assert.deepEqual(ca.names().sort(), cb.names().sort());
-  for (const n of ca.names()) assert.ok(maxRelError(cb.readF32(n), ca.readF32(n)) <= 1e-5, `${n}: ${maxRelError(cb.readF32(n), ca.readF32(n))}`);
-}
 
 test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B with a delayed NATS rank', async () => {
   const t = await makeTiny();
