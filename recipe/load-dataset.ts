@@ -3,6 +3,7 @@
 // PROPIPE_TOKEN_CACHE=0 turns the cache off; PROPIPE_TOKENIZE_THREADS caps the threads.
 import fs from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { log } from '../common/log.ts';
 import { DataError, DatasetBuilder, logLoaded, type Dataset, type DatasetStats, type Example, type ReadJsonlOptions } from './data.ts';
@@ -36,9 +37,15 @@ function chunkLines(bytes: Uint8Array, parts: number): { bytes: Uint8Array; firs
   return out;
 }
 
+/** From sources, a bootstrap that registers tsx; in the published package (dist/), the compiled file. */
+function workerEntry(): URL {
+  const fromSources = fs.existsSync(fileURLToPath(new URL('./tokenize-worker.ts', import.meta.url)));
+  return new URL(fromSources ? './tokenize-worker.mjs' : './tokenize-worker.js', import.meta.url);
+}
+
 function runChunk(job: ChunkJob): Promise<{ flat: FlatExamples; stats: DatasetStats }> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL('./tokenize-worker.mjs', import.meta.url), { workerData: job });
+    const w = new Worker(workerEntry(), { workerData: job });
     w.once('message', (m: { flat: FlatExamples; stats: DatasetStats } | { error: string }) => {
       void w.terminate();
       if ('error' in m) reject(new DataError(m.error));
