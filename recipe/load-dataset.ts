@@ -15,7 +15,10 @@ export interface LoadOptions extends ReadJsonlOptions {
   tokenizerDir?: string | null;
   /** Tokenizer threads on a cold start; default: the cores, at most one per MiB of data. */
   threads?: number;
-  /** Read and write the token cache (default: on unless PROPIPE_TOKEN_CACHE=0). */
+  /**
+   * Read and write the token cache. Default: on for files of 1 MiB or more (a smaller one tokenizes
+   * in about a second, not worth a cache entry) unless PROPIPE_TOKEN_CACHE=0.
+   */
   cache?: boolean;
 }
 
@@ -78,7 +81,7 @@ export async function loadDataset(file: string, o: LoadOptions = {}): Promise<Da
   const bytes = fs.readFileSync(file);
   // A tokenizer object without its directory can neither be keyed nor loaded by other threads.
   const shareable = !o.tokenizer || !!o.tokenizerDir;
-  const useCache = shareable && (o.cache ?? process.env.PROPIPE_TOKEN_CACHE !== '0');
+  const useCache = shareable && (o.cache ?? (process.env.PROPIPE_TOKEN_CACHE !== '0' && bytes.length >= MIB));
   const key = useCache ? cacheKey({ content: bytes, tokenizerDir: o.tokenizerDir, maxLength: o.maxLength, vocabSize: o.vocabSize }) : '';
   const cached = useCache ? cachePath(file, key) : '';
   if (useCache) {

@@ -31,7 +31,7 @@ test('token cache: parallel cold load = readJsonl, cached load = cold load, key 
   const file = path.join(root, 'train.jsonl');
   const rec = (i: number) => JSON.stringify(i % 3 === 0 ? { text: `${WORDS[i % 10]} ${WORDS[(i * 7) % 10]} number ${i}` } : { instruction: `say ${WORDS[i % 10]}`, input: i % 2 ? '' : WORDS[(i * 3) % 10], output: `${WORDS[(i * 5) % 10]} ${i}` });
   fs.writeFileSync(file, Array.from({ length: 300 }, (_, i) => rec(i)).join('\n') + '\n');
-  const opts = { tokenizer, tokenizerDir: model, vocabSize: 300, maxLength: 512 };
+  const opts = { tokenizer, tokenizerDir: model, vocabSize: 300, maxLength: 512, cache: true };
 
   const ref = await readJsonl(file, opts);
   const cold = await loadDataset(file, { ...opts, threads: 2 });
