@@ -4,10 +4,13 @@ import { constants } from 'node:buffer';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import type { FrameKind, FrameMsg, TensorMsg } from './messages.ts';
 
-/** A host tensor as it crosses between ranks: float32 activations and gradients, int64 token ids and labels. */
-export type WireTensor = HostTensor & ({ dtype: 'float32'; data: Float32Array } | { dtype: 'int64'; data: BigInt64Array });
+/**
+ * A host tensor as it crosses between ranks: float32 activations and gradients (or their bfloat16
+ * bits, `wire_dtype: bf16`), int64 token ids and labels.
+ */
+export type WireTensor = (HostTensor & ({ dtype: 'float32'; data: Float32Array } | { dtype: 'int64'; data: BigInt64Array })) | { dtype: 'bfloat16'; shape: number[]; data: Uint16Array };
 
-const ELEMENT_BYTES: Record<string, number> = { float32: 4, int64: 8 };
+const ELEMENT_BYTES: Record<string, number> = { float32: 4, int64: 8, bfloat16: 2 };
 /**
  * Default chunk payload, from bench/transfer.ts (64 KB to 16 MB chunks between two processes): on 16 MB
  * tensors 1 MB chunks cost the receiver about a fifth less CPU per MB than 4 MB chunks (a chunk stays in
@@ -32,7 +35,7 @@ export function tensorMsg(t: WireTensor): TensorMsg {
 /** Validates dtype and shape and returns the byte size they describe. */
 function tensorBytes(m: Pick<TensorMsg, 'dtype' | 'shape'>, what: string): number {
   const size = ELEMENT_BYTES[m.dtype];
-  if (!size) throw new FrameError(`${what}: dtype '${m.dtype}' is not float32 or int64`);
+  if (!size) throw new FrameError(`${what}: dtype '${m.dtype}' is not float32, bfloat16 or int64`);
   if (!Array.isArray(m.shape) || m.shape.length === 0 || m.shape.length > 4 || m.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
     throw new FrameError(`${what}: shape [${m.shape}] is not 1 to 4 positive dims`);
   }
@@ -48,6 +51,7 @@ export function decodeTensor(m: TensorMsg | null | undefined, what: string): Wir
   // Typed arrays need aligned offsets; gRPC buffers are not guaranteed to be, so copy when they are not.
   const aligned = m.data.byteOffset % size === 0 ? m.data : Buffer.from(m.data);
   if (m.dtype === 'float32') return { dtype: 'float32', shape: m.shape, data: new Float32Array(aligned.buffer, aligned.byteOffset, count) };
+  if (m.dtype === 'bfloat16') return { dtype: 'bfloat16', shape: m.shape, data: new Uint16Array(aligned.buffer, aligned.byteOffset, count) };
   return { dtype: 'int64', shape: m.shape, data: new BigInt64Array(aligned.buffer, aligned.byteOffset, count) };
 }
 

@@ -50,6 +50,7 @@ export const runConfigSchema = z
     gradient_accumulation_steps: positiveInt.default(1),
     max_length: z.number().int().min(2).default(512),
     packing: z.boolean().default(false),
+    wire_dtype: z.enum(['float32', 'bf16']).default('float32'),
 
     lora_rank: nonNegInt.default(0),
     lora_alpha: z.number().positive().optional(),
@@ -184,6 +185,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   gradient_accumulation_steps: 'micro-batches per optimizer step (loss is the mean over all their tokens)',
   max_length: 'truncate examples to this many tokens',
   packing: 'pack several training examples into each max_length row (attention and positions stay within each example)',
+  wire_dtype: 'float32 | bf16: activations and gradients between pipeline ranks (bf16 halves the bytes, rounds each value)',
   lora_rank: 'LoRA rank (0 = no LoRA); with llamapro, adapters go on the frozen original blocks',
   lora_alpha: 'LoRA alpha (default: 2 × rank)',
   lora_targets: 'comma-separated modules (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) or all-linear',

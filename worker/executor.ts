@@ -8,6 +8,7 @@ import type { FrameKind } from '../proto/messages.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { Rank } from './rank.ts';
 import { schedule, type ScheduleKind } from './schedule.ts';
+import { fromWire, toWire } from './wire-dtype.ts';
 
 export interface Span {
   name: string;
@@ -56,11 +57,11 @@ const ids = (t: WireTensor) => t.data as BigInt64Array;
 
 function slotFromFrame(f: InFrame, hidden: number): Slot {
   const [batch, seq] = f.tensor.shape;
-  if (f.tensor.dtype !== 'float32' || f.tensor.shape.length !== 3 || f.tensor.shape[2] !== hidden) {
+  if (f.tensor.dtype === 'int64' || f.tensor.shape.length !== 3 || f.tensor.shape[2] !== hidden) {
     throw new Error(`activation of step ${f.step} micro-batch ${f.microBatch} has shape [${f.tensor.shape}], expected [batch, seq, ${hidden}]`);
   }
   const positionIds = f.positionIds ? Int32Array.from(ids(f.positionIds), Number) : undefined;
-  return { batch: { batch, seq, hidden: f.tensor.data as Float32Array, labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined, positionIds }, stepTokens: f.stepTokens };
+  return { batch: { batch, seq, hidden: fromWire(f.tensor, `activation of step ${f.step} micro-batch ${f.microBatch}`), labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined, positionIds }, stepTokens: f.stepTokens };
 }
 
 /**
@@ -120,13 +121,13 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape, data: s.batch.labels } : undefined;
         const inputIds: WireTensor | undefined = carryIds && s.batch.inputIds ? { dtype: 'int64', shape, data: s.batch.inputIds } : undefined;
         const positionIds: WireTensor | undefined = s.batch.positionIds ? { dtype: 'int64', shape, data: BigInt64Array.from(s.batch.positionIds, BigInt) } : undefined;
-        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: out }, labels, inputIds, positionIds, stepTokens: s.stepTokens }));
+        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: toWire(out, [s.batch.batch, s.batch.seq, hidden], rank.run.wire_dtype), labels, inputIds, positionIds, stepTokens: s.stepTokens }));
         if (!rank.role.backward) slots.delete(a.mb);
         break;
       }
       case 'recv_grad': {
         const f = await timed(`recv B${a.mb}`, false, () => links.mailbox.take('GRADIENT', step, a.mb));
-        slots.get(a.mb)!.hiddenGrad = f.tensor.data as Float32Array;
+        slots.get(a.mb)!.hiddenGrad = fromWire(f.tensor, `gradient of step ${step} micro-batch ${a.mb}`);
         break;
       }
       case 'backward':
@@ -162,7 +163,7 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       }
       case 'send_grad': {
         const s = slots.get(a.mb)!;
-        await timed(`send B${a.mb}`, false, () => links.down!({ kind: 'GRADIENT', step, microBatch: a.mb, tensor: { dtype: 'float32', shape: [s.batch.batch, s.batch.seq, hidden], data: s.hiddenGrad! } }));
+        await timed(`send B${a.mb}`, false, () => links.down!({ kind: 'GRADIENT', step, microBatch: a.mb, tensor: toWire(s.hiddenGrad!, [s.batch.batch, s.batch.seq, hidden], rank.run.wire_dtype) }));
         if (!s.weight) slots.delete(a.mb);
         break;
       }
@@ -186,7 +187,7 @@ export async function runEval(rank: Rank, step: number, batches: number, links: 
       tokens += out.tokenCount;
     } else {
       const labels: WireTensor | undefined = slot.batch.labels ? { dtype: 'int64', shape: [slot.batch.batch, slot.batch.seq], data: slot.batch.labels } : undefined;
-      await links.up!({ kind, step, microBatch: mb, tensor: { dtype: 'float32', shape: [slot.batch.batch, slot.batch.seq, hidden], data: out.hiddenOut }, labels });
+      await links.up!({ kind, step, microBatch: mb, tensor: toWire(out.hiddenOut, [slot.batch.batch, slot.batch.seq, hidden], rank.run.wire_dtype), labels });
     }
   }
   return { lossSum, tokens };
