@@ -17,6 +17,7 @@ import YAML from 'yaml';
 import { launch } from '../supervisor/launch.ts';
 import { createRandomModel } from '../model/hf/init.ts';
 import { Rng } from '../common/rng.ts';
+import { isMain } from './common.ts';
 import { roles, schedule, simulate, type ScheduleKind } from '../worker/schedule.ts';
 import { compareZeroBubble } from './pipeline-zb.ts';
 
@@ -390,7 +391,10 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
 }
 
-main().catch((err) => {
-  process.stderr.write(`${(err as Error).stack ?? err}\n`);
-  process.exit(1);
-});
+// Other benchmarks import runJob: run only when started as the script.
+if (isMain(import.meta.url)) {
+  main().catch((err) => {
+    process.stderr.write(`${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  });
+}
