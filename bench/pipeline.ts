@@ -18,7 +18,7 @@ import { launch } from '../supervisor/launch.ts';
 import { createRandomModel } from '../model/hf/init.ts';
 import { Rng } from '../common/rng.ts';
 import { isMain } from './common.ts';
-import { roles, schedule, simulate, type ScheduleKind } from '../worker/schedule.ts';
+import { roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
 import { compareZeroBubble } from './pipeline-zb.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };

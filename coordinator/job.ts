@@ -2,13 +2,18 @@
 // evaluation and early stopping, stage transitions, checkpoint commits and the end of training.
 // Pure logic over messages: the gRPC service and NATS signals are wired around it.
 import { childLog } from '../common/log.ts';
-import { layerOf } from '../model/llama/param-specs.ts';
 import type { AssignmentMsg, RegisterRequest, ShardReportMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 import type { TrainerState } from '../recipe/checkpoints.ts';
 import { freshState, StepPolicy, type StageEnd, type StepDecision } from '../recipe/step-policy.ts';
 import type { TrainedStack } from '../recipe/layout.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
-import { planPartition, type RankPlan } from './partition.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
+import { paramSpecs } from '../model/llama/param-specs.ts';
+import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
+import { stageShape } from '../plan/estimate.ts';
+import { planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
+import { requestFromStack } from '../plan/request.ts';
+import { StageModel } from '../plan/stage-model.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
 const log = childLog({ component: 'job' });
@@ -49,6 +54,15 @@ export interface StepRecord {
 interface Worker {
   req: RegisterRequest;
   resolve: (a: AssignmentMsg) => void;
+  reject: (e: Error) => void;
+}
+
+/** The job cannot run as registered (a worker's memory is too small): workers must not retry. */
+export class JobRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobRefused';
+  }
 }
 
 interface PendingStep {
@@ -66,6 +80,8 @@ export interface JobOptions {
   microBatches: number;
   natsUrl: string;
   hasVal: boolean;
+  /** The unexpanded base model (the distillation teacher's size); the trained stack's config when absent. */
+  base?: ModelConfig;
   /** Partition by cost model that ignores the freeze mask (for comparison runs). */
   ignoreMask?: boolean;
   /** Keep the first partition for the whole run instead of re-planning at stage transitions. */
@@ -116,9 +132,10 @@ export class Job {
   register(req: RegisterRequest): Promise<AssignmentMsg> {
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
-    return new Promise((resolve) => {
+    if (this.abortReason) return Promise.reject(new JobRefused(this.abortReason));
+    return new Promise((resolve, reject) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
-      this.waiting.push({ req, resolve });
+      this.waiting.push({ req, resolve, reject });
       log.info({ worker: req.workerId, peer: req.peerAddress, registered: this.waiting.length, expected: this.o.workers }, 'worker registered');
       this.maybeAssign();
     });
@@ -130,21 +147,41 @@ export class Job {
   }
 
   private plan(stage: number, workers = this.waiting.length): RankPlan[] {
-    const { config, plan } = this.o.stack;
-    const perLayer = Array.from({ length: config.numLayers }, () => 0);
-    for (const n of plan.everTrainable) {
-      const l = layerOf(n);
-      if (typeof l === 'number') perLayer[l] += 1;
-    }
-    return planPartition({
-      config,
-      mask: plan.stages[stage].mask,
-      trainableParams: perLayer.map((c) => c * config.hiddenSize * config.hiddenSize),
-      workers: this.capacities.slice(0, workers).map((memoryBytes) => ({ memoryBytes })),
-      microBatchTokens: this.o.run.per_device_train_batch_size * this.o.run.max_length,
-      inFlight: Math.min(this.o.microBatches, this.o.workers),
-      ignoreMask: this.o.ignoreMask,
-    });
+    const plan = planPartition(this.partitionRequest(stage, workers));
+    if (!plan.length) throw new JobRefused(this.refusal(stage, workers));
+    return plan;
+  }
+
+  /** The stage's cost and memory model (plan/), priced for the registered workers' memory. */
+  private partitionRequest(stage: number, workers: number): PartitionRequest {
+    const { run, stack } = this.o;
+    const req = requestFromStack(run, stack, this.o.base ?? stack.config, { device: CPU_DEFAULT as DeviceProfile, workers, microBatches: this.o.microBatches, schedule: this.o.schedule, frozenDtype: 'fp32' });
+    const shape = stageShape(req, stage);
+    const model = new StageModel(shape);
+    // The mask-blind baseline prices every block as trainable; memory still follows the real mask.
+    const all = paramSpecs(stack.config).map((p) => p.name);
+    const costModel = this.o.ignoreMask ? new StageModel({ ...shape, trainable: all, trainedSoFar: all, everTrainable: all }) : undefined;
+    return { model, costModel, workers: this.capacities.slice(0, workers).map((memoryBytes) => ({ ...CPU_DEFAULT, memoryBytes })) };
+  }
+
+  /** Which rank of which stage does not fit, by how much: the time-balanced split priced without limits. */
+  private refusal(stage: number, workers: number): string {
+    const req = this.partitionRequest(stage, workers);
+    const free = unconstrainedPartition(req);
+    const over = free.map((p, r) => ({ r, p, by: p.memoryBytes - req.workers[r].memoryBytes })).sort((a, b) => b.by - a.by)[0];
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    return `the run does not fit the workers' memory: stage ${stage + 1}/${this.stages}, rank ${over.r} (worker ${this.waiting[over.r]?.req.workerId ?? over.r}, blocks ${over.p.start}..${over.p.end - 1}) needs ${over.p.memoryBytes} bytes (${gib(over.p.memoryBytes)}) but the worker offers ${req.workers[over.r].memoryBytes} bytes (${gib(req.workers[over.r].memoryBytes)}, its --memory-gb); no split of the ${this.o.stack.config.numLayers} blocks over ${workers} workers fits. Add workers or memory, use --quantize 4bit or fewer micro-batches in flight; \`propipe plan\` shows what fits`;
+  }
+
+  /** Ends the job before it starts: every waiting worker is told why, and the coordinator exits. */
+  private refuse(err: JobRefused): void {
+    this.abortReason = err.message;
+    log.error({ reason: err.message }, 'refusing the partition');
+    const workers = this.waiting;
+    this.waiting = [];
+    workers.forEach((w) => w.reject(err));
+    this.phase = 'done';
+    setTimeout(() => this.events.done(), 500);
   }
 
   private assign(): void {
@@ -152,7 +189,15 @@ export class Job {
     const hint = (w: { req: RegisterRequest }) => (w.req.rankHint >= 0 ? w.req.rankHint : Infinity);
     this.waiting.sort((a, b) => hint(a) - hint(b));
     this.capacities = this.waiting.map((w) => w.req.memoryBytes);
-    this.partition = this.plan(this.state.stage);
+    try {
+      // Every stage must fit before any worker loads weights, not only the one the run starts in.
+      this.o.stack.plan.stages.forEach((_, k) => this.plan(k));
+      this.partition = this.plan(this.state.stage);
+    } catch (err) {
+      if (!(err instanceof JobRefused)) throw err;
+      this.refuse(err);
+      return;
+    }
     this.epoch++;
     const workers = this.waiting;
     this.waiting = [];

@@ -8,7 +8,7 @@ import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import { checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import type { ExportReportMsg, RegisterRequest, ShardReportMsg, StepReportMsg } from '../proto/messages.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
-import type { Job } from './job.ts';
+import { JobRefused, type Job } from './job.ts';
 import { CoordinatorService } from './service.ts';
 import { connectNats, SignalPublisher } from '../proto/signals.ts';
 import { Telemetry } from './telemetry.ts';
@@ -50,7 +50,8 @@ function unary<Req, Res>(sec: Security, fn: (req: Req) => Promise<Res> | Res): H
     Promise.resolve()
       .then(() => fn(call.request))
       .then((res) => cb(null, res))
-      .catch((err: Error) => cb({ code: grpc.status.FAILED_PRECONDITION, details: err.message } as grpc.ServiceError));
+      // A refused job is final (ABORTED: workers stop instead of registering again).
+      .catch((err: Error) => cb({ code: err instanceof JobRefused ? grpc.status.ABORTED : grpc.status.FAILED_PRECONDITION, details: err.message } as grpc.ServiceError));
   };
 }
 

@@ -1,65 +1,110 @@
-// The freeze-aware partition planner: costs follow the mask, memory limits hold, infeasible plans say why.
+// The freeze-aware partition planner on the one cost and memory model (plan/): costs follow the mask,
+// memory limits hold, and a partition that does not fit is refused, naming rank, stage and bytes,
+// before any worker loads weights (through the coordinator's Job API and through real processes).
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
-import { blockFlopsPerToken, layerCosts, planCost, planPartition, rangeCost, type PartitionInput } from '../coordinator/partition.ts';
+import { Job, JobRefused } from '../coordinator/job.ts';
+import { launch } from '../supervisor/launch.ts';
 import { randomModelConfig } from '../model/hf/init.ts';
+import { layerParamSpecs } from '../model/llama/param-specs.ts';
+import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
+import { estimateRank, planCost, planPartition } from '../plan/partition.ts';
+import { StageModel, type RunShape } from '../plan/stage-model.ts';
+import { trainedStack } from '../recipe/layout.ts';
+import { parseRunConfig } from '../recipe/run-config.ts';
+import { makeTiny } from './support/tiny.ts';
 
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
 const GiB = 2 ** 30;
-const input = (trainable: boolean[], workers: number, memory = 8 * GiB): PartitionInput => ({
-  config, mask: { layers: trainable.map((t) => (t ? 'trainable' : 'frozen')), embed: false, head: false }, trainableParams: trainable.map((t) => (t ? 1000 : 0)),
-  workers: Array.from({ length: workers }, () => ({ memoryBytes: memory })), microBatchTokens: 4 * 128, inFlight: 2,
+const cpu = (memoryBytes = 8 * GiB): DeviceProfile => ({ ...CPU_DEFAULT, memoryBytes });
+const names = (layers: number[]) => layers.flatMap((l) => layerParamSpecs(config, l).map((p) => p.name));
+const shape = (trainable: number[]): RunShape => ({
+  config, base: config, trainable: names(trainable), everTrainable: names(trainable), trainedSoFar: names(trainable),
+  loraLinears: [], loraRank: 0, quantBlockSize: null, frozenDtype: 'fp32', batch: 4, seq: 128, microBatches: 4, schedule: '1f1b', distill: false,
 });
 
-test('costs: F for the frozen prefix; a rank that runs backward adds the recompute, B where gradients cross, W where blocks train', () => {
-  const mask = Array.from({ length: 12 }, (_, i) => i === 8);
-  const c = layerCosts(input(mask, 2));
-  const f = blockFlopsPerToken(config);
-  assert.deepEqual(c.slice(0, 8), new Array(8).fill(f));
-  assert.equal(c[8], 4 * f);
-  assert.deepEqual(c.slice(9), [3 * f, 3 * f, 3 * f]);
+test('costs follow the mask: forward only below the lowest trainable block, recompute + B (+ W) above it, the last rank folds its forward', () => {
+  const m = new StageModel(shape([8]));
+  const prefix = estimateRank(m, 0, 8, 0, 2, cpu());
+  assert.ok(prefix.forwardSeconds > 0);
+  assert.equal(prefix.backwardSeconds, 0, 'a rank below every trainable block runs no backward');
+  const top = estimateRank(m, 8, 12, 1, 2, cpu());
+  assert.equal(top.forwardSeconds, 0, 'the last rank gets its loss from the backward graph');
+  assert.ok(top.backwardSeconds > 0);
+  assert.equal(m.blockState(7), 'forward');
+  assert.equal(m.blockState(8), 'train-bottom');
+  assert.equal(m.blockState(9), 'cross');
+  // A trainable block costs more in backward than a frozen one that gradients cross.
+  const train = new StageModel(shape([8, 9])).block(9, true);
+  const cross = m.block(9, true);
+  assert.ok(train.weightGrad.flops > 0 && cross.weightGrad.flops === 0);
+  assert.ok(train.inputGrad.flops === cross.inputGrad.flops);
 });
 
-test('the frozen prefix goes to wider ranks and the plan beats a mask-blind split', () => {
-  const mask = Array.from({ length: 12 }, (_, i) => i >= 9);
-  const aware = planPartition(input(mask, 3));
-  const blind = planPartition({ ...input(mask, 3), ignoreMask: true });
-  // Mask-blind, every block trains: the last rank (whose forward is folded into backward) gets more blocks.
-  assert.ok(blind[2].end - blind[2].start >= blind[0].end - blind[0].start, JSON.stringify(blind));
-  assert.ok(aware[0].end - aware[0].start > 4, JSON.stringify(aware));
-  // Price the blind split with the true costs: its slowest rank is slower than the aware plan's.
-  const truth = input(mask, 3);
-  const blindTruth = Math.max(...blind.map((r, i) => rangeCost(truth, r.start, r.end, i === 2)));
-  assert.ok(planCost(aware) < blindTruth, `${planCost(aware)} vs ${blindTruth}`);
-  assert.ok(aware.every((r, i) => r.embed === (i === 0) && r.head === (i === 2)));
-  assert.equal(aware[0].start, 0);
-  assert.equal(aware[2].end, 12);
+test('the freeze-aware split beats a mask-blind one, priced with the true costs', () => {
+  const model = new StageModel(shape([9, 10, 11]));
+  const all = names(Array.from({ length: 12 }, (_, i) => i));
+  const blindModel = new StageModel({ ...shape([9, 10, 11]), trainable: all, trainedSoFar: all, everTrainable: all });
+  const workers = [cpu(), cpu(), cpu()];
+  const aware = planPartition({ model, workers });
+  const blind = planPartition({ model, costModel: blindModel, workers });
+  assert.ok(aware[0].end - aware[0].start > blind[0].end - blind[0].start, `${JSON.stringify(aware)} vs ${JSON.stringify(blind)}`);
+  const truth = Math.max(...blind.map((r, i) => { const e = estimateRank(model, r.start, r.end, i, 3, cpu()); return e.forwardSeconds + e.backwardSeconds; }));
+  assert.ok(planCost(aware) < truth, `${planCost(aware)} vs ${truth}`);
   for (let i = 1; i < 3; i++) assert.equal(aware[i].start, aware[i - 1].end, 'contiguous ranges');
 });
 
-test('memory limits shape the split, and an impossible one says what to do', () => {
-  const mask = new Array(12).fill(false);
-  const tight = planPartition({ ...input(mask, 3), workers: [{ memoryBytes: 40 * 2 ** 20 }, { memoryBytes: 8 * GiB }, { memoryBytes: 8 * GiB }] });
-  assert.ok(tight.every((r, i) => i !== 0 || r.memoryBytes <= 40 * 2 ** 20));
-  assert.throws(() => planPartition(input(mask, 2, 10 * 2 ** 20)), /no split of 12 blocks fits the workers' memory .*add workers or quantize/);
-  assert.throws(() => planPartition(input(new Array(12).fill(false), 13)), /at most 12 workers/);
+test('memory limits shape the split; no split fitting gives none', () => {
+  const model = new StageModel(shape([11]));
+  const even = planPartition({ model, workers: [cpu(), cpu()] });
+  const limit = even[0].memoryBytes - 1;
+  const tight = planPartition({ model, workers: [cpu(limit), cpu()] });
+  assert.ok(tight.length === 2 && tight[0].memoryBytes <= limit && tight[0].end < even[0].end, JSON.stringify({ even, tight }));
+  assert.deepEqual(planPartition({ model, workers: [cpu(GiB / 100), cpu(GiB / 100)] }), []);
+  assert.throws(() => planPartition({ model, workers: Array.from({ length: 13 }, () => cpu()) }), /at most 12 workers/);
 });
 
-test('a rank pays for recomputing its whole range, and the last rank folds its forward into backward', () => {
-  const f = blockFlopsPerToken(config);
-  const mask = Array.from({ length: 12 }, (_, i) => i === 5);
-  const p = input(mask, 2);
-  // Blocks 3..6 with block 5 trainable: forward 4F, recompute 4F, input gradients of 5..6 (2F), W of 5 (F).
-  assert.equal(rangeCost(p, 3, 7, false), 11 * f);
-  // The same blocks on the last rank: no separate forward, plus the frozen head's forward and input gradient.
-  const head = 2 * config.hiddenSize * config.vocabSize;
-  assert.equal(rangeCost(p, 3, 7, true), 7 * f + 2 * head);
-  // Below the lowest trainable block: forward only.
-  assert.equal(rangeCost(p, 0, 3, false), 3 * f);
+function jobFor(dir: string, workers: number): Job {
+  const run = parseRunConfig({ model: dir, dataset: 'x', output_dir: 'y', train_type: 'llamapro', llamapro_new_blocks: 2 });
+  const stack = trainedStack(run, randomModelConfig(TINY).config, {}, null);
+  const events = { stage() {}, stageEnd() {}, earlyStop() {}, step() {}, eval() {}, commit: () => '', done() {}, recover: () => null };
+  return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i' }, events);
+}
+const TINY = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 };
+const register = (job: Job, id: string, memoryBytes: number) => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device: 'cpu', memoryBytes, rankHint: -1 });
+
+test('the coordinator refuses a partition that does not fit, naming the rank, the stage and the bytes', async () => {
+  const job = jobFor('unused', 2);
+  const a = register(job, 'w0', 8 * GiB);
+  const b = register(job, 'w1', 40 * 2 ** 20);
+  const err = await b.catch((e: Error) => e);
+  assert.ok(err instanceof JobRefused, String(err));
+  assert.match(err.message, /stage 1\/\d+, rank 1 \(worker w1, blocks \d+\.\.\d+\) needs \d+ bytes .* offers 41943040 bytes/);
+  await assert.rejects(a, JobRefused);
+  assert.equal(job.abortReason, err.message);
+  // With enough memory the same job is assigned.
+  const ok = jobFor('unused', 2);
+  const [r0, r1] = await Promise.all([register(ok, 'w0', 8 * GiB), register(ok, 'w1', 8 * GiB)]);
+  assert.equal(r0.range?.start, 0);
+  assert.equal(r1.range?.end, 6);
 });
 
-test('a LoRA-only layer costs like a trainable one: its input and weight gradients run', () => {
-  const mask = Array.from({ length: 12 }, (_, i) => i === 5);
-  const lora: PartitionInput = { ...input(mask, 2), mask: { layers: mask.map((t) => (t ? 'lora' : 'frozen')), embed: false, head: false } };
-  assert.deepEqual(layerCosts(lora), layerCosts(input(mask, 2)));
+test('real processes: workers with too little --memory-gb are refused before loading weights, and stop', async () => {
+  const { root, model, train: dataset } = await makeTiny();
+  try {
+    const cfg = path.join(root, 'run.yaml');
+    fs.writeFileSync(cfg, `model: ${model}\ndataset: ${dataset}\noutput_dir: ${path.join(root, 'out')}\ntrain_type: llamapro\nllamapro_new_blocks: 2\nmax_steps: 2\n`);
+    const lines: string[] = [];
+    const code = await launch({ workers: 2, coordinatorArgs: ['--config', cfg], workerArgs: ['--memory-gb', '0.01'], quiet: true, insecure: true, restarts: 0, onLine: (tag, l) => lines.push(`${tag} ${l}`) });
+    assert.notEqual(code, 0);
+    const refused = lines.find((l) => l.startsWith('coord') && l.includes('does not fit'));
+    assert.ok(refused, lines.slice(-20).join('\n'));
+    assert.match(refused, /stage 1\/\d+, rank \d \(worker w\d, blocks \d+\.\.\d+\) needs \d+ bytes .*offers 10737418 bytes/);
+    assert.ok(!lines.some((l) => l.includes('"assigned"')), 'no worker got an assignment (none loaded weights)');
+    assert.ok(lines.some((l) => /^w\d .*refused the job/.test(l)), 'workers say why they stop');
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
 });

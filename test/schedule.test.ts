@@ -2,7 +2,7 @@
 // bubbles.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatSchedule, roles, schedule, simulate, type ScheduleKind } from '../worker/schedule.ts';
+import { formatSchedule, roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
 
 const plans = (kind: ScheduleKind, backward: boolean[], m: number) => roles(backward).map((r) => schedule(kind, r, m));
 

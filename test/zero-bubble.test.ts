@@ -11,7 +11,7 @@ import { openPretrained } from '../model/hf/pretrained.ts';
 import { makeBatch } from '../recipe/batch.ts';
 import { readJsonl } from '../recipe/data.ts';
 import { trainableSet } from '../recipe/trainable.ts';
-import { formatSchedule, roles, schedule, simulate, type ScheduleKind } from '../worker/schedule.ts';
+import { formatSchedule, roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
 import { maxRelError } from './support/compare.ts';
 
 const DIR = path.resolve(import.meta.dirname, 'fixtures/golden/llama-gqa');

@@ -27,6 +27,7 @@ import { isScheduleKind } from '../recipe/schedule-kind.ts';
 import type { TrainingModel } from './training-model.ts';
 import { maskFromWire } from '../proto/mask.ts';
 import { sameMask } from '../recipe/freeze-mask.ts';
+import { peakRssBytes } from './peak-rss.ts';
 
 type Log = ReturnType<typeof childLog>;
 
@@ -128,7 +129,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
         busySeconds: res.busySeconds, stepSeconds: (performance.now() - t0) / 1000, traceJson: JSON.stringify(absolute(res.spans)),
         evalLossSum: 0, evalTokens: 0, stageSteps: feed ? stageSteps(run, feed.train.examples.length) : 0,
         positionEpoch: position.epoch, positionIndex: position.index, isEval: false, evalBatches: valBatches?.length ?? 0,
-        rssBytes: process.memoryUsage().rss, trainableParams,
+        rssBytes: peakRssBytes(), trainableParams,
       });
       const tOpt = performance.now();
       if (!applyUpdate(run, rank, res, d)) log.warn({ step }, 'non-finite global gradient norm: step skipped, weights unchanged');
@@ -139,7 +140,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
         d = await coord.reportStep({
           workerId, rank: a.rank, step, epoch: a.epoch, gradSqSum: 0, lossSum: 0, klSum: 0, tokens: 0, busySeconds: 0, stepSeconds: 0, traceJson: '',
           evalLossSum: ev.lossSum, evalTokens: ev.tokens, stageSteps: 0, positionEpoch: 0, positionIndex: 0, isEval: true, evalBatches: 0,
-          rssBytes: process.memoryUsage().rss, trainableParams,
+          rssBytes: peakRssBytes(), trainableParams,
         });
       }
       step++;

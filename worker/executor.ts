@@ -7,7 +7,7 @@ import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';
 import type { FrameKind } from '../proto/messages.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { Rank } from './rank.ts';
-import { schedule, type ScheduleKind } from './schedule.ts';
+import { schedule, type ScheduleKind } from '../recipe/schedule.ts';
 import { fromWire, toWire } from './wire-dtype.ts';
 
 export interface Span {

@@ -8,7 +8,7 @@ import { layerOf } from '../model/llama/param-specs.ts';
 import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
-import { roles, type RankRole } from './schedule.ts';
+import { roles, type RankRole } from '../recipe/schedule.ts';
 import { initialTrainables, loraSpec, trainableShapes, type TrainingModel } from './training-model.ts';
 
 export function ownsTensor(range: BlockRange, name: string): boolean {

@@ -10,12 +10,14 @@ import { closeNats, connectNats } from '../proto/signals.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
-import { isRecoverable } from '../common/errors.ts';
+import { isRecoverable, JobAborted } from '../common/errors.ts';
 import { PeerLink, PeerServer } from './peer.ts';
 import { StageWatcher } from './stage-watcher.ts';
 import { prepareModel, type TrainingModel } from './training-model.ts';
 
 const MAX_FAILURES = 30;
+/** gRPC status ABORTED: the coordinator's answer to a job that cannot run as registered. */
+const ABORTED = 10;
 
 async function backoff(failures: number, log: ReturnType<typeof childLog>, err: unknown): Promise<void> {
   const ms = Math.min(3000, 100 * 2 ** Math.min(failures, 5));
@@ -61,6 +63,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         log.info({ coordinator: o.coordinator, peer: peerAddress }, 'registering');
         a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8), rankHint: o.rankHint ?? -1 });
       } catch (err) {
+        // The coordinator refused the job (it does not fit): registering again cannot help.
+        if ((err as { code?: unknown }).code === ABORTED) throw new JobAborted(`the coordinator refused the job: ${(err as { details?: string }).details ?? (err as Error).message}`);
         // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
         if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
         await backoff(failures, log, err);

@@ -13,8 +13,9 @@ import { k8sCommand } from './k8s.ts';
 import { mergeCommand } from './merge.ts';
 import { chatCommand } from './chat.ts';
 import { serveCommand } from './serve.ts';
+import { planCommand } from './plan.ts';
 import { studyCommand } from './study.ts';
 import { sftCommand, trainCommand } from './train.ts';
 import { reportCommand } from './report.ts';
 
-export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, launchCommand, reportCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand, serveCommand, chatCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, downloadCommand, initModel, expandCommand, trainCommand, sftCommand, planCommand, launchCommand, reportCommand, coordinatorCommand, workerCommand, mergeCommand, evalCommand, gradCommand, studyCommand, k8sCommand, serveCommand, chatCommand];

@@ -1,0 +1,119 @@
+import os from 'node:os';
+import { cpuProfile, defaultCalibrationFile, readCalibration, withEfficiency, writeCalibration } from '../../plan/calibration.ts';
+import { DEVICE_NAMES, GPUS, type DeviceProfile } from '../../plan/devices.ts';
+import { alternatives, planRun, type Alternative, type RunRequest } from '../../plan/estimate.ts';
+import { formatAlternatives, formatReport } from '../../plan/report.ts';
+import { runRequest } from '../../plan/request.ts';
+import { RUNTIME, type FrozenDtype, type RuntimeFactors } from '../../plan/runtime.ts';
+import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
+import { calibrate } from '../../tasks/calibrate.ts';
+import { isScheduleKind, SCHEDULE_KINDS } from '../../recipe/schedule-kind.ts';
+import { UsageError, type Flags } from '../args.ts';
+import type { Command } from '../command.ts';
+import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
+import { runFlagSpecs, runOverrides } from '../run-flags.ts';
+
+const FROZEN: readonly FrozenDtype[] = ['fp32', 'bf16', 'fp16'];
+
+function device(f: Flags): DeviceProfile {
+  const name = f.str('device') ?? 'cpu';
+  if (!(DEVICE_NAMES as readonly string[]).includes(name)) throw new UsageError(`--device must be one of ${DEVICE_NAMES.join(', ')}, got '${name}'`);
+  const memory = f.has('memory-gb') ? f.num('memory-gb') * 2 ** 30 : undefined;
+  if (memory !== undefined && !(memory > 0)) throw new UsageError('--memory-gb must be positive');
+  let d: DeviceProfile;
+  if (name === 'cpu') d = cpuProfile(readCalibration(f.str('calibration') ?? defaultCalibrationFile()), memory ?? Math.floor(os.totalmem() * 0.8));
+  else d = { ...GPUS[name], memoryBytes: memory ?? GPUS[name].memoryBytes };
+  return f.has('efficiency') ? withEfficiency(d, f.str('efficiency')!) : d;
+}
+
+/** The command that runs what was planned: `launch` on this machine, coordinator + workers on a cluster. */
+function launchCommand(req: RunRequest, userFlags: string[], changes: Record<string, string>): string {
+  const flags = [...userFlags.filter((x) => !Object.keys(changes).some((k) => x.startsWith(`--${k} `))), ...Object.entries(changes).map(([k, v]) => `--${k} ${v}`)];
+  const common = `--schedule ${req.schedule} --micro-batches ${req.microBatches} ${flags.join(' ')}`.trim();
+  // The trainer holds frozen weights in float32 today: a half-precision plan is a plan for that feature.
+  const note = req.frozenDtype !== 'fp32' ? `   # planned with ${req.frozenDtype} frozen weights` : '';
+  if (req.device.kind === 'cpu') return `propipe launch --workers ${req.workers} ${common}${note}`;
+  const gb = (req.device.memoryBytes / 2 ** 30).toFixed(0);
+  return `propipe coordinator --workers ${req.workers} ${common}   # + ${req.workers} × propipe worker --device cuda --memory-gb ${gb}${note ? `;${note.slice(4)}` : ''}`;
+}
+
+/** The run flags as the user gave them (for the launch command). */
+function givenRunFlags(f: Flags): string[] {
+  const o = runOverrides(f);
+  delete o.device;
+  return Object.entries(o).map(([k, v]) => `--${k.replace(/_/g, '-')}${v === true ? '' : ` ${v}`}`);
+}
+
+function changesOf(a: Alternative, req: RunRequest): Record<string, string> {
+  const c: Record<string, string> = {};
+  if (a.request.quantBlockSize !== null && req.quantBlockSize === null) c.quantize = '4bit';
+  if (a.request.batch !== req.batch) c['per-device-train-batch-size'] = String(a.request.batch);
+  return c;
+}
+
+export const planCommand: Command = {
+  name: 'plan',
+  summary: 'predict every rank’s memory and step time for a run before launching it (needs only config.json)',
+  usage: 'propipe plan --model DIR|config.json --workers N --device cpu|a10g|l4|a100-40|a100-80|h100 [--memory-gb G] [run flags] [--json] | propipe plan --calibrate',
+  flags: {
+    config: { type: 'string', description: 'YAML run file (the same as train’s)' },
+    ...runFlagSpecs(),
+    ...PIPELINE_FLAGS,
+    workers: { type: 'string', description: 'pipeline workers (one device each)', default: '1' },
+    device: { type: 'string', description: `device of every worker: ${DEVICE_NAMES.join(', ')}`, default: 'cpu' },
+    'memory-gb': { type: 'string', description: 'memory per worker (default: the GPU’s memory; on cpu 80% of this machine, as workers assume)' },
+    'frozen-dtype': { type: 'string', description: 'frozen weights in memory: fp32 (what the trainer holds today), bf16, fp16', default: 'fp32' },
+    efficiency: { type: 'string', description: 'override efficiencies: 0.5 for every phase, or forward=0.5,recompute=..,inputGrad=..,weightGrad=..' },
+    'weight-copies': { type: 'string', description: 'what if each frozen weight were held N times per worker, shared by its sessions (issue 9 aims at 1; default: today’s per-session copies)' },
+    calibration: { type: 'string', description: 'calibration file of this machine (default: $PROPIPE_CALIBRATION or ~/.cache/propipe/calibration.json)' },
+    calibrate: { type: 'boolean', description: 'measure this machine (about a minute) and write the calibration file' },
+    json: { type: 'boolean', description: 'print the plan as one JSON document' },
+  },
+  async run(f) {
+    if (f.bool('calibrate')) {
+      const file = f.str('calibration') ?? defaultCalibrationFile();
+      const c = await calibrate({ threads: f.int('threads', 0) });
+      writeCalibration(file, c);
+      if (f.bool('json')) console.log(JSON.stringify({ file, ...c }, null, 2));
+      else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s, efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
+      return;
+    }
+    const overrides = runOverrides(f);
+    delete overrides.device;
+    let run;
+    try {
+      run = loadRunConfig(f.str('config'), { dataset: '(plan)', output_dir: '(plan)', ...overrides });
+    } catch (err) {
+      if (err instanceof RunConfigError) throw new UsageError(err.message);
+      throw err;
+    }
+    const frozenDtype = (f.str('frozen-dtype') ?? 'fp32') as FrozenDtype;
+    if (!FROZEN.includes(frozenDtype)) throw new UsageError(`--frozen-dtype must be one of ${FROZEN.join(', ')}, got '${frozenDtype}'`);
+    const schedule = f.str('schedule') ?? '1f1b';
+    if (!isScheduleKind(schedule)) throw new UsageError(`--schedule must be one of ${SCHEDULE_KINDS.join(', ')}, got '${schedule}'`);
+    const workers = f.int('workers', 1);
+    if (workers < 1) throw new UsageError('--workers must be at least 1');
+    const microBatches = f.has('micro-batches') ? f.int('micro-batches') : run.gradient_accumulation_steps;
+    if (microBatches < 1) throw new UsageError('--micro-batches must be at least 1');
+    let runtime: RuntimeFactors | undefined;
+    if (f.has('weight-copies')) {
+      const n = f.num('weight-copies');
+      if (!(n > 0)) throw new UsageError('--weight-copies must be a positive number');
+      runtime = { ...RUNTIME, sharedWeightCopies: n };
+    }
+    const req = runRequest(run, { device: device(f), workers, microBatches, schedule, frozenDtype, runtime });
+    const report = planRun(req);
+    const canQuantize = run.train_type !== 'full';
+    const alts = alternatives(req, canQuantize);
+    const given = givenRunFlags(f);
+    const command = (a: Alternative) => launchCommand(a.request, given, changesOf(a, req));
+    if (f.bool('json')) {
+      console.log(JSON.stringify({ ...report, device_profile: req.device, launch: report.fits ? launchCommand(req, given, {}) : null, alternatives: alts.map((a) => ({ change: a.change, workers: a.request.workers, fits: a.report.fits, launch: command(a), stages: a.report.stages.map((s) => ({ stage: s.stage, tokens_per_second: s.tokens_per_second, max_memory_bytes: Math.max(...s.ranks.map((k) => k.memory_bytes)) })) })) }, null, 2));
+      return;
+    }
+    console.log(formatReport(report));
+    console.log(`device: ${req.device.source}`);
+    if (report.fits) console.log(`\nlaunch: ${launchCommand(req, given, {})}`);
+    console.log(`\n${formatAlternatives(alts, command, report.fits)}`);
+  },
+};

@@ -1,0 +1,79 @@
+// This machine's measured figures (`propipe plan --calibrate`), stored as a small JSON file and turned
+// into the `cpu` device profile; and user overrides of any device's efficiencies.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { CPU_DEFAULT, PHASES, type DeviceProfile, type Phase } from './devices.ts';
+
+const phaseSchema = z.object({ forward: z.number().positive(), recompute: z.number().positive(), inputGrad: z.number().positive(), weightGrad: z.number().positive() });
+
+export const calibrationSchema = z.object({
+  version: z.literal(1),
+  measured_at: z.string(),
+  cpu_model: z.string(),
+  cores: z.number().int().positive(),
+  threads: z.number().int().nonnegative(),
+  /** What was measured, and the figures the cpu profile takes from it. */
+  matmul_flops: z.number().positive(),
+  bandwidth: z.number().positive(),
+  op_seconds: z.number().nonnegative(),
+  run_seconds: z.number().nonnegative(),
+  optimizer_seconds_per_param: z.number().nonnegative(),
+  efficiency: phaseSchema,
+  /** The block shape and timings the efficiencies were solved from. */
+  probe: z.record(z.string(), z.unknown()),
+});
+
+export type Calibration = z.infer<typeof calibrationSchema>;
+
+export function defaultCalibrationFile(): string {
+  return process.env.PROPIPE_CALIBRATION ?? path.join(os.homedir(), '.cache', 'propipe', 'calibration.json');
+}
+
+export function readCalibration(file: string): Calibration | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const parsed = calibrationSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new Error(`${file} is not a propipe calibration (${parsed.error.issues[0].path.join('.')}: ${parsed.error.issues[0].message}); run 'propipe plan --calibrate' again`);
+  return parsed.data;
+}
+
+export function writeCalibration(file: string, c: Calibration): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
+}
+
+export function cpuProfile(c: Calibration | null, memoryBytes: number): DeviceProfile {
+  if (!c) return { ...CPU_DEFAULT, memoryBytes };
+  return {
+    ...CPU_DEFAULT,
+    memoryBytes,
+    matmulFlops: c.matmul_flops,
+    bandwidth: c.bandwidth,
+    opSeconds: c.op_seconds,
+    runSeconds: c.run_seconds,
+    optimizerSecondsPerParam: c.optimizer_seconds_per_param,
+    efficiency: { ...c.efficiency },
+    source: `calibrated ${c.measured_at} on ${c.cpu_model} (${c.threads || c.cores} threads)`,
+  };
+}
+
+/** `0.5` sets every phase; `forward=0.5,weightGrad=0.3` sets some. */
+export function withEfficiency(d: DeviceProfile, spec: string): DeviceProfile {
+  const eff = { ...d.efficiency };
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [k, v] = part.includes('=') ? part.split('=') : [null, part];
+    const x = Number(v);
+    if (!(x > 0 && x <= 1)) throw new Error(`--efficiency: '${v}' is not a fraction in (0, 1]`);
+    if (k === null) PHASES.forEach((p) => (eff[p] = x));
+    else if ((PHASES as readonly string[]).includes(k)) eff[k as Phase] = x;
+    else throw new Error(`--efficiency: '${k}' is not one of ${PHASES.join(', ')}`);
+  }
+  return { ...d, efficiency: eff };
+}

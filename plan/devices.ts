@@ -1,0 +1,83 @@
+// The devices `propipe plan` knows: published peak figures for GPUs (sources in the README's table),
+// measured figures for this machine's CPU (`propipe plan --calibrate`), and the efficiencies that turn
+// peaks into predicted time. Every field can be overridden from the command line.
+
+export type Phase = 'forward' | 'recompute' | 'inputGrad' | 'weightGrad';
+export const PHASES: readonly Phase[] = ['forward', 'recompute', 'inputGrad', 'weightGrad'];
+
+export interface DeviceProfile {
+  name: string;
+  kind: 'cpu' | 'gpu';
+  /** Memory a worker may fill (device memory on a GPU; the worker's --memory-gb on CPU). */
+  memoryBytes: number;
+  /** Peak of the float32 MatMul path ONNX Runtime uses (TF32 tensor cores on GPUs), FLOP/s. */
+  matmulFlops: number;
+  /** Peak memory bandwidth, bytes/s (element-wise ops are bound by it). */
+  bandwidth: number;
+  /** Fraction of both peaks each phase reaches (calibrated on CPU, assumed on GPUs). */
+  efficiency: Record<Phase, number>;
+  /** Fixed cost per executed op (kernel launch and ONNX Runtime dispatch), seconds. */
+  opSeconds: number;
+  /** Host <-> device copies per run (PCIe), bytes/s; Infinity on CPU. */
+  hostLink: number;
+  /** Host AdamW + gradient accumulation + clipping, seconds per trainable parameter per step. */
+  optimizerSecondsPerParam: number;
+  /** Activation/gradient frames between neighbouring ranks, bytes/s. */
+  peerLink: number;
+  /** Fixed cost per session run (feeds, output copies into JS), seconds. */
+  runSeconds: number;
+  /** Device memory the runtime takes before any weight (CUDA context, cuBLAS workspace); 0 on CPU. */
+  deviceRuntimeBytes: number;
+  source: string;
+}
+
+const GiB = 2 ** 30;
+const T = 1e12;
+
+/**
+ * Host-side figures every device shares: the optimizer runs in Node on the host and frames go over
+ * gRPC. Measured on this machine (bench:train's AdamW, bench:transfer's 16 MB peer frames: 670 MB/s).
+ */
+const HOST = { optimizerSecondsPerParam: 6e-9, peerLink: 670e6, runSeconds: 1e-3 };
+
+/** Assumed efficiencies of ONNX Runtime's CUDA kernels on unfused fp32 graphs (override with --efficiency). */
+const GPU_EFFICIENCY: Record<Phase, number> = { forward: 0.45, recompute: 0.45, inputGrad: 0.4, weightGrad: 0.4 };
+
+const gpu = (name: string, memGiB: number, tf32: number, bandwidth: number, hostLink: number, source: string): DeviceProfile => ({
+  name,
+  kind: 'gpu',
+  memoryBytes: memGiB * GiB,
+  matmulFlops: tf32 * T,
+  bandwidth,
+  efficiency: { ...GPU_EFFICIENCY },
+  opSeconds: 10e-6,
+  hostLink,
+  ...HOST,
+  deviceRuntimeBytes: 1.5 * GiB,
+  source,
+});
+
+/** Dense (no sparsity) TF32 tensor-core peaks and memory bandwidth from NVIDIA's datasheets. */
+export const GPUS: Record<string, DeviceProfile> = {
+  a10g: gpu('a10g', 24, 62.5, 600e9, 32e9, 'NVIDIA A10 datasheet (A10G is the AWS g5 variant): TF32 62.5 TFLOPS dense, 600 GB/s GDDR6, 24 GB, PCIe Gen4 x16'),
+  l4: gpu('l4', 24, 60, 300e9, 32e9, 'NVIDIA L4 datasheet: TF32 60 TFLOPS dense (120 with sparsity), 300 GB/s, 24 GB, PCIe Gen4 x16'),
+  'a100-40': gpu('a100-40', 40, 156, 1555e9, 32e9, 'NVIDIA A100 datasheet: TF32 156 TFLOPS dense, 1555 GB/s HBM2 (40 GB), PCIe Gen4'),
+  'a100-80': gpu('a100-80', 80, 156, 2039e9, 32e9, 'NVIDIA A100 datasheet: TF32 156 TFLOPS dense, 2039 GB/s HBM2e (80 GB SXM), PCIe Gen4'),
+  h100: gpu('h100', 80, 494.5, 3350e9, 64e9, 'NVIDIA H100 SXM datasheet: TF32 494.5 TFLOPS dense (989 with sparsity), 3.35 TB/s HBM3, 80 GB, PCIe Gen5'),
+};
+
+export const DEVICE_NAMES = ['cpu', ...Object.keys(GPUS)] as const;
+
+/** This machine before calibration: the MatMul peak and efficiencies measured by the README's benchmarks. */
+export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
+  name: 'cpu',
+  kind: 'cpu',
+  matmulFlops: 384e9,
+  bandwidth: 8e9,
+  efficiency: { forward: 0.6, recompute: 0.6, inputGrad: 0.45, weightGrad: 0.45 },
+  opSeconds: 20e-6,
+  hostLink: Infinity,
+  ...HOST,
+  deviceRuntimeBytes: 0,
+  source: 'uncalibrated defaults (run `propipe plan --calibrate` on the machine that trains)',
+};

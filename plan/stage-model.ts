@@ -1,0 +1,341 @@
+// The cost and memory model of one stage of a run: what any block range [s, e) costs a rank in time per
+// micro-batch and in memory. Inputs are plain data (config, tensor names, sizes), so the CLI, the
+// coordinator's partition planner and the benchmarks all price ranks with the same formulas.
+//
+// Time per micro-batch on rank r (seconds), with T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds
+// for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
+//   forward   Σ_units T(forward)                              (not on the last rank when it runs backward:
+//                                                              its backward graph also yields the loss)
+//   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + teacher forward (last rank, distillation)
+//   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
+//   each send + frame bytes / peerLink                         (activations up, input gradients down)
+// Memory of rank r (bytes), W = frozen bytes as stored (4-bit codes+scales, fp32/bf16/fp16), P trainable params:
+//   frozen weights   W · (forwardSessionCopies + loaderCopies) + backward session: W_recompute-only ·
+//                    backwardRecomputeCopies + W_crossed · backwardCrossCopies; the embedding table
+//                    embeddingCopies per session                                  (plan/runtime.ts)
+//   trainable        4 · P_ever  (every tensor the rank trains in any stage, float32 in JS)
+//   gradients        4 · P_stage · (2 when micro-batches > 1: ORT's output + the accumulation buffer)
+//   AdamW state      8 · P_moments (two float32 moments of every tensor trained so far)
+//   activations      in-flight inputs · batch·seq·hidden·4 + backwardArenaFactor·(saved + gradient transients)
+//                    + forwardWorkingValues · largest forward value
+//   teacher          base weights · (forwardSessionCopies + loaderCopies) + its logits
+//   runtime          processBytes (CPU) or deviceRuntimeBytes (GPU)
+// On a GPU, AdamW state, the JS copies and in-flight inputs live in host memory (reported apart).
+import type { ModelConfig } from '../model/hf/config.ts';
+import { layerParamSpecs } from '../model/llama/param-specs.ts';
+import { quantized4Bytes } from '../model/quant/quant4.ts';
+import type { DeviceProfile, Phase } from './devices.ts';
+import type { OpCost } from './graph-cost.ts';
+import { BYTES, RUNTIME, type FrozenDtype, type RuntimeFactors } from './runtime.ts';
+import { blockCosts, embedCosts, headCosts, teacherForward, type BlockState, type PhaseCosts } from './unit-costs.ts';
+import type { ScheduleKind } from '../recipe/schedule-kind.ts';
+
+/** What a run is, for pricing: shapes and options, no tensor lists. */
+export interface RunBasics {
+  /** Config of the trained (possibly expanded) stack, and of the base model (the distillation teacher). */
+  config: ModelConfig;
+  base: ModelConfig;
+  loraRank: number;
+  /** 4-bit block size of frozen base linears, or null. */
+  quantBlockSize: number | null;
+  frozenDtype: FrozenDtype;
+  batch: number;
+  seq: number;
+  microBatches: number;
+  schedule: ScheduleKind;
+  distill: boolean;
+  runtime?: RuntimeFactors;
+}
+
+/** One stage of a run: the basics and which tensors train. */
+export interface RunShape extends RunBasics {
+  /** Tensors that receive gradients in this stage, in some stage, and in this or an earlier one. */
+  trainable: readonly string[];
+  everTrainable: readonly string[];
+  trainedSoFar: readonly string[];
+  /** Linear layers with LoRA adapters (full names). */
+  loraLinears: readonly string[];
+}
+
+export interface MemoryBreakdown {
+  frozenWeights: number;
+  trainableWeights: number;
+  gradients: number;
+  optimizer: number;
+  activations: number;
+  teacher: number;
+  runtime: number;
+}
+
+export interface RankEstimate {
+  /** Seconds per micro-batch of the forward and backward runs (0 when the rank does not run them). */
+  forwardSeconds: number;
+  backwardSeconds: number;
+  /** Seconds of the optimizer step for this rank's trainable tensors. */
+  optimizerSeconds: number;
+  trainableParams: number;
+  memory: MemoryBreakdown;
+  /** Memory that must fit the device (RSS on CPU, device memory on a GPU). */
+  memoryBytes: number;
+  /** Host memory of a GPU worker (JS copies, AdamW state); equal to memoryBytes on CPU. */
+  hostBytes: number;
+}
+
+type Trains = 'none' | 'block' | 'lora';
+
+interface Table {
+  fwd: Float64Array;
+  bwd: Float64Array;
+  saved: Float64Array;
+  gradPeak: Float64Array;
+  peakValue: Float64Array;
+  recomputeOnly: Float64Array;
+  /** Prefix sums of stage, ever-trainable and moment params, frozen and 4-bit bytes. */
+  params: Float64Array[];
+}
+
+interface Layer {
+  trains: Trains;
+  lora: string[];
+  frozenBytes: number;
+  /** Float32 bytes of the quantized tensors' loader copies (transient) vs kept 4-bit codes. */
+  quantizedBytes: number;
+  stageParams: number;
+  everParams: number;
+  momentParams: number;
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+/** T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds. */
+export function phaseSeconds(device: DeviceProfile, phase: Phase, c: OpCost): number {
+  return (c.flops / device.matmulFlops + c.bytes / device.bandwidth) / device.efficiency[phase] + c.nodes * device.opSeconds;
+}
+const LORA = /^(.*)\.lora_([AB])\.weight$/;
+
+export class StageModel {
+  readonly layers: Layer[];
+  readonly lowest: number;
+  readonly rt: RuntimeFactors;
+  private readonly embed: { frozenBytes: number; stageParams: number; everParams: number; momentParams: number; trains: boolean };
+  private readonly head: { frozenBytes: number; stageParams: number; everParams: number; momentParams: number; trains: boolean };
+  private readonly blockCache = new Map<string, PhaseCosts>();
+  private readonly dims: { batch: number; seq: number };
+
+  constructor(readonly s: RunShape) {
+    this.rt = s.runtime ?? { ...RUNTIME };
+    this.dims = { batch: s.batch, seq: s.seq };
+    const stage = new Set(s.trainable);
+    const ever = new Set(s.everTrainable);
+    const moments = new Set(s.trainedSoFar);
+    const c = s.config;
+    const shape = (name: string): number[] => {
+      const m = LORA.exec(name);
+      if (!m) throw new Error(`no shape for ${name}`);
+      const w = layerParamSpecs(c, Number(/layers\.(\d+)\./.exec(name)![1])).find((p) => p.name === `${m[1]}.weight`)!;
+      return m[2] === 'A' ? [s.loraRank, w.shape[1]] : [w.shape[0], s.loraRank];
+    };
+    const lorasOf = new Map<number, string[]>();
+    for (const l of s.loraLinears) {
+      const m = /^model\.layers\.(\d+)\.(.*)$/.exec(l)!;
+      lorasOf.set(Number(m[1]), [...(lorasOf.get(Number(m[1])) ?? []), m[2]]);
+    }
+    const account = (names: { name: string; shape: number[]; linear: boolean }[]) => {
+      const a = { frozenBytes: 0, quantizedBytes: 0, stageParams: 0, everParams: 0, momentParams: 0, trainsAny: false, trainsLora: false, trainsBlock: false };
+      for (const t of names) {
+        const n = t.shape.reduce((x, y) => x * y, 1);
+        const isLora = LORA.test(t.name);
+        if (stage.has(t.name)) {
+          a.stageParams += n;
+          a.trainsAny = true;
+          if (isLora) a.trainsLora = true;
+          else a.trainsBlock = true;
+        } else if (ever.has(t.name) || isLora) a.frozenBytes += 4 * n; // kept float32: it trains some time
+        else if (t.linear && s.quantBlockSize) a.quantizedBytes += quantized4Bytes(t.shape[0], t.shape[1], { blockSize: s.quantBlockSize });
+        else a.frozenBytes += BYTES[s.frozenDtype] * n;
+        if (ever.has(t.name)) a.everParams += n;
+        if (moments.has(t.name)) a.momentParams += n;
+      }
+      return a;
+    };
+    this.layers = Array.from({ length: c.numLayers }, (_, i) => {
+      const lora = lorasOf.get(i) ?? [];
+      const tensors = [
+        ...layerParamSpecs(c, i).map((p) => ({ name: p.name, shape: p.shape, linear: p.kind === 'linear_weight' })),
+        ...lora.flatMap((m) => ['A', 'B'].map((ab) => `model.layers.${i}.${m}.lora_${ab}.weight`)).map((name) => ({ name, shape: shape(name), linear: false })),
+      ];
+      const a = account(tensors);
+      const trains: Trains = a.trainsBlock ? 'block' : a.trainsLora ? 'lora' : 'none';
+      return { trains, lora, frozenBytes: a.frozenBytes, quantizedBytes: a.quantizedBytes, stageParams: a.stageParams, everParams: a.everParams, momentParams: a.momentParams };
+    });
+    const table = [c.vocabSize, c.hiddenSize];
+    const e = account([{ name: 'model.embed_tokens.weight', shape: table, linear: false }]);
+    this.embed = { ...e, trains: e.trainsAny };
+    const h = account([{ name: 'model.norm.weight', shape: [c.hiddenSize], linear: false }, ...(c.tieWordEmbeddings ? [] : [{ name: 'lm_head.weight', shape: table, linear: false }])]);
+    this.head = { ...h, trains: h.trainsAny };
+    const first = this.layers.findIndex((l) => l.trains !== 'none');
+    this.lowest = this.embed.trains ? -1 : first >= 0 ? first : this.head.trains ? c.numLayers : Infinity;
+  }
+
+  /** Does a rank whose range ends at `end` (exclusive) run backward? (It or a rank below trains.) */
+  runsBackward(end: number, head: boolean): boolean {
+    return this.lowest < end || (head && this.lowest !== Infinity);
+  }
+
+  blockState(i: number): BlockState {
+    if (i < this.lowest) return 'forward';
+    const l = this.layers[i];
+    if (l.trains === 'none') return 'cross';
+    return i === this.lowest ? 'train-bottom' : 'train';
+  }
+
+  block(i: number, backwardRank: boolean): PhaseCosts {
+    const state = backwardRank ? this.blockState(i) : 'forward';
+    const l = this.layers[i];
+    const key = `${state}|${l.trains}|${l.lora.join(',')}`;
+    let c = this.blockCache.get(key);
+    if (!c) {
+      c = blockCosts(this.s.config, { state, lora: l.lora, trains: l.trains === 'lora' ? 'lora' : 'block' }, this.s.loraRank, this.dims);
+      this.blockCache.set(key, c);
+    }
+    return c;
+  }
+
+  private memo = new Map<string, unknown>();
+  private once<T>(key: string, f: () => T): T {
+    if (!this.memo.has(key)) this.memo.set(key, f());
+    return this.memo.get(key) as T;
+  }
+
+  headCosts(): PhaseCosts {
+    return this.once('head', () => headCosts(this.s.config, { trains: this.head.trains, distill: this.s.distill, inputGrad: this.lowest < this.s.config.numLayers }, this.dims));
+  }
+
+  embedCosts(): PhaseCosts {
+    return this.once('embed', () => embedCosts(this.s.config, this.embed.trains, this.dims));
+  }
+
+  teacher(): { cost: OpCost; peakValueBytes: number } {
+    return this.once('teacher', () => teacherForward(this.s.base, this.dims));
+  }
+
+  private readonly times = new WeakMap<DeviceProfile, Map<PhaseCosts, { forward: number; backward: number }>>();
+
+  /** Seconds of a unit's forward run and of its share of the backward run, on `device`. */
+  private unitSeconds(device: DeviceProfile, u: PhaseCosts): { forward: number; backward: number } {
+    let m = this.times.get(device);
+    if (!m) this.times.set(device, (m = new Map()));
+    let t = m.get(u);
+    if (!t) {
+      t = { forward: phaseSeconds(device, 'forward', u.forward), backward: phaseSeconds(device, 'recompute', u.recompute) + phaseSeconds(device, 'inputGrad', u.inputGrad) + phaseSeconds(device, 'weightGrad', u.weightGrad) };
+      m.set(u, t);
+    }
+    return t;
+  }
+
+  /**
+   * Per-layer figures as prefix sums, per device and per kind of rank (one that runs backward or not):
+   * the planner prices O(workers · layers²) ranges, each in O(range) without allocating.
+   */
+  private tables = new WeakMap<DeviceProfile, Table[]>();
+  private table(device: DeviceProfile, backward: boolean): Table {
+    let pair = this.tables.get(device);
+    if (!pair) this.tables.set(device, (pair = []));
+    const k = backward ? 1 : 0;
+    if (pair[k]) return pair[k];
+    const L = this.layers.length;
+    const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), saved: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
+    for (let i = 0; i < L; i++) {
+      const u = this.block(i, backward);
+      const sec = this.unitSeconds(device, u);
+      const l = this.layers[i];
+      t.fwd[i + 1] = t.fwd[i] + sec.forward;
+      t.bwd[i + 1] = t.bwd[i] + sec.backward;
+      t.saved[i + 1] = t.saved[i] + u.savedBytes;
+      t.gradPeak[i] = u.gradBytes;
+      t.peakValue[i] = u.peakValueBytes;
+      t.recomputeOnly[i + 1] = t.recomputeOnly[i] + (this.blockState(i) === 'forward' ? l.frozenBytes + l.quantizedBytes : 0);
+      [l.stageParams, l.everParams, l.momentParams, l.frozenBytes, l.quantizedBytes].forEach((v, j) => (t.params[j][i + 1] = t.params[j][i] + v));
+    }
+    pair[k] = t;
+    return t;
+  }
+
+  rank(start: number, end: number, embed: boolean, head: boolean, inFlight: number, device: DeviceProfile): RankEstimate {
+    const rt = this.rt;
+    const c = this.s.config;
+    const backward = this.runsBackward(end, head);
+    const t = this.table(device, backward);
+    // No closures or arrays here: the planner calls this O(workers · layers²) times.
+    const P = t.params;
+    let stageParams = P[0][end] - P[0][start];
+    let everParams = P[1][end] - P[1][start];
+    let momentParams = P[2][end] - P[2][start];
+    let frozenBytes = P[3][end] - P[3][start];
+    const quantBytes = P[4][end] - P[4][start];
+    let fwd = t.fwd[end] - t.fwd[start];
+    let bwd = t.bwd[end] - t.bwd[start];
+    let savedSum = t.saved[end] - t.saved[start];
+    let gradPeak = 0;
+    let peakValue = 0;
+    for (let i = start; i < end; i++) {
+      if (t.gradPeak[i] > gradPeak) gradPeak = t.gradPeak[i];
+      if (t.peakValue[i] > peakValue) peakValue = t.peakValue[i];
+    }
+    for (let k = 0; k < 2; k++) {
+      if (!(k === 0 ? embed : head)) continue;
+      const part = k === 0 ? this.embed : this.head;
+      const u = k === 0 ? this.embedCosts() : this.headCosts();
+      stageParams += part.stageParams;
+      everParams += part.everParams;
+      momentParams += part.momentParams;
+      frozenBytes += part.frozenBytes;
+      const sec = this.unitSeconds(device, u);
+      fwd += sec.forward;
+      bwd += sec.backward;
+      savedSum += u.savedBytes;
+      if (u.gradBytes > gradPeak) gradPeak = u.gradBytes;
+      if (u.peakValueBytes > peakValue) peakValue = u.peakValueBytes;
+    }
+    const frame = this.s.batch * this.s.seq * c.hiddenSize * 4;
+    const linkRate = Number.isFinite(device.hostLink) ? 1 / device.hostLink : 0;
+    const sendsUp = !head;
+    const sendsDown = backward && !embed && this.lowest < start;
+
+    const runsForward = !(head && backward);
+    let forwardSeconds = 0;
+    if (runsForward) forwardSeconds = fwd + device.runSeconds + (frame * 2 + 4 * stageParams) * linkRate + (sendsUp ? frame / device.peerLink : 0);
+    let backwardSeconds = 0;
+    if (backward) {
+      backwardSeconds = bwd + device.runSeconds + (frame * 2 + 8 * stageParams) * linkRate + (sendsDown ? frame / device.peerLink : 0);
+      if (head && this.s.distill) backwardSeconds += phaseSeconds(device, 'forward', this.teacher().cost) + device.runSeconds + this.s.batch * this.s.seq * this.s.base.vocabSize * 4 * linkRate;
+    }
+
+    // Memory (formulas in the header).
+    // Frozen bytes of blocks the backward only recomputes (below every trainable tensor) vs those gradients cross.
+    const recomputeOnly = (embed ? this.embed.frozenBytes : 0) + t.recomputeOnly[end] - t.recomputeOnly[start];
+    // The embedding table is held once per session; the other frozen weights per the copy factors.
+    const table = embed ? this.embed.frozenBytes : 0;
+    const frozenAll = frozenBytes + quantBytes - table;
+    const sessions = 1 + (backward ? 1 : 0);
+    const frozenSessions = rt.sharedWeightCopies > 0 ? (frozenAll + table) * rt.sharedWeightCopies : table * rt.embeddingCopies * sessions + frozenAll * rt.forwardSessionCopies + (backward ? (recomputeOnly - table) * rt.backwardRecomputeCopies + (frozenAll - recomputeOnly + table) * rt.backwardCrossCopies : 0);
+    const loaderCopies = frozenBytes * rt.loaderCopies + quantBytes; // 4-bit codes stay in JS for later graphs
+    const gradients = 4 * stageParams * (this.s.microBatches > 1 ? 2 : 1);
+    const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq);
+    const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);
+    let teacher = 0;
+    if (head && this.s.distill) {
+      const b = this.s.base;
+      const baseBytes = 4 * (2 * b.vocabSize * b.hiddenSize + b.numLayers * sum(layerParamSpecs(b, 0).map((p) => p.shape.reduce((x, y) => x * y, 1))));
+      teacher = baseBytes * (rt.forwardSessionCopies + rt.loaderCopies) + rt.forwardWorkingValues * this.teacher().peakValueBytes;
+    }
+    const gpu = device.kind === 'gpu';
+    const memory: MemoryBreakdown = gpu
+      ? { frozenWeights: frozenSessions, trainableWeights: 4 * stageParams, gradients: 4 * stageParams, optimizer: 0, activations: arena, teacher, runtime: device.deviceRuntimeBytes }
+      : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena, teacher, runtime: rt.processBytes };
+    const memoryBytes = Math.ceil(sum(Object.values(memory)));
+    const hostBytes = gpu ? rt.processBytes + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs : memoryBytes;
+    const optimizerSeconds = stageParams * device.optimizerSecondsPerParam;
+    return { forwardSeconds, backwardSeconds, optimizerSeconds, trainableParams: stageParams, memory, memoryBytes, hostBytes };
+  }
+}

@@ -1,0 +1,180 @@
+// `propipe plan --calibrate`: a short measured run on this machine with the real ONNX graphs, solved for
+// the figures the cpu profile needs (plan/devices.ts):
+//   matmul_flops   best of a chain of 1024³ float32 MatMuls (frozen weights, prepacked as blocks' are)
+//   bandwidth      an element-wise Add over 16 M floats: bytes in + out per second
+//   op_seconds     a chain of 200 tiny Adds: the fixed cost of one op
+//   run_seconds    one tiny graph run: the fixed cost of a session run (feeds, output copies)
+//   efficiency     per phase, predicted-at-peak time / measured time of a few real blocks:
+//                    forward    their forward graph
+//                    recompute  = forward (the same kernels, inside the backward graph)
+//                    inputGrad  the frozen backward (recompute + input gradient) minus the recompute
+//                    weightGrad the trainable backward minus the frozen one
+//   optimizer      AdamW + gradient sum of squares on the host, per parameter
+import os from 'node:os';
+import { AdamW, sumOfSquares } from '../model/train/adamw.ts';
+import { Graph } from '../model/graph/graph.ts';
+import type { HostTensor } from '../model/graph/dtype.ts';
+import { CompiledGraph } from '../model/graph/session.ts';
+import { randomModelConfig, randomWeights } from '../model/hf/init.ts';
+import { RangeProgram } from '../model/llama/program.ts';
+import { childLog } from '../common/log.ts';
+import { layerParamSpecs } from '../model/llama/param-specs.ts';
+import type { Calibration } from '../plan/calibration.ts';
+import type { OpCost } from '../plan/graph-cost.ts';
+import { blockCosts } from '../plan/unit-costs.ts';
+
+const log = childLog({ component: 'calibrate' });
+
+async function best(fn: () => Promise<unknown>, reps: number): Promise<number> {
+  await fn();
+  let t = Infinity;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await fn();
+    t = Math.min(t, (performance.now() - t0) / 1000);
+  }
+  return t;
+}
+
+const f32 = (n: number, v = 0.01) => new Float32Array(n).fill(v);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+async function timeGraph(g: Graph, feeds: Record<string, HostTensor>, threads: number, reps: number): Promise<number> {
+  const c = await CompiledGraph.create(g, { threads });
+  try {
+    return await best(() => c.run(feeds), reps);
+  } finally {
+    await c.release();
+  }
+}
+
+async function matmulPeak(threads: number): Promise<number> {
+  const n = 1024;
+  const depth = 4;
+  const g = new Graph('calibrate_matmul');
+  let x = g.input('x', 'float32', [n, n]);
+  for (let i = 0; i < depth; i++) x = g.op('MatMul', [x, g.initializer(`w${i}`, 'float32', [n, n], f32(n * n, 1 / n))]);
+  g.output(g.rename(x, 'y'));
+  const t = await timeGraph(g, { x: { dtype: 'float32', shape: [n, n], data: f32(n * n, 1) } }, threads, 8);
+  return (depth * 2 * n ** 3) / t;
+}
+
+async function bandwidth(threads: number): Promise<number> {
+  const n = 16 * 2 ** 20;
+  const g = new Graph('calibrate_add');
+  const a = g.input('a', 'float32', [n]);
+  const b = g.input('b', 'float32', [n]);
+  g.output(g.rename(g.op('Add', [a, b]), 'y'));
+  const t = await timeGraph(g, { a: { dtype: 'float32', shape: [n], data: f32(n) }, b: { dtype: 'float32', shape: [n], data: f32(n) } }, threads, 5);
+  return (3 * 4 * n) / t;
+}
+
+async function opAndRunSeconds(threads: number): Promise<{ op: number; run: number }> {
+  const build = (ops: number) => {
+    const g = new Graph(`calibrate_ops_${ops}`);
+    let x = g.input('x', 'float32', [8]);
+    for (let i = 0; i < ops; i++) x = g.op('Add', [x, g.constant(Array.from({ length: 8 }, () => i + 1), 'float32', [8])]);
+    g.output(g.rename(x, 'y'));
+    return g;
+  };
+  const feeds = { x: { dtype: 'float32' as const, shape: [8], data: f32(8) } };
+  const one = await timeGraph(build(1), feeds, threads, 50);
+  const many = await timeGraph(build(200), feeds, threads, 20);
+  return { op: Math.max(0, (many - one) / 199), run: one };
+}
+
+function optimizerSecondsPerParam(): number {
+  const n = 4 * 2 ** 20;
+  const p = f32(n);
+  const grad = f32(n, 1e-3);
+  const opt = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
+  opt.update('w', p, grad, 1e-4);
+  let t = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    sumOfSquares([grad]);
+    opt.update('w', p, grad, 1e-4);
+    t = Math.min(t, (performance.now() - t0) / 1000);
+  }
+  return t / n;
+}
+
+export interface CalibrateOptions {
+  threads: number;
+  /** The probe's shape: a few blocks of a mid-sized Llama. */
+  layers?: number;
+  hidden?: number;
+  batch?: number;
+  seq?: number;
+}
+
+export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
+  const threads = o.threads;
+  log.info({ threads }, 'measuring MatMul peak, bandwidth and fixed costs');
+  const matmul = await matmulPeak(threads);
+  const bw = await bandwidth(threads);
+  const fixed = await opAndRunSeconds(threads);
+  const hidden = o.hidden ?? 512;
+  const layers = o.layers ?? 3;
+  const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
+  const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
+  const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
+  const range = { start: 0, end: layers, embed: false, head: false };
+  const blocks = Array.from({ length: layers }, (_, i) => i);
+  const trainable = new Set(blocks.flatMap((l) => layerParamSpecs(config, l).map((p) => p.name)));
+  const feed = { batch: dims.batch, seq: dims.seq, hidden: f32(dims.batch * dims.seq * hidden, 0.1) };
+  const seed = { outGrad: f32(dims.batch * dims.seq * hidden, 1e-3) };
+  const load = (n: string) => weights.get(n)!;
+  log.info({ layers, hidden, ...dims }, 'timing real block graphs: forward, frozen backward, trainable backward');
+  const frozen = await RangeProgram.create({ config, range, trainable: new Set(), load, inputGrad: true, threads });
+  const train = await RangeProgram.create({ config, range, trainable, load, inputGrad: true, threads });
+  const none = new Map<string, Float32Array>();
+  // Interleaved and medians: on a shared machine the three see the same load, as a training step would.
+  const runs = { forward: () => frozen.forward(feed, none), cross: () => frozen.backward(feed, none, seed), train: () => train.backward(feed, weights, seed) };
+  const samples: Record<keyof typeof runs, number[]> = { forward: [], cross: [], train: [] };
+  for (let rep = 0; rep < 6; rep++) {
+    for (const [k, fn] of Object.entries(runs) as [keyof typeof runs, () => Promise<unknown>][]) {
+      const t0 = performance.now();
+      await fn();
+      if (rep > 0) samples[k].push((performance.now() - t0) / 1000);
+    }
+  }
+  const tForward = median(samples.forward);
+  const tCross = median(samples.cross);
+  const tTrain = median(samples.train);
+  await frozen.release();
+  await train.release();
+
+  const atPeak = (c: OpCost) => c.flops / matmul + c.bytes / bw;
+  const overhead = (c: OpCost) => c.nodes * fixed.op;
+  const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: [], trains: 'block' }, 0, dims);
+  const sumOf = (pick: (x: ReturnType<typeof times>) => OpCost, state: 'forward' | 'cross' | 'train'): OpCost => {
+    const c = pick(times(state));
+    return { flops: c.flops * layers, bytes: c.bytes * layers, nodes: c.nodes * layers };
+  };
+  // Efficiencies are relative to the peaks measured in this same run, so a peak measured low (a busy
+  // machine) is compensated: predicted time = op counts / (peak · efficiency) reproduces the probe's.
+  const eff = (c: OpCost, measured: number) => Math.max(0.01, atPeak(c) / Math.max(1e-6, measured - overhead(c)));
+  const fwd = sumOf((x) => x.forward, 'forward');
+  const forward = eff(fwd, tForward - fixed.run);
+  const recompute = sumOf((x) => x.recompute, 'cross');
+  const recomputeSeconds = atPeak(recompute) / forward + overhead(recompute);
+  const inputGrad = eff(sumOf((x) => x.inputGrad, 'cross'), tCross - fixed.run - recomputeSeconds);
+  // The weight-gradient share is a difference of two timings: when noise swamps it, use the input-gradient figure.
+  const weightGrad = tTrain - tCross > 0.1 * tTrain ? eff(sumOf((x) => x.weightGrad, 'train'), tTrain - tCross) : inputGrad;
+  const cpus = os.cpus();
+  return {
+    version: 1,
+    measured_at: new Date().toISOString(),
+    cpu_model: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    threads,
+    matmul_flops: matmul,
+    bandwidth: bw,
+    op_seconds: fixed.op,
+    run_seconds: fixed.run,
+    optimizer_seconds_per_param: optimizerSecondsPerParam(),
+    efficiency: { forward, recompute: forward, inputGrad, weightGrad },
+    probe: { layers, hidden, ...dims, forward_seconds: tForward, frozen_backward_seconds: tCross, trainable_backward_seconds: tTrain, samples, load_average: os.loadavg() },
+  };
+}
