@@ -9,7 +9,7 @@ import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
 import { roles, type RankRole } from './schedule.ts';
-import { initialTrainables, loraSpec, trainableShapes, type TrainingModel } from './training-model.ts';
+import { initialTrainables, loraSpec, stageFrozen, trainableShapes, type TrainingModel } from './training-model.ts';
 
 export function ownsTensor(range: BlockRange, name: string): boolean {
   const l = layerOf(name);
@@ -70,6 +70,7 @@ export class Rank {
       range: this.range,
       trainable: new Set(trainable.filter((n) => ownsTensor(this.range, n))),
       load: (n) => this.values.get(n) ?? this.model.load(n),
+      frozen: stageFrozen(this.model, this.values, this.shapes),
       inputGrad: this.role.gradToPrev,
       lora: this.lora,
       quantized: this.quantized,
@@ -78,7 +79,7 @@ export class Rank {
       threads: this.run.threads,
     });
     if (this.distills && !this.teacher) {
-      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });
+      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, frozen: this.model.baseView, device: this.run.device, threads: this.run.threads });
     }
     this.stage = stage;
   }
