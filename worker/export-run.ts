@@ -1,15 +1,11 @@
-// The end of a run, local or pipelined: the merged model in output_dir/final and the trained parts in
-// output_dir/adapter.
+// The end of a run: the trained parts in output_dir/adapter (final/ is written by worker/export-ranks.ts,
+// each rank its own shards).
 import path from 'node:path';
 import { expandedRawLoader, expandedSource } from '../model/expand/expand.ts';
-import { writeAdapter, writeMergedModel, type TrainedParts } from '../model/hf/export.ts';
+import { writeAdapter, type TrainedParts } from '../model/hf/export.ts';
 import type { LoraSpec } from '../model/llama/params.ts';
-import { childLog } from '../common/log.ts';
-import { parseShardSize } from '../model/hf/checkpoint.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { TrainingModel } from './training-model.ts';
-
-const log = childLog({ component: 'export' });
 
 export function trainedParts(model: TrainingModel, values: ReadonlyMap<string, Float32Array>, lora: LoraSpec | null): TrainedParts {
   const readRaw = (n: string) => model.base.checkpoint.readRaw(n);
@@ -23,14 +19,6 @@ export function trainedParts(model: TrainingModel, values: ReadonlyMap<string, F
     lora: lora ? { rank: lora.rank, alpha: lora.alpha, linears: [...lora.linears] } : null,
     expansion: model.expansion,
   };
-}
-
-export function exportRun(run: RunConfig, model: TrainingModel, values: ReadonlyMap<string, Float32Array>, lora: LoraSpec | null): { finalDir: string; adapterDir: string } {
-  const parts = trainedParts(model, values, lora);
-  const finalDir = writeMergedModel(path.join(run.output_dir, 'final'), parts, run.model, { maxShardBytes: parseShardSize(run.max_shard_size) });
-  const adapterDir = writeRunAdapter(run, model, parts);
-  log.info({ finalDir, adapterDir }, 'exported merged model and adapter');
-  return { finalDir, adapterDir };
 }
 
 export function writeRunAdapter(run: RunConfig, model: TrainingModel, parts: TrainedParts): string {
