@@ -6,6 +6,15 @@ import { z } from 'zod';
 import { evalTaskSchema } from './eval-tasks.ts';
 import { resolveSwiftKeys } from './swift-args.ts';
 import { closest } from './suggest.ts';
+import { parseShardSize } from '../model/hf/checkpoint.ts';
+
+function isShardSize(s: string): boolean {
+  try {
+    return parseShardSize(s) > 0;
+  } catch {
+    return false;
+  }
+}
 
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -57,7 +66,7 @@ export const runConfigSchema = z
     quantize: z.enum(['none', '4bit']).default('none'),
     quant_block_size: positiveInt.default(32),
     frozen_dtype: z.enum(['auto', 'fp32', 'fp16', 'bf16']).default('auto'),
-    max_shard_size: z.string().default('5GB'),
+    max_shard_size: z.string().default('5GB').refine(isShardSize, { message: 'must be a size like 5GB, 500MB or a byte count' }),
 
     distill_weight: z.number().nonnegative().default(0),
     distill_temperature: z.number().positive().default(1),

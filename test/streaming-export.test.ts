@@ -96,3 +96,7 @@ test('a shard size that is not a size is refused with the accepted forms', () =>
   assert.throws(() => parseShardSize('five gigs'), /is not a size like 5GB, 500MB/);
   assert.throws(() => parseShardSize('0'), /is not a size/);
 });
+
+test('a bad max_shard_size is refused when the run config is read, not at export', () => {
+  assert.throws(() => parseRunConfig({ model: 'm', dataset: 'd', output_dir: 'o', max_shard_size: '5 gigs' }), /max_shard_size.*must be a size like 5GB/s);
+});
