@@ -131,3 +131,17 @@ test('gradient nodes upcast half weights again from their own input, and upcasts
   }
   assert.equal(g.nodes[0].op, 'Cast');
 });
+
+test('tensors no program read since beginUse are dropped: a re-planned range does not keep the old one resident', () => {
+  const model = openPretrained(GOLDEN);
+  const frozen = new FrozenWeights('fp32', (n) => model.checkpoint.readRaw(n));
+  const view = frozen.view();
+  const a = 'model.layers.0.mlp.up_proj.weight';
+  const b = 'model.layers.1.mlp.up_proj.weight';
+  view.tensor(a);
+  const kept = view.tensor(b);
+  frozen.beginUse();
+  assert.equal(view.tensor(b), kept, 'a tensor read again is the same buffer');
+  assert.equal(frozen.dropUnused(), 1);
+  assert.equal(frozen.bytes, kept.data.byteLength);
+});

@@ -64,6 +64,7 @@ export class Rank {
     if (stage === this.stage && this.program) return;
     await this.program?.release();
     const { trainable, mask } = this.model.plan.stages[stage];
+    this.model.frozen.beginUse();
     this.role = roles(backwardRanks(this.partition, mask))[this.rank];
     this.program = await RangeProgram.create({
       config: this.model.config,
@@ -81,6 +82,9 @@ export class Rank {
     if (this.distills && !this.teacher) {
       this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, frozen: this.model.baseView, device: this.run.device, threads: this.run.threads });
     }
+    this.teacher?.touchFrozen();
+    // Weights of a range this process held before (re-planned partition, re-assignment) are let go.
+    this.model.frozen.dropUnused();
     this.stage = stage;
   }
 

@@ -56,6 +56,8 @@ export function heldTensor(name: string, raw: RawTensor, dtype: FrozenDtype): Ho
  */
 export class FrozenWeights {
   private readonly held = new Map<string, HostTensor>();
+  /** Tensors read since beginUse(). */
+  private readonly touched = new Set<string>();
 
   constructor(
     readonly dtype: FrozenDtype,
@@ -67,6 +69,25 @@ export class FrozenWeights {
     return { tensor: (name) => this.get(sourceOf(name)) };
   }
 
+  /** Starts recording which tensors the programs about to be built read. */
+  beginUse(): void {
+    this.touched.clear();
+  }
+
+  /**
+   * Drops every tensor not read since beginUse(): those of a previous stage's or assignment's block
+   * range, so a re-planned partition does not leave the old range's weights resident. Returns the count.
+   */
+  dropUnused(): number {
+    let dropped = 0;
+    for (const key of [...this.held.keys()]) {
+      if (this.touched.has(key)) continue;
+      this.held.delete(key);
+      dropped++;
+    }
+    return dropped;
+  }
+
   /** Bytes held, as stored. */
   get bytes(): number {
     let n = 0;
@@ -76,6 +97,7 @@ export class FrozenWeights {
 
   private get(src: { name: string; zero: boolean }): HostTensor {
     const key = src.zero ? `${src.name}#zero` : src.name;
+    this.touched.add(key);
     let t = this.held.get(key);
     if (!t) {
       const base = src.zero ? this.get({ name: src.name, zero: false }) : null;
