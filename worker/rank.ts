@@ -4,7 +4,7 @@ import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
 import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
-import { layerOf } from '../model/llama/param-specs.ts';
+import { layerOf, paramSpecs } from '../model/llama/param-specs.ts';
 import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
@@ -64,7 +64,7 @@ export class Rank {
     if (stage === this.stage && this.program) return;
     await this.program?.release();
     const { trainable, mask } = this.model.plan.stages[stage];
-    this.model.frozen.beginUse();
+    this.retainFrozen();
     this.role = roles(backwardRanks(this.partition, mask))[this.rank];
     this.program = await RangeProgram.create({
       config: this.model.config,
@@ -82,10 +82,14 @@ export class Rank {
     if (this.distills && !this.teacher) {
       this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, frozen: this.model.baseView, device: this.run.device, threads: this.run.threads });
     }
-    this.teacher?.touchFrozen();
-    // Weights of a range this process held before (re-planned partition, re-assignment) are let go.
-    this.model.frozen.dropUnused();
     this.stage = stage;
+  }
+
+  /** Before building: only this range's frozen weights (and the teacher's) stay resident. */
+  private retainFrozen(): void {
+    const keep = new Set(paramSpecs(this.model.config).filter((s) => ownsTensor(this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
+    if (this.distills) for (const s of paramSpecs(this.model.base.config)) keep.add(this.model.baseView.keyOf(s.name));
+    this.model.frozen.retainOnly(keep);
   }
 
   /** Distillation happens where the logits are: the rank with the head. */

@@ -3,7 +3,7 @@
 import type { ModelConfig } from '../model/hf/config.ts';
 import { expandedLoader, expandedSource } from '../model/expand/expand.ts';
 import { readExpansionSidecar } from '../model/expand/sidecar.ts';
-import { FrozenWeights, type FrozenSource } from '../model/llama/frozen.ts';
+import { FrozenWeights, type FrozenSource, type FrozenView } from '../model/llama/frozen.ts';
 import type { LoraSpec, WeightLoader } from '../model/llama/params.ts';
 import { initLora, loraNames } from '../model/train/lora.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
@@ -20,8 +20,8 @@ export interface TrainingModel extends TrainedStack {
   /** The process's one copy of frozen weights, keyed by base tensor. */
   frozen: FrozenWeights;
   /** Frozen tensors under the trained stack's names, and under the base model's (the teacher). */
-  frozenView: FrozenSource;
-  baseView: FrozenSource;
+  frozenView: FrozenView;
+  baseView: FrozenView;
 }
 
 export function prepareModel(run: RunConfig): TrainingModel {

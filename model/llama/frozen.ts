@@ -17,6 +17,15 @@ export interface FrozenSource {
   tensor(name: string): HostTensor;
 }
 
+/** A source over the process's store that also names the store entry a tensor is held under. */
+export interface FrozenView extends FrozenSource {
+  keyOf(name: string): string;
+}
+
+function keyOf(src: { name: string; zero: boolean }): string {
+  return src.zero ? `${src.name}#zero` : src.name;
+}
+
 /** Where a tensor of the trained stack comes from in the base checkpoint (LLaMA Pro copies share it). */
 export type SourceOf = (name: string) => { name: string; zero: boolean };
 
@@ -56,8 +65,6 @@ export function heldTensor(name: string, raw: RawTensor, dtype: FrozenDtype): Ho
  */
 export class FrozenWeights {
   private readonly held = new Map<string, HostTensor>();
-  /** Tensors read since beginUse(). */
-  private readonly touched = new Set<string>();
 
   constructor(
     readonly dtype: FrozenDtype,
@@ -65,23 +72,19 @@ export class FrozenWeights {
   ) {}
 
   /** A view under the trained stack's names (`sourceOf` maps them to base tensors). */
-  view(sourceOf: SourceOf = (name) => ({ name, zero: false })): FrozenSource {
-    return { tensor: (name) => this.get(sourceOf(name)) };
-  }
-
-  /** Starts recording which tensors the programs about to be built read. */
-  beginUse(): void {
-    this.touched.clear();
+  view(sourceOf: SourceOf = (name) => ({ name, zero: false })): FrozenView {
+    return { tensor: (name) => this.get(sourceOf(name)), keyOf: (name) => keyOf(sourceOf(name)) };
   }
 
   /**
-   * Drops every tensor not read since beginUse(): those of a previous stage's or assignment's block
-   * range, so a re-planned partition does not leave the old range's weights resident. Returns the count.
+   * Lets go of every tensor whose key is not in `keys`: called before a rank builds the programs of a
+   * new block range (re-planned partition, re-assignment), so the old range's weights are not resident
+   * beside the new one's. Returns how many were dropped.
    */
-  dropUnused(): number {
+  retainOnly(keys: ReadonlySet<string>): number {
     let dropped = 0;
     for (const key of [...this.held.keys()]) {
-      if (this.touched.has(key)) continue;
+      if (keys.has(key)) continue;
       this.held.delete(key);
       dropped++;
     }
@@ -96,8 +99,7 @@ export class FrozenWeights {
   }
 
   private get(src: { name: string; zero: boolean }): HostTensor {
-    const key = src.zero ? `${src.name}#zero` : src.name;
-    this.touched.add(key);
+    const key = keyOf(src);
     let t = this.held.get(key);
     if (!t) {
       const base = src.zero ? this.get({ name: src.name, zero: false }) : null;

@@ -136,11 +136,6 @@ export class RangeProgram {
     return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames);
   }
 
-  /** Reads every frozen tensor the graphs take, so a FrozenWeights store counts them as in use. */
-  touchFrozen(): void {
-    for (const n of this.frozenNames) this.frozen.tensor(n);
-  }
-
   get hasBackward(): boolean {
     return this.bwd !== null;
   }
