@@ -26,8 +26,8 @@ export interface TrainedParts {
   raw: Record<string, unknown>;
   /** Tensors of the trained stack as the base provides them, in their stored dtype. */
   readBase: (name: string) => RawTensor;
-  /** The stored dtype of a base tensor, without reading it. */
-  baseDtype: (name: string) => Dtype;
+  /** The stored dtype of a base tensor, without reading it (without it, the tensor is read to learn it). */
+  baseDtype?: (name: string) => Dtype;
   loadBase: (name: string) => Float32Array;
   /** Every tensor that trained, LoRA factors included, under HF names. */
   trained: ReadonlyMap<string, Float32Array>;
@@ -57,7 +57,7 @@ export function mergedTensors(p: TrainedParts): TensorToWrite[] {
     }
     if (trained) return { name: spec.name, dtype: 'F32', shape: spec.shape, data: trained };
     if (p.trainedNames?.has(spec.name)) return { name: spec.name, dtype: 'F32', shape: spec.shape, data: () => { throw new Error(`${spec.name} trained on another rank`); } };
-    return { name: spec.name, dtype: p.baseDtype(spec.name), shape: spec.shape, data: () => p.readBase(spec.name).bytes };
+    return { name: spec.name, dtype: p.baseDtype?.(spec.name) ?? p.readBase(spec.name).dtype, shape: spec.shape, data: () => p.readBase(spec.name).bytes };
   });
 }
 
