@@ -141,18 +141,19 @@ function wholeRange(input: RunConfigInput): BlockRange {
   return { start: 0, end: model.config.numLayers, embed: true, head: true };
 }
 
-/** The coordinator's "partition planned" log line: blocks "s..e" per rank. */
+/** The partition of the run's last stage: the coordinator's "partition planned" line, or its last re-plan. */
 function partitionFromLog(stderr: string): BlockRange[] {
+  let blocks: string[] | null = null;
   for (const line of stderr.split('\n')) {
-    if (!line.includes('partition planned')) continue;
+    if (!line.includes('partition planned') && !line.includes('re-planning the partition')) continue;
     const rec = JSON.parse(line.slice(line.indexOf('{')));
-    const ranks = rec.partition as { blocks: string }[];
-    return ranks.map((p, r) => {
-      const [s, e] = p.blocks.split('..').map(Number);
-      return { start: s, end: e + 1, embed: r === 0, head: r === ranks.length - 1 };
-    });
+    blocks = rec.partition ? (rec.partition as { blocks: string }[]).map((p) => p.blocks) : (rec.to as string[]);
   }
-  throw new Error('no "partition planned" line in the coordinator log');
+  if (!blocks) throw new Error('no "partition planned" line in the coordinator log');
+  return blocks.map((b, r) => {
+    const [s, e] = b.split('..').map(Number);
+    return { start: s, end: e + 1, embed: r === 0, head: r === blocks!.length - 1 };
+  });
 }
 
 main();
