@@ -58,28 +58,32 @@ function makeInputs(root: string): { f32: string; bf16: string; data: string } {
   return { f32, bf16, data };
 }
 
-/** Analytic peak per rank for a run config and partition. */
-function analytic(input: RunConfigInput, partition: BlockRange[], microBatches: number) {
+/**
+ * Analytic peak per rank: the largest over the run's stages, each with the partition it ran on and the
+ * AdamW moments of every stage so far (VmHWM is a peak over the process's life).
+ */
+function analytic(input: RunConfigInput, partitions: BlockRange[][], microBatches: number) {
   const run = parseRunConfig(input, 'bench');
   const model = prepareModel(run);
-  // The run's peak is in its last stage: AdamW moments of every earlier stage are still held.
   const stages = model.plan.stages;
-  const stage = stages[stages.length - 1];
   const plan = model.onTheFly;
   const bytes = run.frozen_dtype === 'fp32' ? 4 : run.frozen_dtype === 'auto' ? (model.base.checkpoint.dtype('model.embed_tokens.weight') === 'F32' ? 4 : 2) : 2;
-  const out = partition.map((range, rank) => analyticRankPeakBytes({
-    config: model.config,
-    range,
-    frozenBytesPerParam: bytes,
-    microBatch: { batch: BATCH, seq: SEQ },
-    inFlight: Math.min(microBatches, partition.length - rank),
-    ...rankParamCounts({
-      config: model.config, range, everTrainable: new Set(model.plan.everTrainable), trainedSoFar: new Set(stages.flatMap((x) => x.trainable)), trainable: new Set(stage.trainable),
-      loraLinears: model.plan.loraLinears, loraRank: run.lora_rank, sourceOf: plan ? (n) => expandedSource(n, plan).name : undefined,
-    }),
-  }));
+  const perStage = stages.map((stage, k) => {
+    const partition = partitions[Math.min(k, partitions.length - 1)];
+    return partition.map((range, rank) => analyticRankPeakBytes({
+      config: model.config,
+      range,
+      frozenBytesPerParam: bytes,
+      microBatch: { batch: BATCH, seq: SEQ },
+      inFlight: Math.min(microBatches, partition.length - rank),
+      ...rankParamCounts({
+        config: model.config, range, everTrainable: new Set(model.plan.everTrainable), trainedSoFar: new Set(stages.slice(0, k + 1).flatMap((x) => x.trainable)), trainable: new Set(stage.trainable),
+        loraLinears: model.plan.loraLinears, loraRank: run.lora_rank, sourceOf: plan ? (n) => expandedSource(n, plan).name : undefined,
+      }),
+    }));
+  });
   model.base.checkpoint.close();
-  return out;
+  return perStage[0].map((_, rank) => perStage.map((p) => p[rank]).reduce((a, b) => (b.totalBytes > a.totalBytes ? b : a)));
 }
 
 const gb = (b: number) => round(b / 1e9, 3);
@@ -109,7 +113,7 @@ function main(): void {
       const flags = Object.entries(input).flatMap(([k, v]) => [`--${k.replace(/_/g, '-')}`, String(v)]);
       info(`${job.name}: single process`);
       const single = JSON.parse(propipe(['train', ...flags, '--json']).stdout.trim().split('\n').pop()!);
-      const full = analytic(input, [wholeRange(input)], 1);
+      const full = analytic(input, [[wholeRange(input)]], 1);
       results.push(row(job.name, 'single', 0, single.peakRssBytes, full[0]));
       if (!f.bool('pipeline', true)) continue;
       info(`${job.name}: propipe launch --workers 2`);
@@ -117,8 +121,7 @@ function main(): void {
       try {
         const r = propipe(['launch', '--workers', '2', '--insecure', '--micro-batches', '2', ...flags.map((x) => (x === input.output_dir ? out : x))], f.int('launch-timeout-s', 900) * 1000);
         const result = JSON.parse(fs.readFileSync(path.join(out, 'result.json'), 'utf8'));
-        const partition = partitionFromLog(r.stderr);
-        const per = analytic({ ...input, output_dir: out }, partition, 2);
+        const per = analytic({ ...input, output_dir: out }, partitionsFromLog(r.stderr), 2);
         per.forEach((a, rank) => results.push(row(job.name, 'launch --workers 2', rank, result.peakRssPerRank[rank], a)));
       } catch (err) {
         // A pipelined run that does not finish is reported, not hidden: the other rows still count.
@@ -141,19 +144,24 @@ function wholeRange(input: RunConfigInput): BlockRange {
   return { start: 0, end: model.config.numLayers, embed: true, head: true };
 }
 
-/** The partition of the run's last stage: the coordinator's "partition planned" line, or its last re-plan. */
-function partitionFromLog(stderr: string): BlockRange[] {
-  let blocks: string[] | null = null;
+/** The partition of every stage: the coordinator's "partition planned" line, then its re-plans at stage transitions. */
+function partitionsFromLog(stderr: string): BlockRange[][] {
+  const perStage: string[][] = [];
   for (const line of stderr.split('\n')) {
     if (!line.includes('partition planned') && !line.includes('re-planning the partition')) continue;
     const rec = JSON.parse(line.slice(line.indexOf('{')));
-    blocks = rec.partition ? (rec.partition as { blocks: string }[]).map((p) => p.blocks) : (rec.to as string[]);
+    if (rec.partition) {
+      if (perStage.length === 0) perStage.push((rec.partition as { blocks: string }[]).map((p) => p.blocks));
+    } else {
+      while (perStage.length < rec.stage) perStage.push(perStage[perStage.length - 1]);
+      perStage[rec.stage] = rec.to as string[];
+    }
   }
-  if (!blocks) throw new Error('no "partition planned" line in the coordinator log');
-  return blocks.map((b, r) => {
+  if (perStage.length === 0) throw new Error('no "partition planned" line in the coordinator log');
+  return perStage.map((blocks) => blocks.map((b, r) => {
     const [s, e] = b.split('..').map(Number);
-    return { start: s, end: e + 1, embed: r === 0, head: r === blocks!.length - 1 };
-  });
+    return { start: s, end: e + 1, embed: r === 0, head: r === blocks.length - 1 };
+  }));
 }
 
 main();
