@@ -6,6 +6,15 @@ import { z } from 'zod';
 import { evalTaskSchema } from './eval-tasks.ts';
 import { resolveSwiftKeys } from './swift-args.ts';
 import { closest } from './suggest.ts';
+import { parseShardSize } from '../model/hf/checkpoint.ts';
+
+function isShardSize(s: string): boolean {
+  try {
+    return parseShardSize(s) > 0;
+  } catch {
+    return false;
+  }
+}
 
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
@@ -58,6 +67,8 @@ export const runConfigSchema = z
 
     quantize: z.enum(['none', '4bit']).default('none'),
     quant_block_size: positiveInt.default(32),
+    frozen_dtype: z.enum(['auto', 'fp32', 'fp16', 'bf16']).default('auto'),
+    max_shard_size: z.string().default('5GB').refine(isShardSize, { message: 'must be a size like 5GB, 500MB or a byte count' }),
 
     distill_weight: z.number().nonnegative().default(0),
     distill_temperature: z.number().positive().default(1),
@@ -191,6 +202,8 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   lora_targets: 'comma-separated modules (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) or all-linear',
   quantize: 'none | 4bit: store frozen base linear weights block-wise in 4 bits (QLoRA-style)',
   quant_block_size: 'block size of the 4-bit quantization',
+  frozen_dtype: 'auto | fp32 | fp16 | bf16: precision of frozen weights in memory (auto = the checkpoint\'s; trainable tensors and AdamW state are float32)',
+  max_shard_size: 'largest safetensors shard of output_dir/final, e.g. 5GB, 500MB (Hugging Face style)',
   distill_weight: 'weight of KL(teacher‖student) on logits, teacher = the unexpanded base model (0 = off)',
   distill_temperature: 'distillation temperature',
   eval_tasks: 'benchmarks scored on the final model: task=path[,task=path…] with task ceval, mmlu (CSV dirs/files) or mc (JSONL)',

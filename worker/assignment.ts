@@ -18,7 +18,8 @@ import { openFeed, type DataFeed } from './data-feed.ts';
 import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
 import { JobAborted, RecoverableError } from '../common/errors.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
-import { exportRun } from './export-run.ts';
+import { exportRankShards } from './export-ranks.ts';
+import { trainedParts, writeRunAdapter } from './export-run.ts';
 import { finalEvaluation } from './final-eval.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { FrameExpectation } from './peer.ts';
@@ -154,7 +155,8 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
         await coord.commitShard({ workerId, rank: a.rank, step, file: entry.file, bytes: entry.bytes, sha256: entry.sha256 });
       }
       if (d.directive === 'STOP') {
-        if (a.rank === 0) await exportFromCheckpoint(run, model, rank, coord, step, workerId, log);
+        const finalDir = await exportRankShards({ run, model, values: rank.values, lora: rank.lora, partition: rank.partition, rank: a.rank, step });
+        if (finalDir) await exportFromCheckpoint(run, model, rank, coord, step, workerId, log, finalDir);
         return 'stop';
       }
       if (d.directive === 'REASSIGN') return 'reassign';
@@ -184,8 +186,8 @@ function absolute(spans: Span[]): Span[] {
   return spans.map((s) => ({ name: s.name, start: performance.timeOrigin + s.start, end: performance.timeOrigin + s.end }));
 }
 
-/** Rank 0 writes final/ and adapter/ from the last committed checkpoint, which holds every rank's shard. */
-async function exportFromCheckpoint(run: RunConfig, model: TrainingModel, rank: Rank, coord: CoordinatorPort, step: number, workerId: string, log: ReturnType<typeof childLog>): Promise<void> {
+/** Rank 0 writes adapter/ from the last committed checkpoint, which holds every rank's shard (every rank wrote its shards of final/). */
+async function exportFromCheckpoint(run: RunConfig, model: TrainingModel, rank: Rank, coord: CoordinatorPort, step: number, workerId: string, log: ReturnType<typeof childLog>, finalDir: string): Promise<void> {
   const dir = path.join(run.output_dir, `checkpoint-${step}`);
   for (let i = 0; ; i++) {
     const s = await coord.status();
@@ -196,7 +198,7 @@ async function exportFromCheckpoint(run: RunConfig, model: TrainingModel, rank: 
   const manifest = readManifest(dir);
   if (!manifest) throw new Error(`the final checkpoint ${dir} does not verify`);
   const values = readShards(dir, manifest).params;
-  const { finalDir, adapterDir } = exportRun(run, model, values, rank.lora);
+  const adapterDir = writeRunAdapter(run, model, trainedParts(model, values, rank.lora));
   await finalEvaluation(run, finalDir);
   await coord.reportExport({ workerId, finalDir, adapterDir });
   log.info({ finalDir, adapterDir }, 'export reported');

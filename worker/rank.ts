@@ -4,12 +4,12 @@ import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
 import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
-import { layerOf } from '../model/llama/param-specs.ts';
+import { layerOf, paramSpecs } from '../model/llama/param-specs.ts';
 import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
 import { roles, type RankRole } from '../recipe/schedule.ts';
-import { initialTrainables, loraSpec, trainableShapes, type TrainingModel } from './training-model.ts';
+import { initialTrainables, loraSpec, stageFrozen, trainableShapes, type TrainingModel } from './training-model.ts';
 
 export function ownsTensor(range: BlockRange, name: string): boolean {
   const l = layerOf(name);
@@ -66,12 +66,14 @@ export class Rank {
     if (stage === this.stage && this.program) return;
     await this.program?.release();
     const { trainable, mask } = this.model.plan.stages[stage];
+    this.retainFrozen();
     this.role = roles(backwardRanks(this.partition, mask))[this.rank];
     this.program = await RangeProgram.create({
       config: this.model.config,
       range: this.range,
       trainable: new Set(trainable.filter((n) => ownsTensor(this.range, n))),
       load: (n) => this.values.get(n) ?? this.model.load(n),
+      frozen: stageFrozen(this.model, this.values, this.shapes),
       inputGrad: this.role.gradToPrev,
       lora: this.lora,
       quantized: this.quantized,
@@ -82,9 +84,16 @@ export class Rank {
       packed: this.run.packing,
     });
     if (this.distills && !this.teacher) {
-      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, device: this.run.device, threads: this.run.threads });
+      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, frozen: this.model.baseView, device: this.run.device, threads: this.run.threads });
     }
     this.stage = stage;
+  }
+
+  /** Before building: only this range's frozen weights (and the teacher's) stay resident. */
+  private retainFrozen(): void {
+    const keep = new Set(paramSpecs(this.model.config).filter((s) => ownsTensor(this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
+    if (this.distills) for (const s of paramSpecs(this.model.base.config)) keep.add(this.model.baseView.keyOf(s.name));
+    this.model.frozen.retainOnly(keep);
   }
 
   /** Distillation happens where the logits are: the rank with the head. */

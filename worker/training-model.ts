@@ -1,8 +1,9 @@
 // The model a run trains: the base checkpoint, expanded on the fly (LLaMA Pro) or read as already
 // expanded (a llama_pro.json sidecar), with the stage plan over its trainable units.
 import type { ModelConfig } from '../model/hf/config.ts';
-import { expandedLoader } from '../model/expand/expand.ts';
+import { expandedLoader, expandedSource } from '../model/expand/expand.ts';
 import { readExpansionSidecar } from '../model/expand/sidecar.ts';
+import { FrozenWeights, type FrozenSource, type FrozenView } from '../model/llama/frozen.ts';
 import type { LoraSpec, WeightLoader } from '../model/llama/params.ts';
 import { initLora, loraNames } from '../model/train/lora.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
@@ -16,13 +17,34 @@ export interface TrainingModel extends TrainedStack {
   base: Pretrained;
   /** Reads a tensor of the trained stack from the base checkpoint (expanding on the fly). */
   load: WeightLoader;
+  /** The process's one copy of frozen weights, keyed by base tensor. */
+  frozen: FrozenWeights;
+  /** Frozen tensors under the trained stack's names, and under the base model's (the teacher). */
+  frozenView: FrozenView;
+  baseView: FrozenView;
 }
 
 export function prepareModel(run: RunConfig): TrainingModel {
   const base = openPretrained(run.model);
   const stack = trainedStack(run, base.config, base.raw, readExpansionSidecar(run.model));
   const load = stack.onTheFly ? expandedLoader(base.load, stack.onTheFly) : base.load;
-  return { ...stack, base, load };
+  const frozen = new FrozenWeights(run.frozen_dtype, (n) => base.checkpoint.readRaw(n));
+  const plan = stack.onTheFly;
+  const frozenView = frozen.view(plan ? (n) => expandedSource(n, plan) : undefined);
+  return { ...stack, base, load, frozen, frozenView, baseView: frozen.view() };
+}
+
+/**
+ * What a program of the current stage reads frozen tensors from: tensors that train in some stage are
+ * fed from the live float32 values (no second copy), the rest from the shared frozen store.
+ */
+export function stageFrozen(model: TrainingModel, values: ReadonlyMap<string, Float32Array>, shapes: ReadonlyMap<string, number[]>): FrozenSource {
+  return {
+    tensor(name) {
+      const v = values.get(name);
+      return v ? { dtype: 'float32', shape: shapes.get(name)!, data: v } : model.frozenView.tensor(name);
+    },
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Element types the builder emits, with their ONNX enum value and ONNX Runtime tensor type name.
 // uint4/int4 hold two elements per byte, low nibble first (ONNX's packing); they only appear as
 // initializers of quantized weights.
-export type DType = 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8' | 'uint4' | 'int4';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8' | 'int8' | 'uint4' | 'int4';
 
 export const ONNX_DTYPE: Record<DType, number> = {
   float32: 1,
@@ -11,6 +11,7 @@ export const ONNX_DTYPE: Record<DType, number> = {
   int64: 7,
   bool: 9,
   float16: 10,
+  bfloat16: 16,
   float64: 11,
   uint4: 21,
   int4: 22,
@@ -20,6 +21,7 @@ export const BYTES_PER_ELEMENT: Record<DType, number> = {
   float32: 4,
   float64: 8,
   float16: 2,
+  bfloat16: 2,
   int64: 8,
   int32: 4,
   bool: 1,
@@ -57,7 +59,8 @@ export function typedFrom(dtype: DType, values: readonly number[]): TypedData {
     case 'int8':
       return Int8Array.from(values);
     case 'float16':
-      throw new Error('float16 constants are not built from numbers; convert explicitly');
+    case 'bfloat16':
+      throw new Error('half-precision constants are not built from numbers; convert explicitly');
     case 'uint4':
     case 'int4':
       throw new Error(`${dtype} constants are packed two per byte; build the bytes explicitly`);

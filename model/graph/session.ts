@@ -26,6 +26,10 @@ export function ortSessionOptions(opts: SessionOptions = {}): ort.InferenceSessi
     intraOpNumThreads: opts.threads ?? 0,
     interOpNumThreads: 1,
     logSeverityLevel: 3,
+    // The memory pattern ONNX Runtime records on the first run is allocated beside the arena chunks of
+    // that run, doubling a training graph's activations from the second step on (LLaMA Pro on the
+    // 16-layer model of bench/memory.ts: 2.28 GB peak with it, 1.93 GB without, same step time).
+    enableMemPattern: false,
     // Each session has its own thread pool; spinning pools of idle sessions (the forward graph while
     // the backward runs) steal the cores from the running one. Measured in bench/block-throughput.ts.
     extra: { session: { intra_op: { allow_spinning: '0' } } },

@@ -2,11 +2,9 @@
 // `model.safetensors.index.json`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../../common/atomic-file.ts';
 import { log } from '../../common/log.ts';
-import { DEFAULT_MAX_SHARD_BYTES, INDEX_FILE, isDtype, isPlainObject, REEXPORT, SINGLE_FILE, SafetensorsError, tensorBytes, type Dtype } from './safetensors-format.ts';
+import { INDEX_FILE, isPlainObject, REEXPORT, SINGLE_FILE, SafetensorsError, type Dtype } from './safetensors-format.ts';
 import { SafetensorsFile, type RawTensor } from './safetensors-read.ts';
-import { writeSafetensors, type TensorToWrite } from './safetensors-write.ts';
 
 /** Read access to a checkpoint directory, single-file or sharded; shards are opened on first use. */
 export interface Checkpoint {
@@ -18,12 +16,6 @@ export interface Checkpoint {
   readF32(name: string): Float32Array;
   readRaw(name: string): RawTensor;
   close(): void;
-}
-
-const SHARD_RE = /^model-\d{5}-of-\d{5}\.safetensors$/;
-
-function shardName(k: number, n: number): string {
-  return `model-${String(k).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
 }
 
 class SingleFileCheckpoint implements Checkpoint {
@@ -139,74 +131,4 @@ export function openCheckpoint(dir: string): Checkpoint {
   throw new SafetensorsError(dir, `no ${SINGLE_FILE} or ${INDEX_FILE}.${hint}`);
 }
 
-export interface WriteCheckpointOptions {
-  /** Largest shard in tensor bytes; a single tensor larger than this gets a shard of its own. */
-  maxShardBytes?: number;
-  /** Written into every file's `__metadata__`, after `format: "pt"`. */
-  metadata?: Record<string, string>;
-}
-
-/**
- * Writes tensors in the Hugging Face layout and returns the file names written. Shards are filled in
- * the given order (pass tensors in layer order so a block range lands in few shards). Each file is
- * atomic; the directory as a whole is not, so write into a fresh directory when a crash mid-save
- * must not mix two checkpoints. Files of an earlier save that the new layout does not use are removed
- * after the new files are in place.
- */
-export function writeCheckpoint(dir: string, tensors: readonly TensorToWrite[], options: WriteCheckpointOptions = {}): string[] {
-  const maxShardBytes = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
-  if (!(maxShardBytes > 0)) throw new Error(`writeCheckpoint: maxShardBytes must be positive, got ${maxShardBytes}`);
-  // transformers refuses safetensors files whose metadata lacks a known "format".
-  const metadata = { format: 'pt', ...options.metadata };
-  const seen = new Set<string>();
-  for (const t of tensors) {
-    if (seen.has(t.name)) throw new SafetensorsError(dir, 'duplicate tensor name', t.name);
-    seen.add(t.name);
-    if (!isDtype(t.dtype)) throw new SafetensorsError(dir, `unknown dtype ${JSON.stringify(t.dtype)}`, t.name);
-  }
-  fs.mkdirSync(dir, { recursive: true });
-
-  const groups: TensorToWrite[][] = [];
-  let current: TensorToWrite[] = [];
-  let currentBytes = 0;
-  let totalBytes = 0;
-  for (const t of tensors) {
-    const size = tensorBytes(t.dtype, t.shape);
-    totalBytes += size;
-    if (current.length > 0 && currentBytes + size > maxShardBytes) {
-      groups.push(current);
-      current = [];
-      currentBytes = 0;
-    }
-    current.push(t);
-    currentBytes += size;
-  }
-  if (current.length > 0 || groups.length === 0) groups.push(current);
-
-  let written: string[];
-  if (groups.length === 1) {
-    writeSafetensors(path.join(dir, SINGLE_FILE), groups[0], metadata);
-    written = [SINGLE_FILE];
-  } else {
-    written = groups.map((_, i) => shardName(i + 1, groups.length));
-    const weightMap = new Map<string, string>();
-    groups.forEach((group, i) => {
-      writeSafetensors(path.join(dir, written[i]), group, metadata);
-      for (const t of group) weightMap.set(t.name, written[i]);
-    });
-    const sortedMap = Object.fromEntries([...weightMap].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)));
-    // The index goes last: it is what makes the new shards visible to a reader.
-    writeJsonAtomic(path.join(dir, INDEX_FILE), { metadata: { total_size: totalBytes }, weight_map: sortedMap });
-    written.push(INDEX_FILE);
-  }
-
-  const keep = new Set(written);
-  for (const f of fs.readdirSync(dir)) {
-    if (keep.has(f)) continue;
-    if (f === SINGLE_FILE || f === INDEX_FILE || SHARD_RE.test(f)) {
-      log.debug({ dir, file: f }, 'removing file of an earlier checkpoint layout');
-      fs.rmSync(path.join(dir, f), { force: true });
-    }
-  }
-  return written;
-}
+export { parseShardSize, planShards, writeCheckpoint, writeShardFiles, writeShardIndex, type ShardPlan, type WriteCheckpointOptions } from './checkpoint-write.ts';

@@ -11,6 +11,7 @@ import { loraNames } from '../llama/params.ts';
 import { fromPeftName, mergeLora, peftName } from '../train/lora.ts';
 import { paramSpecs, splitLayerName } from '../llama/param-specs.ts';
 import { openSafetensors, type RawTensor } from './safetensors-read.ts';
+import type { Dtype } from './safetensors-format.ts';
 import { writeCheckpoint } from './checkpoint.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors-write.ts';
 
@@ -25,14 +26,24 @@ export interface TrainedParts {
   raw: Record<string, unknown>;
   /** Tensors of the trained stack as the base provides them, in their stored dtype. */
   readBase: (name: string) => RawTensor;
+  /** The stored dtype of a base tensor, without reading it (without it, the tensor is read to learn it). */
+  baseDtype?: (name: string) => Dtype;
   loadBase: (name: string) => Float32Array;
   /** Every tensor that trained, LoRA factors included, under HF names. */
   trained: ReadonlyMap<string, Float32Array>;
+  /**
+   * Names of every trained tensor of the whole run, when `trained` holds only some of them (a pipeline
+   * rank's): they are float32 in every rank's shard plan, so all ranks plan the same files.
+   */
+  trainedNames?: ReadonlySet<string>;
   lora: LoraParts | null;
   expansion: ExpansionInfo | null;
 }
 
-/** Every tensor of the merged model. Tensors nothing touched are copied byte for byte. */
+/**
+ * Every tensor of the merged model, in layer order. Data is produced when the tensor is written, so
+ * an export holds one tensor at a time beside the trained ones. Untouched tensors are copied byte for byte.
+ */
 export function mergedTensors(p: TrainedParts): TensorToWrite[] {
   const loraOn = new Set(p.lora?.linears ?? []);
   return paramSpecs(p.config).map((spec) => {
@@ -41,27 +52,37 @@ export function mergedTensors(p: TrainedParts): TensorToWrite[] {
     if (p.lora && loraOn.has(linear)) {
       const n = loraNames(linear);
       const [out, inp] = spec.shape;
-      const w = trained ?? p.loadBase(spec.name);
-      const data = mergeLora(w, p.trained.get(n.a)!, p.trained.get(n.b)!, out, inp, p.lora.rank, p.lora.alpha / p.lora.rank);
+      const data = () => mergeLora(trained ?? p.loadBase(spec.name), p.trained.get(n.a)!, p.trained.get(n.b)!, out, inp, p.lora!.rank, p.lora!.alpha / p.lora!.rank);
       return { name: spec.name, dtype: 'F32', shape: spec.shape, data };
     }
     if (trained) return { name: spec.name, dtype: 'F32', shape: spec.shape, data: trained };
-    const raw = p.readBase(spec.name);
-    return { name: spec.name, dtype: raw.dtype, shape: raw.shape, data: raw.bytes };
+    if (p.trainedNames?.has(spec.name)) return { name: spec.name, dtype: 'F32', shape: spec.shape, data: () => { throw new Error(`${spec.name} trained on another rank`); } };
+    return { name: spec.name, dtype: p.baseDtype?.(spec.name) ?? p.readBase(spec.name).dtype, shape: spec.shape, data: () => p.readBase(spec.name).bytes };
   });
 }
 
-export function writeMergedModel(outDir: string, p: TrainedParts, tokenizerFrom: string): string {
+export interface MergedLayout {
+  maxShardBytes?: number;
+  /** Pipeline rank that owns a tensor: shards never mix ranks. */
+  partOf?: (name: string) => number;
+}
+
+export function writeMergedModel(outDir: string, p: TrainedParts, tokenizerFrom: string, layout: MergedLayout = {}): string {
   return writeDirAtomic(
     outDir,
     (tmp) => {
-      writeConfig(tmp, p.config, p.raw);
-      writeCheckpoint(tmp, mergedTensors(p));
-      copyCarriedFiles(tokenizerFrom, tmp);
-      if (p.expansion) writeExpansionSidecar(tmp, p.expansion);
+      writeCheckpoint(tmp, mergedTensors(p), layout);
+      writeMergedExtras(tmp, p, tokenizerFrom);
     },
     { replace: true },
   );
+}
+
+/** Config, tokenizer and LLaMA Pro sidecar of a merged model directory. */
+export function writeMergedExtras(dir: string, p: TrainedParts, tokenizerFrom: string): void {
+  writeConfig(dir, p.config, p.raw);
+  copyCarriedFiles(tokenizerFrom, dir);
+  if (p.expansion) writeExpansionSidecar(dir, p.expansion);
 }
 
 const ADAPTER_WEIGHTS = 'adapter_model.safetensors';

@@ -14,9 +14,10 @@ export interface TensorToWrite {
   /**
    * Float32Array for F32 (or F16/BF16/F64, converted); Uint16Array holds raw F16/BF16 bits;
    * Uint8Array is taken as the raw little-endian bytes of any dtype; other typed arrays must match
-   * the dtype (Int32Array for I32, BigInt64Array for I64, ...).
+   * the dtype (Int32Array for I32, BigInt64Array for I64, ...). A function is called when the tensor
+   * is written, so a writer holds one tensor at a time (streaming export).
    */
-  data: TensorData;
+  data: TensorData | (() => TensorData);
 }
 
 function bytesOf(a: TensorData): Uint8Array {
@@ -45,6 +46,7 @@ function isNative(dtype: Dtype, data: TensorData): boolean {
  */
 function encoder(file: string, t: TensorToWrite): () => Uint8Array {
   const { name, dtype, shape, data } = t;
+  if (typeof data === 'function') return () => encoder(file, { ...t, data: data() })();
   const want = tensorBytes(dtype, shape);
   if (data instanceof Uint8Array) {
     if (data.length !== want) {

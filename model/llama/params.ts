@@ -1,6 +1,7 @@
 // Decides, per parameter, how the graph sees it: a trainable input, a frozen float initializer, or a
 // frozen 4-bit initializer; and which linear layers carry LoRA adapters.
 import type { Graph } from '../graph/graph.ts';
+import type { FrozenSource } from './frozen.ts';
 
 export type WeightLoader = (name: string) => Float32Array;
 
@@ -28,6 +29,11 @@ export type QuantizedMatMul = (g: Graph, x: string, name: string, out: number, i
 export interface BinderOptions {
   trainable: ReadonlySet<string>;
   load: WeightLoader;
+  /**
+   * Frozen tensors become graph inputs fed from this source (one buffer shared by every session);
+   * without it they are initializers, which each session copies.
+   */
+  frozen?: FrozenSource | null;
   lora?: LoraSpec | null;
   /** Frozen linear weights stored in 4 bits; every other frozen weight stays float. */
   quantized?: QuantizedMatMul | null;
@@ -39,10 +45,19 @@ export function loraNames(linearName: string): { a: string; b: string } {
 
 export class ParamBinder {
   private readonly bound = new Map<string, string>();
+  /** Frozen half-precision inputs, before their Cast to float32. */
+  private readonly stored = new Map<string, string>();
+  /** Frozen tensors bound as graph inputs, to be fed from the frozen source. */
+  readonly frozenInputs: string[] = [];
   /** Every parameter bound as a graph value, with its shape, in first-use order. */
   readonly shapes = new Map<string, number[]>();
 
   constructor(private readonly o: BinderOptions) {}
+
+  /** Frozen inputs held in half precision (each upcast inside the graph). */
+  get halfInputs(): ReadonlySet<string> {
+    return new Set(this.stored.keys());
+  }
 
   get used(): string[] {
     return [...this.shapes.keys()];
@@ -58,7 +73,16 @@ export class ParamBinder {
     if (existing) return existing;
     let value: string;
     if (this.o.trainable.has(name)) value = g.input(name, 'float32', shape);
-    else {
+    else if (this.o.frozen) {
+      const t = this.o.frozen.tensor(name);
+      if (t.shape.join() !== shape.join()) throw new Error(`weight ${name}: shape [${t.shape}], expected [${shape}]`);
+      value = g.input(name, t.dtype, shape);
+      this.frozenInputs.push(name);
+      if (t.dtype !== 'float32') {
+        this.stored.set(name, value);
+        value = g.op('Cast', [value], { to: 1 });
+      }
+    } else {
       const data = this.o.load(name);
       const size = shape.reduce((a, b) => a * b, 1);
       if (data.length !== size) throw new Error(`weight ${name}: ${data.length} values, expected shape [${shape}]`);
@@ -67,6 +91,13 @@ export class ParamBinder {
     this.bound.set(name, value);
     this.shapes.set(name, shape);
     return value;
+  }
+
+  /** Rows `ids` of the [rows, cols] parameter `name` (an embedding), gathered before any upcast. */
+  gatherRows(g: Graph, name: string, shape: number[], ids: string): string {
+    const value = this.get(g, name, shape);
+    const stored = this.stored.get(name);
+    return stored ? g.op('Cast', [g.op('Gather', [stored, ids], { axis: 0 })], { to: 1 }) : g.op('Gather', [value, ids], { axis: 0 });
   }
 
   /** x·Wᵀ for a linear layer's weight W ([out, in], HF layout); a 4-bit product when W is frozen and quantized. */

@@ -5,6 +5,10 @@ import { splitBackward } from '../autodiff/split.ts';
 import type { ModelConfig } from '../hf/config.ts';
 import { CompiledGraph, type Device } from '../graph/session.ts';
 import { type HostTensor } from '../graph/dtype.ts';
+import { hoistWeightChains, recomputeWeightChains } from '../autodiff/recompute.ts';
+import type { Graph } from '../graph/graph.ts';
+import { paramSpecs } from './param-specs.ts';
+import { loaderSource, type FrozenSource } from './frozen.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
@@ -16,6 +20,11 @@ export interface ProgramOptions {
   /** HF names of the parameters that receive gradients; every other parameter is frozen. */
   trainable: ReadonlySet<string>;
   load: WeightLoader;
+  /**
+   * Frozen tensors, fed as graph inputs from buffers the caller shares between programs (and with a
+   * teacher); by default each program reads them once through `load`.
+   */
+  frozen?: FrozenSource | null;
   /** Build d(loss)/d(hidden_in) for the previous rank. */
   inputGrad: boolean;
   device?: Device;
@@ -122,7 +131,7 @@ const LOSS_SCALE = 'loss_scale';
 export function frozenWholeModel(
   config: ModelConfig,
   load: WeightLoader,
-  o: { device?: Device; threads?: number; logits?: boolean; rowLoss?: boolean } = {},
+  o: { device?: Device; threads?: number; logits?: boolean; rowLoss?: boolean; frozen?: FrozenSource | null } = {},
 ): Promise<RangeProgram> {
   return RangeProgram.create({ config, range: wholeModel(config), trainable: new Set(), load, inputGrad: false, ...o });
 }
@@ -138,47 +147,26 @@ export class RangeProgram {
     private readonly shapes: ReadonlyMap<string, number[]>,
     private readonly fwd: CompiledGraph,
     private readonly bwd: CompiledGraph | null,
+    private readonly frozen: FrozenSource,
+    /** Frozen tensors the graphs take as inputs. */
+    private readonly frozenNames: readonly string[],
     private readonly split: SplitGraphs | null = null,
     readonly packed = false,
   ) {}
 
   static async create(o: ProgramOptions): Promise<RangeProgram> {
-    const binder = new ParamBinder({ trainable: o.trainable, load: o.load, lora: o.lora, quantized: o.quantized });
-    const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed });
-    const trainable = binder.used.filter((n) => o.trainable.has(n));
-    const shapes = binder.shapes;
-    const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
+    const p = programGraphs(o);
     const session = { device: o.device, threads: o.threads };
-
     let bwd: CompiledGraph | null = null;
     let split: SplitGraphs | null = null;
-    if (wrt.length > 0) {
-      const gb = graph.clone(`${graph.name}_backward`);
-      gb.outputs.splice(0, gb.outputs.length);
-      const seedGrad = o.range.head ? gb.input(LOSS_SCALE, 'float32', []) : gb.input(OUT_GRAD, 'float32', ['batch', 'seq', o.config.hiddenSize]);
-      const grads = backward(gb, [{ value: seed, grad: seedGrad }], wrt);
-      for (const w of wrt) {
-        const d = grads.get(w);
-        if (!d) throw new Error(`parameter ${w} does not influence the output of blocks ${o.range.start}..${o.range.end}`);
-        gb.output(gb.rename(d, w === hiddenIn ? HIDDEN_GRAD : GRAD_PREFIX + w));
-      }
-      // The last rank gets its loss from the same run, so forward and backward are not run twice.
-      if (o.range.head) {
-        gb.output(IO.lossSum);
-        gb.output(IO.tokenCount);
-        if (o.distill) gb.output(IO.klSum);
-      }
-      if (o.splitBackward) {
-        const outs = gb.outputs.filter((n) => !n.startsWith(GRAD_PREFIX) || n === HIDDEN_GRAD);
-        const parts = splitBackward(gb, outs, trainable.map((n) => GRAD_PREFIX + n));
-        split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
-      } else bwd = await CompiledGraph.create(gb, session);
-    }
-    // Forward runs serve evaluation and pipeline activations: they never need the teacher.
-    const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
-    graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
-    const fwd = await CompiledGraph.create(graph, session);
-    return new RangeProgram(o.config, o.range, trainable, shapes, fwd, bwd, split, !!o.packed);
+    if (p.backward && o.splitBackward) {
+      const gb = p.backward;
+      const outs = gb.outputs.filter((n) => !n.startsWith(GRAD_PREFIX) || n === HIDDEN_GRAD);
+      const parts = splitBackward(gb, outs, p.trainable.map((n) => GRAD_PREFIX + n));
+      split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
+    } else if (p.backward) bwd = await CompiledGraph.create(p.backward, session);
+    const fwd = await CompiledGraph.create(p.forward, session);
+    return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames, split, !!o.packed);
   }
 
   get hasBackward(): boolean {
@@ -273,6 +261,7 @@ export class RangeProgram {
       feeds[IO.labels] = { dtype: 'int64', shape: [b.batch, b.seq], data: b.labels };
       if (b.teacherLogits) feeds[IO.teacherLogits] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.vocabSize], data: b.teacherLogits };
     }
+    for (const n of this.frozenNames) feeds[n] = this.frozen.tensor(n);
     for (const n of this.trainableNames) {
       const v = params.get(n);
       if (!v) throw new Error(`trainable parameter ${n} was not given`);
@@ -294,6 +283,60 @@ export class RangeProgram {
     }
     return t;
   }
+}
+
+
+export interface ProgramGraphs {
+  forward: Graph;
+  backward: Graph | null;
+  trainable: string[];
+  shapes: ReadonlyMap<string, number[]>;
+  frozen: FrozenSource;
+  frozenNames: string[];
+}
+
+/** The forward and backward graphs of a range, as RangeProgram compiles them (also listed by the op-coverage test). */
+export function programGraphs(o: ProgramOptions): ProgramGraphs {
+  const specs = new Map(paramSpecs(o.config).map((p) => [p.name, p.shape]));
+  const source = o.frozen ?? loaderSource(o.load, (n) => specs.get(n) ?? []);
+  // Recomputed upcasts read the same buffer under a second input name.
+  const aliasOf = new Map<string, string>();
+  const frozen: FrozenSource = { tensor: (n) => source.tensor(aliasOf.get(n) ?? n) };
+  const binder = new ParamBinder({ trainable: o.trainable, load: o.load, frozen, lora: o.lora, quantized: o.quantized });
+  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed });
+  const trainable = binder.used.filter((n) => o.trainable.has(n));
+  const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
+
+  let gb: Graph | null = null;
+  const frozenNames = [...binder.frozenInputs];
+  if (wrt.length > 0) {
+    gb = graph.clone(`${graph.name}_backward`);
+    const gradStart = gb.nodes.length;
+    gb.outputs.splice(0, gb.outputs.length);
+    const seedGrad = o.range.head ? gb.input(LOSS_SCALE, 'float32', []) : gb.input(OUT_GRAD, 'float32', ['batch', 'seq', o.config.hiddenSize]);
+    const grads = backward(gb, [{ value: seed, grad: seedGrad }], wrt);
+    for (const [alias, root] of recomputeWeightChains(gb, gradStart, binder.halfInputs)) {
+      frozenNames.push(alias);
+      aliasOf.set(alias, root);
+    }
+    hoistWeightChains(gb, new Set([...binder.halfInputs, ...aliasOf.keys()]));
+    for (const w of wrt) {
+      const d = grads.get(w);
+      if (!d) throw new Error(`parameter ${w} does not influence the output of blocks ${o.range.start}..${o.range.end}`);
+      gb.output(gb.rename(d, w === hiddenIn ? HIDDEN_GRAD : GRAD_PREFIX + w));
+    }
+    // The last rank gets its loss from the same run, so forward and backward are not run twice.
+    if (o.range.head) {
+      gb.output(IO.lossSum);
+      gb.output(IO.tokenCount);
+      if (o.distill) gb.output(IO.klSum);
+    }
+  }
+  // Forward runs serve evaluation and pipeline activations: they never need the teacher.
+  const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
+  graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
+  hoistWeightChains(graph, binder.halfInputs);
+  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen, frozenNames };
 }
 
 /**

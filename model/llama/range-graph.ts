@@ -66,7 +66,7 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   let hiddenIn: string | undefined;
   if (range.embed) {
     const ids = g.input(IO.inputIds, 'int64', ['batch', 'seq']);
-    x = g.op('Gather', [p.get(g, 'model.embed_tokens.weight', [config.vocabSize, h]), ids], { axis: 0 });
+    x = p.gatherRows(g, 'model.embed_tokens.weight', [config.vocabSize, h], ids);
   } else {
     x = hiddenIn = g.input(IO.hiddenIn, 'float32', ['batch', 'seq', h]);
   }
