@@ -29,10 +29,12 @@ export const RUNTIME = {
   /** Sessions hold the embedding table (read by Gather: nothing folded or prepacked) once each. */
   embeddingCopies: 1,
   /**
-   * 0: today's per-session copies above. N > 0: every frozen weight held N times per process, shared by
-   * all its sessions (issue 9's target is 1); `propipe plan --weight-copies N` shows what that changes.
+   * 0: the per-session copies above (the runtime before issue 9). N > 0: every frozen weight held N times
+   * per process, shared by all its sessions. Since issue 9 frozen weights are graph inputs fed from one
+   * buffer per process (model/llama/frozen.ts), so the runtime is 1; `propipe plan --weight-copies N`
+   * shows what another figure changes.
    */
-  sharedWeightCopies: 0,
+  sharedWeightCopies: 1,
   /** Resident bytes of a process before any model: Node, tsx, the CLI's modules, onnxruntime-node, gRPC/NATS clients (measured: 218–223 MiB for `train` on a 2-block toy). */
   processBytes: 220 * 2 ** 20,
   /**

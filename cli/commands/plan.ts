@@ -3,9 +3,9 @@ import { cpuProfile, defaultCalibrationFile, readCalibration, withEfficiency, wr
 import { DEVICE_NAMES, GPUS, type DeviceProfile } from '../../plan/devices.ts';
 import { alternatives, planRun, type Alternative, type RunRequest } from '../../plan/estimate.ts';
 import { formatAlternatives, formatReport } from '../../plan/report.ts';
-import { runRequest } from '../../plan/request.ts';
+import { readModelConfig, runRequest } from '../../plan/request.ts';
 import { RUNTIME, type FrozenDtype, type RuntimeFactors } from '../../plan/runtime.ts';
-import { loadRunConfig, RunConfigError } from '../../recipe/run-config.ts';
+import { loadRunConfig, RunConfigError, type RunConfig } from '../../recipe/run-config.ts';
 import { calibrate } from '../../tasks/calibrate.ts';
 import { isScheduleKind, SCHEDULE_KINDS } from '../../recipe/schedule-kind.ts';
 import { UsageError, type Flags } from '../args.ts';
@@ -13,7 +13,6 @@ import type { Command } from '../command.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
 import { runFlagSpecs, runOverrides } from '../run-flags.ts';
 
-const FROZEN: readonly FrozenDtype[] = ['fp32', 'bf16', 'fp16'];
 
 function device(f: Flags): DeviceProfile {
   const name = f.str('device') ?? 'cpu';
@@ -62,7 +61,6 @@ export const planCommand: Command = {
     workers: { type: 'string', description: 'pipeline workers (one device each)', default: '1' },
     device: { type: 'string', description: `device of every worker: ${DEVICE_NAMES.join(', ')}`, default: 'cpu' },
     'memory-gb': { type: 'string', description: 'memory per worker (default: the GPU’s memory; on cpu 80% of this machine, as workers assume)' },
-    'frozen-dtype': { type: 'string', description: 'frozen weights in memory: fp32 (what the trainer holds today), bf16, fp16', default: 'fp32' },
     efficiency: { type: 'string', description: 'override efficiencies: 0.5 for every phase, or forward=0.5,recompute=..,inputGrad=..,weightGrad=..' },
     'weight-copies': { type: 'string', description: 'what if each frozen weight were held N times per worker, shared by its sessions (issue 9 aims at 1; default: today’s per-session copies)' },
     calibration: { type: 'string', description: 'calibration file of this machine (default: $PROPIPE_CALIBRATION or ~/.cache/propipe/calibration.json)' },
@@ -87,8 +85,7 @@ export const planCommand: Command = {
       if (err instanceof RunConfigError) throw new UsageError(err.message);
       throw err;
     }
-    const frozenDtype = (f.str('frozen-dtype') ?? 'fp32') as FrozenDtype;
-    if (!FROZEN.includes(frozenDtype)) throw new UsageError(`--frozen-dtype must be one of ${FROZEN.join(', ')}, got '${frozenDtype}'`);
+    const frozenDtype = resolveFrozenDtype(run.frozen_dtype, readModelConfig(run.model).raw);
     const schedule = f.str('schedule') ?? '1f1b';
     if (!isScheduleKind(schedule)) throw new UsageError(`--schedule must be one of ${SCHEDULE_KINDS.join(', ')}, got '${schedule}'`);
     const workers = f.int('workers', 1);
@@ -117,3 +114,9 @@ export const planCommand: Command = {
     console.log(`\n${formatAlternatives(alts, command, report.fits)}`);
   },
 };
+
+/** The run's frozen_dtype as the trainer resolves it: 'auto' keeps the checkpoint's half precision. */
+function resolveFrozenDtype(d: RunConfig['frozen_dtype'], raw: Record<string, unknown>): FrozenDtype {
+  if (d !== 'auto') return d;
+  return raw.torch_dtype === 'bfloat16' ? 'bf16' : raw.torch_dtype === 'float16' ? 'fp16' : 'fp32';
+}
