@@ -40,9 +40,10 @@ export const RUNTIME = {
   /**
    * ONNX Runtime's CPU arena over the backward graph's live peak (saved activations + transients, counted
    * from the graph): the BFC arena grows in power-of-two regions and a second run with a different
-   * allocation order extends it again. Measured with a whole-model full fine-tune: 2.1 (hidden 256), 2.0 (512).
+   * allocation order extends it again. Measured with a whole-model full fine-tune before issue 9: 2.1 (hidden
+   * 256), 2.0 (512); re-fitted on `npm run bench:plan` after it (memory pattern off): 1.0.
    */
-  backwardArenaFactor: 2.0,
+  backwardArenaFactor: 1.0,
   /** A forward run's working set, in multiples of its largest value. */
   forwardWorkingValues: 4,
 } as const;
