@@ -41,8 +41,17 @@ export interface Manifest {
   run: Record<string, unknown>;
 }
 
+/** Streams the file through the hash in chunks: shards of a 13B export are gigabytes each. */
 export function sha256File(file: string): string {
-  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+  const hash = crypto.createHash('sha256');
+  const chunk = Buffer.allocUnsafe(8 << 20);
+  const fd = fs.openSync(file, 'r');
+  try {
+    for (let n = fs.readSync(fd, chunk); n > 0; n = fs.readSync(fd, chunk)) hash.update(chunk.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
 }
 
 export function shardEntry(file: string): ShardEntry {

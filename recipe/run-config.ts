@@ -7,6 +7,9 @@ import { evalTaskSchema } from './eval-tasks.ts';
 import { resolveSwiftKeys } from './swift-args.ts';
 import { closest } from './suggest.ts';
 import { parseShardSize } from '../model/hf/checkpoint.ts';
+import { childLog } from '../common/log.ts';
+
+const log = childLog({ component: 'run-config' });
 
 function isShardSize(s: string): boolean {
   try {
@@ -149,7 +152,12 @@ export function loadRunConfig(file: string | undefined, overrides: Record<string
   } catch (err) {
     throw new RunConfigError(`${source} is not a valid run config: ${(err as Error).message}`);
   }
-  return parseRunConfig(merged, source);
+  const run = parseRunConfig(merged, source);
+  // ms-swift users pass both flags; say which one sets the group size rather than dropping one silently.
+  if (run.stage_ratio !== undefined && run.blocks_per_group !== undefined) {
+    log.warn({ stage_ratio: run.stage_ratio, blocks_per_group: run.blocks_per_group }, 'both stage_ratio and blocks_per_group (--llamapro_num_target_modules) are set: blocks_per_group sets the group size, stage_ratio is ignored');
+  }
+  return run;
 }
 
 export function loraAlpha(c: RunConfig): number {

@@ -100,3 +100,20 @@ test('run config: errors name the field; flags override the file', () => {
   fs.writeFileSync(file, 'model: m\ndataset: [d\n');
   assert.throws(() => loadRunConfig(file, {}), new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`));
 });
+
+test('shard checksums stream the file: equal to hashing it whole, for sizes around the chunk size', async () => {
+  const { sha256File } = await import('../recipe/checkpoints.ts');
+  const crypto = await import('node:crypto');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-sha-'));
+  try {
+    for (const size of [0, 1, (8 << 20) - 1, 8 << 20, (8 << 20) + 3, 17 << 20]) {
+      const bytes = Buffer.alloc(size);
+      for (let i = 0; i < size; i += 4096) bytes[i] = (i / 4096) % 251;
+      const file = path.join(dir, `s${size}`);
+      fs.writeFileSync(file, bytes);
+      assert.equal(sha256File(file), crypto.createHash('sha256').update(bytes).digest('hex'), `size ${size}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
