@@ -163,7 +163,8 @@ export class ServedStack {
   }
 
   private async compile(g: Parameters<typeof CompiledGraph.create>[0]): Promise<CompiledGraph> {
-    const session = await CompiledGraph.create(g, { device: this.opts.device, threads: this.opts.threads });
+    // On the calling thread: a decode step feeds the whole KV cache, which the session thread would copy.
+    const session = await CompiledGraph.create(g, { device: this.opts.device, threads: this.opts.threads, thread: false });
     this.sessions.push(session);
     return session;
   }

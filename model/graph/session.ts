@@ -4,6 +4,7 @@ import ort from 'onnxruntime-node';
 import type { DType, HostTensor, TypedData } from './dtype.ts';
 import type { Graph } from './graph.ts';
 import { serialize } from './serialize.ts';
+import { createThreadSession, isSharedWithThread, releaseThreadSession, runThreadSession, shareWithThread, unshareWithThread } from './session-host.ts';
 
 export type Device = 'cpu' | 'cuda';
 
@@ -12,6 +13,16 @@ export interface SessionOptions {
   threads?: number;
   /** 'all' in production; tests of float64 rules use 'basic' because some fused kernels are float32-only. */
   optimization?: 'basic' | 'extended' | 'all';
+  /**
+   * Run in the process's session thread (the default; PROPIPE_SESSION_THREAD=0 turns it off for the
+   * process) so that the event loop stays free while a graph computes, or on the calling thread.
+   */
+  thread?: boolean;
+}
+
+/** Whether sessions run in the session thread unless a session says otherwise. */
+export function sessionThreadDefault(): boolean {
+  return process.env.PROPIPE_SESSION_THREAD !== '0';
 }
 
 export function hostTensor(dtype: DType, shape: number[], data: TypedData): HostTensor {
@@ -36,36 +47,81 @@ export function ortSessionOptions(opts: SessionOptions = {}): ort.InferenceSessi
   };
 }
 
-export class CompiledGraph {
-  private constructor(
-    private readonly session: ort.InferenceSession,
-    readonly inputNames: readonly string[],
-    readonly outputNames: readonly string[],
-  ) {}
+/**
+ * A tensor every session of the process reads (frozen weights): with the session thread it moves there
+ * once, and runs feed it by reference (the returned tensor's data is then an empty key, not values).
+ */
+export function shareWithSessions(t: HostTensor): HostTensor {
+  return sessionThreadDefault() ? shareWithThread(t) : t;
+}
 
-  static async create(g: Graph, opts: SessionOptions = {}): Promise<CompiledGraph> {
-    const { bytes, externalData } = serialize(g);
-    const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions(opts), externalData });
-    return new CompiledGraph(session, session.inputNames, session.outputNames);
-  }
+/** Lets the session thread drop a tensor of `shareWithSessions` (no effect without the thread). */
+export function unshareWithSessions(t: HostTensor): void {
+  unshareWithThread(t.data);
+}
+
+/** Where a compiled graph runs: an ONNX Runtime session on this thread, or one in the session thread. */
+interface Runner {
+  run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>>;
+  release(): Promise<void>;
+}
+
+class InThread implements Runner {
+  constructor(private readonly session: ort.InferenceSession) {}
 
   async run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const name of this.inputNames) {
-      const t = feeds[name];
-      if (!t) throw new Error(`graph input '${name}' was not fed`);
+    for (const [name, t] of Object.entries(feeds)) {
+      if (isSharedWithThread(t.data)) throw new Error(`graph input '${name}' was moved to the session thread; run this graph there (SessionOptions.thread, PROPIPE_SESSION_THREAD)`);
       ortFeeds[name] = new ort.Tensor(t.dtype as ort.Tensor.Type, t.data as ort.Tensor.DataType, t.shape);
     }
     const results = await this.session.run(ortFeeds);
     const out: Record<string, HostTensor> = {};
-    for (const name of this.outputNames) {
+    for (const name of this.session.outputNames) {
       const r = results[name];
       out[name] = { dtype: r.type as DType, shape: [...r.dims], data: r.data as TypedData };
     }
     return out;
   }
 
-  async release(): Promise<void> {
-    await this.session.release();
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+export class CompiledGraph {
+  private constructor(
+    private readonly runner: Runner,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  static async create(g: Graph, opts: SessionOptions = {}): Promise<CompiledGraph> {
+    const { bytes, externalData } = serialize(g);
+    const options = ortSessionOptions(opts);
+    if (opts.thread ?? sessionThreadDefault()) {
+      const s = await createThreadSession(bytes, externalData, options);
+      const runner: Runner = { run: (feeds) => runThreadSession(s.session, feeds), release: () => releaseThreadSession(s.session) };
+      return new CompiledGraph(runner, s.inputNames, s.outputNames);
+    }
+    const session = await ort.InferenceSession.create(bytes, { ...options, externalData });
+    return new CompiledGraph(new InThread(session), session.inputNames, session.outputNames);
+  }
+
+  async run(feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+    const declared: Record<string, HostTensor> = {};
+    for (const name of this.inputNames) {
+      const t = feeds[name];
+      if (!t) throw new Error(`graph input '${name}' was not fed`);
+      if (t.data.length === 0 && t.shape.every((d) => d > 0) && !isSharedWithThread(t.data)) {
+        throw new Error(`graph input '${name}' has no values: its buffer was moved to the session thread and released since (shareWithSessions / unshareWithSessions)`);
+      }
+      declared[name] = t;
+    }
+    return this.runner.run(declared);
+  }
+
+  release(): Promise<void> {
+    return this.runner.release();
   }
 }

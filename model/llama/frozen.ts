@@ -1,7 +1,8 @@
 // Frozen weights held once per process and fed to every session as graph inputs from that one buffer:
 // forward, backward, evaluation and teacher sessions of every stage share it, and no session keeps a
 // copy of its own (ONNX Runtime copies each initializer into every session; bench/frozen-weights.ts).
-import type { HostTensor } from '../graph/dtype.ts';
+import { BYTES_PER_ELEMENT, type HostTensor } from '../graph/dtype.ts';
+import { shareWithSessions, unshareWithSessions } from '../graph/session.ts';
 import { childLog } from '../../common/log.ts';
 import { bf16ToF32, f16ToF32, f32ToF16 } from '../hf/half.ts';
 import type { RawTensor } from '../hf/safetensors-read.ts';
@@ -85,6 +86,7 @@ export class FrozenWeights {
     let dropped = 0;
     for (const key of [...this.held.keys()]) {
       if (keys.has(key)) continue;
+      unshareWithSessions(this.held.get(key)!);
       this.held.delete(key);
       dropped++;
     }
@@ -94,7 +96,7 @@ export class FrozenWeights {
   /** Bytes held, as stored. */
   get bytes(): number {
     let n = 0;
-    for (const t of this.held.values()) n += t.data.byteLength;
+    for (const t of this.held.values()) n += elements(t.shape) * BYTES_PER_ELEMENT[t.dtype];
     return n;
   }
 
@@ -103,12 +105,16 @@ export class FrozenWeights {
     let t = this.held.get(key);
     if (!t) {
       const base = src.zero ? this.get({ name: src.name, zero: false }) : null;
-      t = base ? { ...base, data: new (base.data.constructor as Float32ArrayConstructor)(base.data.length) } : heldTensor(src.name, this.readRaw(src.name), this.dtype);
+      const held = base ? { ...base, data: new (base.data.constructor as Float32ArrayConstructor)(elements(base.shape)) } : heldTensor(src.name, this.readRaw(src.name), this.dtype);
+      // With the session thread the values move there (data here becomes an empty key): one copy per process.
+      t = shareWithSessions(held);
       this.held.set(key, t);
     }
     return t;
   }
 }
+
+const elements = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** A source over a float32 loader (tests, tools): each tensor read once per source. */
 export function loaderSource(load: (name: string) => Float32Array, shapes: (name: string) => number[]): FrozenSource {

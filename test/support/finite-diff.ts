@@ -30,8 +30,9 @@ export interface FdCase {
 }
 
 const MAX_PROBES = 16;
-// Fused float32-only kernels (e.g. QuickGelu for x·sigmoid x) would reject float64 graphs.
-const BASIC = { optimization: 'basic' } as const;
+// Fused float32-only kernels (e.g. QuickGelu for x·sigmoid x) would reject float64 graphs. In-thread:
+// these many tiny sessions keep the calling-thread path of CompiledGraph exercised.
+const BASIC = { optimization: 'basic', thread: false } as const;
 
 export async function checkGradients(c: FdCase, seed = 1): Promise<{ maxErr: number; checked: number }> {
   const rng = new Rng(seed);

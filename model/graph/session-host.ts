@@ -1,0 +1,150 @@
+// The main thread's side of the session thread: starts it on first use, sends it requests and settles
+// their promises. The thread is unref'd while idle, so it never keeps the process alive, and it dies
+// with the process. Graph inputs are moved (copied once into a buffer the thread then owns); outputs
+// come back by transfer, without a copy; tensors shared with `share` cross once and are fed by reference.
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type ort from 'onnxruntime-node';
+import type { HostTensor, TypedData } from './dtype.ts';
+import { movable, type ThreadReply, type ThreadRequest, type WireFeed } from './session-protocol.ts';
+
+type Pending = { resolve: (r: ThreadReply) => void; reject: (e: Error) => void };
+type Body = ThreadRequest extends infer R ? (R extends ThreadRequest ? Omit<R, 'id'> : never) : never;
+
+function threadEntry(): URL {
+  const fromSources = fs.existsSync(fileURLToPath(new URL('./session-thread.ts', import.meta.url)));
+  return new URL(fromSources ? './session-thread.mjs' : './session-thread.js', import.meta.url);
+}
+
+/** An error raised in the session thread, rethrown here with the same name and message. */
+function rebuilt(e: { name: string; message: string }): Error {
+  const err = new Error(e.message);
+  err.name = e.name;
+  return err;
+}
+
+class SessionThread {
+  private worker: Worker | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+
+  private start(): Worker {
+    const w = new Worker(threadEntry());
+    w.unref();
+    w.on('message', (r: ThreadReply) => {
+      const p = this.pending.get(r.id);
+      if (!p) return;
+      this.pending.delete(r.id);
+      if (this.pending.size === 0) w.unref();
+      if ('error' in r) p.reject(rebuilt(r.error));
+      else p.resolve(r);
+    });
+    const fail = (err: Error) => {
+      if (this.worker === w) this.worker = null;
+      for (const p of this.pending.values()) p.reject(new Error(`the ONNX Runtime session thread stopped: ${err.message}; its sessions are gone, create them again`));
+      this.pending.clear();
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`exit code ${code}`)));
+    return w;
+  }
+
+  request(body: Body, transfer: ArrayBuffer[] = []): Promise<ThreadReply> {
+    const w = (this.worker ??= this.start());
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      if (this.pending.size === 0) w.ref();
+      this.pending.set(id, { resolve, reject });
+      w.postMessage({ ...body, id }, transfer);
+    });
+  }
+
+  get running(): boolean {
+    return this.worker !== null;
+  }
+
+  /** Ends the thread (tests, tools that want a clean exit without waiting for process end). */
+  async stop(): Promise<void> {
+    const w = this.worker;
+    this.worker = null;
+    await w?.terminate();
+  }
+}
+
+const thread = new SessionThread();
+let nextSession = 1;
+let nextRef = 1;
+/** Tensors whose data lives in the session thread, by the (now empty) typed array the caller keeps. */
+const refs = new WeakMap<TypedData, number>();
+const dropRef = new FinalizationRegistry<number>((ref) => dropShared(ref));
+
+function dropShared(ref: number): void {
+  if (thread.running) void thread.request({ t: 'unshare', ref }).catch(() => undefined);
+}
+
+/** A session in the thread, with the names ONNX Runtime reports for it. */
+export async function createThreadSession(bytes: Uint8Array, externalData: { path: string; data: Uint8Array }[], options: ort.InferenceSession.SessionOptions) {
+  const session = nextSession++;
+  const b = movable(bytes);
+  const ext = externalData.map((e) => ({ path: e.path, data: movable(e.data) }));
+  const transfer = [b.buffer as ArrayBuffer, ...ext.filter((e) => e.data !== b).map((e) => e.data.buffer as ArrayBuffer)];
+  const r = (await thread.request({ t: 'create', session, bytes: b, externalData: ext, options }, [...new Set(transfer)])) as { inputNames: string[]; outputNames: string[] };
+  return { session, inputNames: r.inputNames, outputNames: r.outputNames };
+}
+
+export async function runThreadSession(session: number, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+  const wire: Record<string, WireFeed> = {};
+  const transfer: ArrayBuffer[] = [];
+  for (const [name, t] of Object.entries(feeds)) {
+    const ref = refs.get(t.data);
+    if (ref !== undefined) {
+      wire[name] = { dtype: t.dtype, shape: t.shape, ref };
+      continue;
+    }
+    // The caller keeps its tensor (activations are reused by the backward, weights by the optimizer):
+    // one copy into a buffer of the thread's own, never a second one.
+    const data = t.data.slice();
+    wire[name] = { dtype: t.dtype, shape: t.shape, data };
+    transfer.push(data.buffer as ArrayBuffer);
+  }
+  const r = (await thread.request({ t: 'run', session, feeds: wire }, transfer)) as { outputs: Record<string, HostTensor> };
+  return r.outputs;
+}
+
+export async function releaseThreadSession(session: number): Promise<void> {
+  await thread.request({ t: 'release', session });
+}
+
+/** Whether `data` was moved to the session thread by `shareWithThread`. */
+export function isSharedWithThread(data: TypedData): boolean {
+  return refs.has(data);
+}
+
+/**
+ * Moves a tensor into the session thread for good: every thread session fed this tensor's `data`
+ * object reads the thread's copy, and no run copies it. The returned tensor's data is empty in this
+ * thread (its buffer was transferred); keep it only as the key. When it is garbage-collected, or on
+ * `unshareWithThread`, the thread lets go of its buffer.
+ */
+export function shareWithThread(t: HostTensor): HostTensor {
+  if (refs.has(t.data)) return t;
+  const data = movable(t.data);
+  const ref = nextRef++;
+  void thread.request({ t: 'share', ref, tensor: { dtype: t.dtype, shape: t.shape, data } }, [data.buffer as ArrayBuffer]).catch(() => undefined);
+  refs.set(data, ref);
+  dropRef.register(data, ref, data);
+  return { dtype: t.dtype, shape: t.shape, data };
+}
+
+export function unshareWithThread(data: TypedData): void {
+  const ref = refs.get(data);
+  if (ref === undefined) return;
+  refs.delete(data);
+  dropRef.unregister(data);
+  dropShared(ref);
+}
+
+export function stopSessionThread(): Promise<void> {
+  return thread.stop();
+}
