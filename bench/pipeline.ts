@@ -7,9 +7,9 @@
 //   3. how much of the step time transfers take when sends overlap compute (send/recv spans per rank).
 // Prints one JSON document to stdout; progress goes to stderr.
 //
-//   node --import tsx bench/pipeline.ts [--workers 1,2,3,4] [--micro 1,2,4,8] [--steps 6] [--skip 2]
-//        [--batch 4] [--threads 1] [--new-blocks 4] [--compare-workers 2,3] [--compare-micro 8]
-//        [--compare-steps 10] [--compare-repeats 2] [--compare-new-blocks 1] [--quick]
+//   node --import tsx bench/pipeline.ts [--workers 1,2,3,4] [--micro 1,2,4,8] [--steps 6] [--skip 2] [--batch 4] [--threads 1]
+//        [--new-blocks 4] [--compare-workers 2,3] [--compare-micro 8] [--compare-steps 10] [--compare-repeats 2]
+//        [--compare-new-blocks 1] [--overlap-steps 5] [--only zb|overlap] [--quick]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +20,7 @@ import { Rng } from '../common/rng.ts';
 import { isMain } from './common.ts';
 import { roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
 import { compareZeroBubble } from './pipeline-zb.ts';
+import { overlapOnLargeModel } from './pipeline-overlap.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };
 const SEQ = 128;
@@ -98,12 +99,8 @@ export interface JobResult {
   wallSeconds: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
-const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+const median = (xs: number[], s = [...xs].sort((a, b) => a - b)) => (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2);
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0), round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 
 function readMetrics(dir: string): StepRecord[] {
   return fs
@@ -128,7 +125,7 @@ function readTrace(dir: string): TraceEvent[] {
 
 const isCompute = (name: string) => /^(F|B|W|teacher F)\d+$/.test(name);
 
-export interface JobOptions { root: string; model: string; dataset: string; name: string; workers: number; microBatches: number; steps: number; skip: number; batch: number; threads: number; newBlocks: number; groups: number; ignoreMask: boolean; schedule?: ScheduleKind; run?: Record<string, unknown> }
+export interface JobOptions { root: string; model: string; dataset: string; name: string; workers: number; microBatches: number; steps: number; skip: number; batch: number; threads: number; newBlocks: number; groups: number; ignoreMask: boolean; schedule?: ScheduleKind; run?: Record<string, unknown>; env?: Record<string, string> }
 
 export async function runJob(o: JobOptions): Promise<JobResult> {
   const kind = o.schedule ?? '1f1b';
@@ -163,6 +160,7 @@ export async function runJob(o: JobOptions): Promise<JobResult> {
     workers: o.workers,
     coordinatorArgs: ['--config', file, '--schedule', kind, '--micro-batches', String(o.microBatches), ...(o.ignoreMask ? ['--ignore-mask'] : [])],
     quiet: true,
+    env: o.env,
     onLine: (tag, line) => {
       lines.push(`${tag} ${line}`);
       if (tag === 'coord' && line.includes('partition planned')) {
@@ -174,8 +172,7 @@ export async function runJob(o: JobOptions): Promise<JobResult> {
   }).catch((err: Error) => {
     throw failed(err.message);
   });
-  const wallSeconds = (performance.now() - t0) / 1000;
-  const endedAt = Date.now();
+  const wallSeconds = (performance.now() - t0) / 1000, endedAt = Date.now();
   if (code !== 0) throw failed(`exit code ${code}`);
 
   const P = o.workers;
@@ -289,7 +286,7 @@ async function main(): Promise<void> {
   };
   const list = (name: string, def: string) => flag(name, def).split(',').filter(Boolean).map(Number);
   const quick = argv.includes('--quick');
-  // `--only zb` runs just the zero-bubble comparison (section 4).
+  // `--only zb` runs just the zero-bubble comparison (section 4), `--only overlap` just section 5.
   const only = flag('only', '');
   const workers = list('workers', quick ? '1,2' : '1,2,3,4');
   const micro = list('micro', quick ? '1,4' : '1,2,4,8');
@@ -318,7 +315,7 @@ async function main(): Promise<void> {
 
   // 1. P × M, LLaMA Pro with new blocks interleaved through the stack.
   const grid: JobResult[] = [];
-  for (const P of only === 'zb' ? [] : workers) {
+  for (const P of only ? [] : workers) {
     for (const M of micro) {
       const r = await runJob({ root, model, dataset, name: `grid-p${P}-m${M}`, workers: P, microBatches: M, steps, skip, batch, threads, newBlocks, groups: newBlocks, ignoreMask: false });
       grid.push(r);
@@ -329,7 +326,7 @@ async function main(): Promise<void> {
   // 2. Freeze-aware plan vs one that ignores the mask, on a job whose trainable block(s) sit at the top.
   //    The two plans run alternately (A B A B ...) so drifting load on the machine hits both alike.
   const compare = [];
-  for (const P of only === 'zb' ? [] : compareWorkers) {
+  for (const P of only ? [] : compareWorkers) {
     const job = { root, model, dataset, workers: P, microBatches: compareMicro, steps: compareSteps, skip, batch, threads, newBlocks: compareNewBlocks, groups: 1 };
     const aware: JobResult[] = [];
     const ignore: JobResult[] = [];
@@ -357,7 +354,9 @@ async function main(): Promise<void> {
     .map((r) => ({ workers: r.workers, microBatches: r.microBatches, stepSeconds: r.stepSeconds, bytesPerStepPerLink: r.bytesPerStepPerLink, frameBytes: r.frameBytes, frameLatencyMs: r.frameLatencyMs, ranks: r.ranks }));
 
   // 4. ZB-H1 against 1F1B on a full fine-tune and a LLaMA Pro + LoRA job.
-  const zeroBubble = await compareZeroBubble({ root, model, dataset, skip, batch, threads, quick, log });
+  const zeroBubble = only === 'overlap' ? null : await compareZeroBubble({ root, model, dataset, skip, batch, threads, quick, log });
+  // 5. Transfers behind compute on a model where compute dominates: sessions in the thread vs on the main thread.
+  const overlapLarge = only === 'zb' ? null : await overlapOnLargeModel({ root, steps: Number(flag('overlap-steps', '5')), skip, batch: 1, repeats: quick ? 1 : 2, log });
 
   const out = {
     bench: 'pipeline',
@@ -385,6 +384,7 @@ async function main(): Promise<void> {
     freezeAwareVsIgnoreMask: compare,
     overlap,
     zeroBubble,
+    overlapLarge,
     totalSeconds: round((performance.now() - started) / 1000, 1),
   };
   fs.rmSync(root, { recursive: true, force: true });
