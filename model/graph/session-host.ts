@@ -93,6 +93,31 @@ export async function createThreadSession(bytes: Uint8Array, externalData: { pat
   return { session, inputNames: r.inputNames, outputNames: r.outputNames };
 }
 
+/**
+ * Buffers that carried feeds to the thread and came back with the results, by byte size: the next
+ * run copies its feeds into them instead of allocating (allocation, zeroing, page faults and the
+ * collector cost more than the copy). Runs of a rank are sequential, so one set of feed-sized buffers
+ * serves every session; bounded so a burst of odd sizes cannot pin memory.
+ */
+const pool = new Map<number, ArrayBuffer[]>();
+const POOL_MAX_BYTES = 4 * 2 ** 30;
+let pooledBytes = 0;
+
+function feedBuffer(bytes: number): ArrayBuffer {
+  const b = pool.get(bytes)?.pop();
+  if (!b) return new ArrayBuffer(bytes);
+  pooledBytes -= bytes;
+  return b;
+}
+
+function giveBack(b: ArrayBuffer): void {
+  if (b.byteLength === 0 || pooledBytes + b.byteLength > POOL_MAX_BYTES) return;
+  const list = pool.get(b.byteLength) ?? [];
+  list.push(b);
+  pool.set(b.byteLength, list);
+  pooledBytes += b.byteLength;
+}
+
 export async function runThreadSession(session: number, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
   const wire: Record<string, WireFeed> = {};
   const transfer: ArrayBuffer[] = [];
@@ -103,12 +128,15 @@ export async function runThreadSession(session: number, feeds: Record<string, Ho
       continue;
     }
     // The caller keeps its tensor (activations are reused by the backward, weights by the optimizer):
-    // one copy into a buffer of the thread's own, never a second one.
-    const data = t.data.slice();
+    // one copy into a buffer the thread owns for the run and sends back.
+    const buffer = feedBuffer(t.data.byteLength);
+    const data = new (t.data.constructor as new (b: ArrayBuffer) => TypedData)(buffer);
+    data.set(t.data as never);
     wire[name] = { dtype: t.dtype, shape: t.shape, data };
-    transfer.push(data.buffer as ArrayBuffer);
+    transfer.push(buffer);
   }
-  const r = (await thread.request({ t: 'run', session, feeds: wire }, transfer)) as { outputs: Record<string, HostTensor> };
+  const r = (await thread.request({ t: 'run', session, feeds: wire }, transfer)) as { outputs: Record<string, HostTensor>; spent: ArrayBuffer[] };
+  r.spent.forEach(giveBack);
   return r.outputs;
 }
 

@@ -16,7 +16,7 @@ export type ThreadRequest = { id: number } & (
 export type ThreadReply = { id: number } & (
   | { error: { name: string; message: string } }
   | { inputNames: string[]; outputNames: string[] }
-  | { outputs: Record<string, HostTensor> }
+  | { outputs: Record<string, HostTensor>; spent: ArrayBuffer[] }
   | { done: true }
 );
 

@@ -35,14 +35,21 @@ async function handle(m: ThreadRequest): Promise<{ reply: ThreadReply; transfer:
     case 'run': {
       const s = sessionOf(m.session);
       const feeds: Record<string, ort.Tensor> = {};
-      for (const [name, f] of Object.entries(m.feeds)) feeds[name] = ortTensor(f, name);
+      const spent: ArrayBuffer[] = [];
+      for (const [name, f] of Object.entries(m.feeds)) {
+        feeds[name] = ortTensor(f, name);
+        if ('data' in f) spent.push(f.data.buffer as ArrayBuffer);
+      }
       const results = await s.run(feeds);
       const outputs: Record<string, HostTensor> = {};
       for (const name of s.outputNames) {
         const r = results[name];
         outputs[name] = { dtype: r.type as HostTensor['dtype'], shape: [...r.dims], data: r.data as TypedData };
       }
-      return { reply: { id: m.id, outputs }, transfer: outputTransfers(outputs) };
+      // The feed buffers go back for the next run's feeds (session-host.ts pools them).
+      const moved = outputTransfers(outputs);
+      const back = spent.filter((b) => !moved.includes(b));
+      return { reply: { id: m.id, outputs, spent: back }, transfer: [...moved, ...back] };
     }
     case 'release': {
       const s = sessions.get(m.session);
