@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { Graph } from '../model/graph/graph.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
-import { shareWithThread, unshareWithThread } from '../model/graph/session-host.ts';
+import { shareWithThread, stopSessionThread, unshareWithThread } from '../model/graph/session-host.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
 import { Rng } from '../common/rng.ts';
 
@@ -107,6 +107,18 @@ test('a shared tensor crosses once and is fed by reference until it is unshared'
   unshareWithThread(w.data);
   await assert.rejects(c.run({ x, w }), /graph input 'w' has no values/);
   await c.release();
+});
+
+test('a run in flight when the thread stops fails with a message, and a new session starts a new thread', async () => {
+  const feeds = { x: f32([256, 256], randomData(65536, 4)), w: f32([256, 256], randomData(65536, 5).map((v) => v / 16)) };
+  const c = await CompiledGraph.create(slowGraph(60), { thread: true, threads: 1 });
+  const running = c.run(feeds);
+  await stopSessionThread();
+  await assert.rejects(running, /the ONNX Runtime session thread stopped: .*create them again/);
+  const again = await CompiledGraph.create(smallGraph(), { thread: true });
+  const out = await again.run({ x: f32([2, 16], randomData(32, 7)), w: f32([16, 8], randomData(128, 2)) });
+  assert.deepEqual(out.y.shape, [2, 8]);
+  await again.release();
 });
 
 test('a process whose sessions ran in the thread exits on its own', async () => {
