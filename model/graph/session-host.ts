@@ -8,6 +8,8 @@ import { Worker } from 'node:worker_threads';
 import type ort from 'onnxruntime-node';
 import type { HostTensor, TypedData } from './dtype.ts';
 import { movable, type ThreadReply, type ThreadRequest, type WireFeed } from './session-protocol.ts';
+// The thread's entry is loaded by URL; this keeps it in the program, so `npm pack` compiles it to dist/.
+import type {} from './session-thread.ts';
 
 type Pending = { resolve: (r: ThreadReply) => void; reject: (e: Error) => void };
 type Body = ThreadRequest extends infer R ? (R extends ThreadRequest ? Omit<R, 'id'> : never) : never;
