@@ -95,6 +95,25 @@ test('the event loop keeps turning while a thread session runs, and stops while 
   assert.ok(gaps.thread.longest < 0.5 * gaps.thread.run, `thread run leaves the loop free: ${JSON.stringify(gaps)}`);
 });
 
+test('graphs sharing a large initializer both compile in the thread, and the caller keeps its values', async () => {
+  const w = randomData(64 * 1024, 8);
+  const build = (name: string) => {
+    const g = new Graph(name);
+    const x = g.input('x', 'float32', [2, 256]);
+    g.output(g.rename(g.op('MatMul', [x, g.initializer('w', 'float32', [256, 256], w)]), 'y'));
+    return g;
+  };
+  const x = f32([2, 256], randomData(512, 9));
+  const ref = await (await CompiledGraph.create(build('a'), { thread: false })).run({ x });
+  const first = await CompiledGraph.create(build('b'), { thread: true });
+  const second = await CompiledGraph.create(build('c'), { thread: true });
+  assert.equal(w.length, 64 * 1024, 'the initializer is still readable after two sessions were built from it');
+  assert.deepEqual(await first.run({ x }), ref);
+  assert.deepEqual(await second.run({ x }), ref);
+  await first.release();
+  await second.release();
+});
+
 test('a shared tensor crosses once and is fed by reference until it is unshared', async () => {
   const w = shareWithThread(f32([16, 8], randomData(128, 2)));
   assert.equal(w.data.length, 0, 'its buffer moved to the thread');

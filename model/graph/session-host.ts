@@ -88,10 +88,12 @@ function dropShared(ref: number): void {
 /** A session in the thread, with the names ONNX Runtime reports for it. */
 export async function createThreadSession(bytes: Uint8Array, externalData: { path: string; data: Uint8Array }[], options: ort.InferenceSession.SessionOptions) {
   const session = nextSession++;
+  // The model bytes are ours (fresh from serialize) and move; external data are views of the graph's
+  // initializers, which other graphs may share (quantized weights), so they cross as copies.
   const b = movable(bytes);
-  const ext = externalData.map((e) => ({ path: e.path, data: movable(e.data) }));
-  const transfer = [b.buffer as ArrayBuffer, ...ext.filter((e) => e.data !== b).map((e) => e.data.buffer as ArrayBuffer)];
-  const r = (await thread.request({ t: 'create', session, bytes: b, externalData: ext, options }, [...new Set(transfer)])) as { inputNames: string[]; outputNames: string[] };
+  const ext = externalData.map((e) => ({ path: e.path, data: e.data.slice() }));
+  const transfer = [b.buffer as ArrayBuffer, ...ext.map((e) => e.data.buffer as ArrayBuffer)];
+  const r = (await thread.request({ t: 'create', session, bytes: b, externalData: ext, options }, transfer)) as { inputNames: string[]; outputNames: string[] };
   return { session, inputNames: r.inputNames, outputNames: r.outputNames };
 }
 
