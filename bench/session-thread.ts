@@ -41,7 +41,7 @@ async function child(steps: number, batch: number): Promise<ChildResult> {
     peak = Math.max(peak, process.memoryUsage().rss);
   }
   await real.release();
-  return { thread: process.env.PROPIPE_SESSION_THREAD !== '0', stepMs, peakRssMB: round(peak / 2 ** 20) };
+  return { thread: process.env.PROPIPE_SESSION_THREAD === '1', stepMs, peakRssMB: round(peak / 2 ** 20) };
 }
 
 async function main(): Promise<void> {

@@ -14,15 +14,16 @@ export interface SessionOptions {
   /** 'all' in production; tests of float64 rules use 'basic' because some fused kernels are float32-only. */
   optimization?: 'basic' | 'extended' | 'all';
   /**
-   * Run in the process's session thread (the default; PROPIPE_SESSION_THREAD=0 turns it off for the
-   * process) so that the event loop stays free while a graph computes, or on the calling thread.
+   * Run in the process's session thread (PROPIPE_SESSION_THREAD=1 makes it the process's default) so that
+   * the event loop stays free while a graph computes, or on the calling thread (the default: measured
+   * faster on shared CPU cores; README "Sessions off the main thread").
    */
   thread?: boolean;
 }
 
 /** Whether sessions run in the session thread unless a session says otherwise. */
 export function sessionThreadDefault(): boolean {
-  return process.env.PROPIPE_SESSION_THREAD !== '0';
+  return process.env.PROPIPE_SESSION_THREAD === '1';
 }
 
 export function hostTensor(dtype: DType, shape: number[], data: TypedData): HostTensor {
