@@ -1,7 +1,7 @@
 // Measured peak RSS (VmHWM) beside the analytic figure of plan/memory.ts, per rank, for LLaMA Pro,
 // LoRA and full fine-tuning, single-process and pipelined (`propipe launch --workers 2`), on a
 // mid-size Llama (16 layers, hidden 1024, 16 heads, 8 kv heads, intermediate 2816, vocab 32000).
-//   npm run bench:memory -- [--only=llamapro,llamapro-bf16,lora,full] [--no-pipeline] [--keep]
+//   npm run bench:memory -- [--only=llamapro,llamapro-bf16,llamapro-distill,lora,full] [--no-pipeline] [--keep]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -30,6 +30,8 @@ interface Job {
 const JOBS: Job[] = [
   { name: 'llamapro', run: { train_type: 'llamapro', llamapro_new_blocks: 2 } },
   { name: 'llamapro-bf16', bf16: true, run: { train_type: 'llamapro', llamapro_new_blocks: 2 } },
+  // The same job with distillation: each rank runs the teacher through its own original blocks.
+  { name: 'llamapro-distill', run: { train_type: 'llamapro', llamapro_new_blocks: 2, distill_weight: 0.5 } },
   { name: 'lora', run: { train_type: 'lora', lora_rank: 8 } },
   { name: 'full', run: { train_type: 'full' } },
 ];
@@ -134,7 +136,12 @@ function main(): void {
   const pick2 = (job: string) => results.find((x) => x.job === job && x.mode === 'single')?.measured_gb;
   const pro = pick2('llamapro');
   const fullFt = pick2('full');
-  console.log(JSON.stringify({ host: hostInfo(2), shape: SHAPE.join(' '), batch: BATCH, seq: SEQ, results, failures, llamapro_over_full: pro && fullFt ? round(pro / fullFt, 2) : null }, null, 2));
+  // What distillation adds to each rank's peak, against the same job without it.
+  const distill_over_plain = results.filter((x) => x.job === 'llamapro-distill').flatMap((d) => {
+    const plain = results.find((x) => x.job === 'llamapro' && x.mode === d.mode && x.rank === d.rank);
+    return plain ? [{ mode: d.mode, rank: d.rank, ratio: round(d.measured_gb / plain.measured_gb, 3) }] : [];
+  });
+  console.log(JSON.stringify({ host: hostInfo(2), shape: SHAPE.join(' '), batch: BATCH, seq: SEQ, results, failures, llamapro_over_full: pro && fullFt ? round(pro / fullFt, 2) : null, distill_over_plain }, null, 2));
 }
 
 function wholeRange(input: RunConfigInput): BlockRange {

@@ -63,12 +63,19 @@ export interface OutFrame {
   labels?: WireTensor;
   inputIds?: WireTensor;
   positionIds?: WireTensor;
+  /** Distillation: the teacher's hidden state, same dtype and shape as `tensor`, chunked with it. */
+  teacher?: WireTensor;
   stepTokens?: number;
 }
 
 /** Splits a frame's payload into chunks of at most `chunkBytes`; labels travel with the first chunk. */
 export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): FrameMsg[] {
   const t = tensorMsg(f.tensor);
+  const teacher = f.teacher ? tensorMsg(f.teacher) : null;
+  if (teacher && (teacher.dtype !== t.dtype || teacher.shape.join() !== t.shape.join())) {
+    throw new FrameError(`the teacher's hidden state (${teacher.dtype} [${teacher.shape}]) must match the activation (${t.dtype} [${t.shape}])`);
+  }
+  const slice = (data: Buffer, c: number) => data.subarray(c * chunkBytes, Math.min(data.length, (c + 1) * chunkBytes));
   const chunks = Math.max(1, Math.ceil(t.data.length / chunkBytes));
   const frames: FrameMsg[] = [];
   for (let c = 0; c < chunks; c++) {
@@ -76,10 +83,11 @@ export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): Fra
       kind: f.kind,
       step: f.step,
       microBatch: f.microBatch,
-      tensor: { dtype: t.dtype, shape: t.shape, data: t.data.subarray(c * chunkBytes, Math.min(t.data.length, (c + 1) * chunkBytes)) },
+      tensor: { dtype: t.dtype, shape: t.shape, data: slice(t.data, c) },
       labels: c === 0 && f.labels ? tensorMsg(f.labels) : null,
       inputIds: c === 0 && f.inputIds ? tensorMsg(f.inputIds) : null,
       positionIds: c === 0 && f.positionIds ? tensorMsg(f.positionIds) : null,
+      teacher: teacher ? { dtype: teacher.dtype, shape: teacher.shape, data: slice(teacher.data, c) } : null,
       stepTokens: f.stepTokens ?? 0,
       chunk: c,
       chunks,
@@ -96,6 +104,7 @@ export interface InFrame {
   labels: WireTensor | null;
   inputIds: WireTensor | null;
   positionIds: WireTensor | null;
+  teacher: WireTensor | null;
   stepTokens: number;
 }
 
@@ -108,6 +117,8 @@ interface Partial {
   first: FrameMsg;
   received: number;
   target: Buffer | null;
+  /** The teacher's hidden state, filled in step with `target` (absent without distillation). */
+  teacher: Buffer | null;
   chunkBytes: number;
   filled: number;
 }
@@ -137,14 +148,15 @@ export class FrameAssembler {
     let p = this.partial.get(key);
     if (!p) {
       if (m.chunk !== 0) throw new FrameError(`chunk ${m.chunk} of ${key} arrived before chunk 0`);
-      if (m.chunks === 1) return this.complete(m, m.tensor.data, key);
-      p = { first: m, received: 0, target: null, chunkBytes: m.tensor.data.length, filled: 0 };
+      if (m.chunks === 1) return this.complete(m, m.tensor.data, m.teacher?.data.length ? m.teacher.data : null, key);
+      p = { first: m, received: 0, target: null, teacher: null, chunkBytes: m.tensor.data.length, filled: 0 };
       const total = tensorBytes(m.tensor, `${key} tensor`);
       // Every chunk but the last carries exactly chunkBytes; the last carries the rest (at least one byte).
       if (p.chunkBytes === 0 || total <= (m.chunks - 1) * p.chunkBytes || total > m.chunks * p.chunkBytes || total > MAX_LENGTH) {
         throw new FrameError(`${key} tensor: shape [${m.tensor.shape}] is ${total} bytes, which ${m.chunks} chunks of ${p.chunkBytes} bytes cannot carry`);
       }
       p.target = Buffer.allocUnsafeSlow(total);
+      if (m.teacher?.data.length) p.teacher = Buffer.allocUnsafeSlow(total);
       this.partial.set(key, p);
     } else if (m.chunk !== p.received || m.chunks !== p.first.chunks || m.tensor.dtype !== p.first.tensor!.dtype) {
       this.partial.delete(key);
@@ -157,20 +169,27 @@ export class FrameAssembler {
       this.partial.delete(key);
       throw new FrameError(`chunk ${m.chunk}/${m.chunks} of ${key} carries ${data.length} bytes, expected ${want}`);
     }
+    const teacher = m.teacher?.data ?? Buffer.alloc(0);
+    if ((p.teacher ? teacher.length !== data.length : teacher.length !== 0)) {
+      this.partial.delete(key);
+      throw new FrameError(`chunk ${m.chunk}/${m.chunks} of ${key} carries ${teacher.length} bytes of the teacher's hidden state, expected ${p.teacher ? data.length : 0}`);
+    }
     target.set(data, p.filled);
+    p.teacher?.set(teacher, p.filled);
     p.filled += data.length;
     p.received++;
     if (p.received < p.first.chunks) return null;
     this.partial.delete(key);
-    return this.complete(p.first, target, key);
+    return this.complete(p.first, target, p.teacher, key);
   }
 
-  private complete(first: FrameMsg, data: Buffer, key: string): InFrame {
+  private complete(first: FrameMsg, data: Buffer, teacherData: Buffer | null, key: string): InFrame {
     const tensor = decodeTensor({ ...first.tensor!, data }, `${key} tensor`);
+    const teacher = teacherData ? decodeTensor({ ...first.tensor!, data: teacherData }, `${key} teacher`) : null;
     const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
     const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
     const positionIds = first.positionIds && first.positionIds.data.length > 0 ? decodeTensor(first.positionIds, `${key} position_ids`) : null;
-    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, stepTokens: first.stepTokens };
+    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, teacher, stepTokens: first.stepTokens };
   }
 
   pending(): number {

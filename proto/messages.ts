@@ -24,13 +24,19 @@ export interface FrameMsg {
   /** Large tensors travel in several frames: chunk index of total, data concatenated in order. */
   chunk: number;
   chunks: number;
-  /** Token ids, carried forward when the last rank needs them (its distillation teacher). */
+  /** Token ids (no longer sent: the distillation teacher's hidden state travels in `teacher`). */
   inputIds: TensorMsg | null;
   /**
    * Packed rows (packing: true): each token's position within its own example, carried forward
    * from the first rank like the labels (every rank's attention mask and rotary angles need them).
    */
   positionIds: TensorMsg | null;
+  /**
+   * Distillation: the teacher's hidden state of the same micro-batch (each rank runs the teacher
+   * through its own original blocks). Same dtype and shape as `tensor`, chunked in step with it:
+   * chunk c of both carries the same byte range.
+   */
+  teacher: TensorMsg | null;
 }
 
 export interface FrameAckMsg {

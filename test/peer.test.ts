@@ -42,7 +42,7 @@ test('the peer service answers a bad frame with INVALID_ARGUMENT and keeps deliv
   const { Peer } = loadProto();
   const client = new Peer(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
   const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
-  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
   const wrongSize = { ...frame(1), tensor: { ...frame(1).tensor!, shape: [1, 2, 4] } };
   const e1 = await send(wrongSize);
   assert.equal(e1?.code, grpc.status.INVALID_ARGUMENT);
@@ -106,7 +106,7 @@ test('a message above the configured size limit is refused with RESOURCE_EXHAUST
   const { Peer } = loadProto();
   const client = new Peer(address, grpc.credentials.createInsecure(), limit) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
   const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
-  const frame = (n: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, n], data: new Float32Array(n) }), labels: null, inputIds: null, positionIds: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const frame = (n: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, n], data: new Float32Array(n) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
   const big = await send(frame(512 * 1024));
   assert.equal(big?.code, grpc.status.RESOURCE_EXHAUSTED);
   assert.equal(await send(frame(16)), null);

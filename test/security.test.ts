@@ -21,7 +21,7 @@ test('the peer service over mutual TLS accepts only calls with the job token', a
   const server = new PeerServer(serverCredentials(sec), (md) => checkToken(sec, md));
   const address = await server.start('127.0.0.1', 0);
   const { Peer } = loadProto();
-  const frame: FrameMsg = { kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, 2], data: Float32Array.of(1, 2) }), labels: null, inputIds: null, positionIds: null, stepTokens: 0, chunk: 0, chunks: 1 };
+  const frame: FrameMsg = { kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, 2], data: Float32Array.of(1, 2) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 };
   const send = (creds: grpc.ChannelCredentials, md: grpc.Metadata) =>
     new Promise<grpc.ServiceError | null>((resolve) => {
       const client = new Peer(address, creds, CHANNEL_OPTIONS) as unknown as SendClient;

@@ -37,6 +37,8 @@ interface Slot {
   batch: Batch;
   stepTokens: number;
   hiddenGrad?: Float32Array;
+  /** Distillation: the teacher's hidden state from the rank below (dropped once used). */
+  teacherHidden?: Float32Array;
   /** Zero-bubble: what the weight-gradient pass needs, kept from the input-gradient pass. */
   weight?: { seed: Seed; stash: Record<string, HostTensor> };
 }
@@ -61,7 +63,16 @@ function slotFromFrame(f: InFrame, hidden: number): Slot {
     throw new Error(`activation of step ${f.step} micro-batch ${f.microBatch} has shape [${f.tensor.shape}], expected [batch, seq, ${hidden}]`);
   }
   const positionIds = f.positionIds ? Int32Array.from(ids(f.positionIds), Number) : undefined;
-  return { batch: { batch, seq, hidden: fromWire(f.tensor, `activation of step ${f.step} micro-batch ${f.microBatch}`), labels: f.labels ? ids(f.labels) : undefined, inputIds: f.inputIds ? ids(f.inputIds) : undefined, positionIds }, stepTokens: f.stepTokens };
+  const teacherHidden = f.teacher ? fromWire(f.teacher, `teacher's hidden state of step ${f.step} micro-batch ${f.microBatch}`) : undefined;
+  return { batch: { batch, seq, hidden: fromWire(f.tensor, `activation of step ${f.step} micro-batch ${f.microBatch}`), labels: f.labels ? ids(f.labels) : undefined, positionIds }, stepTokens: f.stepTokens, teacherHidden };
+}
+
+/** The teacher's output for a slot on this rank (hidden state, or logits on the head), from the ids or the teacher's hidden state of the rank below. */
+function runTeacher(rank: Rank, s: Slot, mb: number): Promise<Float32Array> {
+  if (!rank.range.embed && !s.teacherHidden) throw new Error(`distillation: the activation of micro-batch ${mb} came without the teacher's hidden state; every worker must run the same propipe version`);
+  const input = s.teacherHidden;
+  s.teacherHidden = undefined;
+  return rank.teacher!.forward(s.batch, input);
 }
 
 /**
@@ -78,10 +89,9 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
   let klSum = 0;
   let tokens = 0;
   let busy = 0;
-  // Token ids travel with the activations only when the last rank's teacher needs them.
-  const carryIds = rank.run.distill_weight > 0;
   const stepTokens = micro ? micro.reduce((s, m) => s + countTargets(m.labels, m.batch, m.seq), 0) : 0;
   const outputs = new Map<number, Float32Array>();
+  const teacherOutputs = new Map<number, Float32Array>();
   const timed = async <T>(name: string, compute: boolean, fn: () => Promise<T>): Promise<T> => {
     const start = performance.now();
     const v = await fn();
@@ -110,18 +120,23 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         if (rank.range.head) {
           lossSum += out.lossSum;
           tokens += out.tokenCount;
-        } else outputs.set(a.mb, out.hiddenOut);
+        } else {
+          outputs.set(a.mb, out.hiddenOut);
+          if (rank.teacher) teacherOutputs.set(a.mb, await timed(`teacher F${a.mb}`, true, () => runTeacher(rank, s, a.mb)));
+        }
         break;
       }
       case 'send_act': {
         const s = slots.get(a.mb)!;
         const out = outputs.get(a.mb)!;
         outputs.delete(a.mb);
+        const teacher = teacherOutputs.get(a.mb);
+        teacherOutputs.delete(a.mb);
         const shape = [s.batch.batch, s.batch.seq];
         const labels: WireTensor | undefined = s.batch.labels ? { dtype: 'int64', shape, data: s.batch.labels } : undefined;
-        const inputIds: WireTensor | undefined = carryIds && s.batch.inputIds ? { dtype: 'int64', shape, data: s.batch.inputIds } : undefined;
         const positionIds: WireTensor | undefined = s.batch.positionIds ? { dtype: 'int64', shape, data: BigInt64Array.from(s.batch.positionIds, BigInt) } : undefined;
-        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: toWire(out, [s.batch.batch, s.batch.seq, hidden], rank.run.wire_dtype), labels, inputIds, positionIds, stepTokens: s.stepTokens }));
+        const dims = [s.batch.batch, s.batch.seq, hidden];
+        await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: toWire(out, dims, rank.run.wire_dtype), labels, positionIds, teacher: teacher && toWire(teacher, dims, rank.run.wire_dtype), stepTokens: s.stepTokens }));
         if (!rank.role.backward) slots.delete(a.mb);
         break;
       }
@@ -134,11 +149,10 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       case 'backward_input': {
         const s = slots.get(a.mb)!;
         const seed: Seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
-        if (rank.teacher) {
-          const teacherIds = s.batch.inputIds;
-          if (!teacherIds) throw new Error('distillation needs the token ids on the last rank');
-          const t = await timed(`teacher F${a.mb}`, true, () => rank.teacher!.forward({ batch: s.batch.batch, seq: s.batch.seq, inputIds: teacherIds, labels: s.batch.labels }, new Map()));
-          s.batch = { ...s.batch, teacherLogits: t.logits };
+        // The head's teacher runs here, not at forward: logits are far larger than the hidden state kept meanwhile.
+        if (rank.teacher && rank.range.head) {
+          const logits = await timed(`teacher F${a.mb}`, true, () => runTeacher(rank, s, a.mb));
+          s.batch = { ...s.batch, teacherLogits: logits };
         }
         const r =
           a.op === 'backward'

@@ -2,12 +2,13 @@
 // block range under the current stage's freeze mask.
 import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
-import { frozenWholeModel, RangeProgram } from '../model/llama/program.ts';
+import { RangeProgram } from '../model/llama/program.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
 import { layerOf, paramSpecs } from '../model/llama/param-specs.ts';
 import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
+import { RangeTeacher } from './teacher.ts';
 import { roles, type RankRole } from '../recipe/schedule.ts';
 import { initialTrainables, loraSpec, stageFrozen, trainableShapes, type TrainingModel } from './training-model.ts';
 
@@ -32,8 +33,8 @@ export class Rank {
   readonly lora: LoraSpec | null;
   private readonly quantized: QuantizedMatMul | null;
   program: RangeProgram | null = null;
-  /** The unexpanded base model, on the last rank of a distillation run: its logits are the target. */
-  teacher: RangeProgram | null = null;
+  /** Distillation: the original blocks of this rank's range, over the same frozen buffers (teacher.ts). */
+  teacher: RangeTeacher | null = null;
   role!: RankRole;
   stage = -1;
   /** Build the backward as input- and weight-gradient graphs (zero-bubble schedules). */
@@ -83,20 +84,18 @@ export class Rank {
       splitBackward: this.splitBackward,
       packed: this.run.packing,
     });
-    if (this.distills && !this.teacher) {
-      this.teacher = await frozenWholeModel(this.model.base.config, this.model.base.load, { logits: true, frozen: this.model.baseView, device: this.run.device, threads: this.run.threads });
-    }
+    // The teacher does not depend on the mask: one per range, kept across stages.
+    if (this.run.distill_weight > 0 && !this.teacher) this.teacher = await RangeTeacher.create(this.model, this.range, this.run, this.quantized);
     this.stage = stage;
   }
 
-  /** Before building: only this range's frozen weights (and the teacher's) stay resident. */
+  /** Before building: only this range's frozen weights stay resident (the teacher reads a subset of them). */
   private retainFrozen(): void {
     const keep = new Set(paramSpecs(this.model.config).filter((s) => ownsTensor(this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
-    if (this.distills) for (const s of paramSpecs(this.model.base.config)) keep.add(this.model.baseView.keyOf(s.name));
     this.model.frozen.retainOnly(keep);
   }
 
-  /** Distillation happens where the logits are: the rank with the head. */
+  /** The KL term is computed where the logits are: the rank with the head. */
   get distills(): boolean {
     return this.run.distill_weight > 0 && this.range.head;
   }

@@ -19,9 +19,8 @@ export interface TrainingModel extends TrainedStack {
   load: WeightLoader;
   /** The process's one copy of frozen weights, keyed by base tensor. */
   frozen: FrozenWeights;
-  /** Frozen tensors under the trained stack's names, and under the base model's (the teacher). */
+  /** Frozen tensors under the trained stack's names (the student's and the teacher's: worker/teacher.ts). */
   frozenView: FrozenView;
-  baseView: FrozenView;
 }
 
 export function prepareModel(run: RunConfig): TrainingModel {
@@ -31,7 +30,7 @@ export function prepareModel(run: RunConfig): TrainingModel {
   const frozen = new FrozenWeights(run.frozen_dtype, (n) => base.checkpoint.readRaw(n));
   const plan = stack.onTheFly;
   const frozenView = frozen.view(plan ? (n) => expandedSource(n, plan) : undefined);
-  return { ...stack, base, load, frozen, frozenView, baseView: frozen.view() };
+  return { ...stack, base, load, frozen, frozenView };
 }
 
 /**

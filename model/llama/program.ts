@@ -43,6 +43,8 @@ export interface ProgramOptions {
   splitBackward?: boolean;
   /** Rows may hold several examples (`Batch.positionIds`): see packed-tables.ts. */
   packed?: boolean;
+  /** Layers of the range left out of the graphs (see RangeGraphOptions.skipLayers). */
+  skipLayers?: ReadonlySet<number>;
 }
 
 export interface Batch {
@@ -303,7 +305,7 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   const aliasOf = new Map<string, string>();
   const frozen: FrozenSource = { tensor: (n) => source.tensor(aliasOf.get(n) ?? n) };
   const binder = new ParamBinder({ trainable: o.trainable, load: o.load, frozen, lora: o.lora, quantized: o.quantized });
-  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed });
+  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed, skipLayers: o.skipLayers });
   const trainable = binder.used.filter((n) => o.trainable.has(n));
   const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
 

@@ -57,6 +57,11 @@ export interface RangeGraphOptions {
    * a mask per row ([batch, 1, 1, seq, seq]) instead of one for all rows.
    */
   packed?: boolean;
+  /**
+   * Layers of the range the graph leaves out (the distillation teacher of a LLaMA Pro run is the
+   * expanded stack without its new blocks).
+   */
+  skipLayers?: ReadonlySet<number>;
 }
 
 export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
@@ -76,7 +81,7 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
     sin: g.input(IO.sin, 'float32', table),
     mask: g.input(IO.mask, 'float32', opts.packed ? ['batch', 1, 1, 'seq', 'seq'] : ['seq', 'seq']),
   };
-  for (let layer = range.start; layer < range.end; layer++) x = decoderBlock(g, p, x, layer, config, io);
+  for (let layer = range.start; layer < range.end; layer++) if (!opts.skipLayers?.has(layer)) x = decoderBlock(g, p, x, layer, config, io);
 
   if (!range.head) {
     g.output(g.rename(x, IO.hiddenOut));
