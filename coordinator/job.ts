@@ -212,6 +212,7 @@ export class Job {
         worldSize: workers.length,
         range: this.partition[rank],
         nextPeer: rank + 1 < workers.length ? workers[rank + 1].req.peerAddress : '',
+        firstPeer: rank > 0 && rank === workers.length - 1 ? workers[0].req.peerAddress : '',
         runConfigJson: JSON.stringify(this.o.run),
         natsUrl: this.o.natsUrl,
         stage: this.state.stage,

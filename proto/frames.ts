@@ -108,7 +108,7 @@ export interface InFrame {
   stepTokens: number;
 }
 
-const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION']);
+const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION', 'EMBED_GRAD']);
 const MAX_CHUNKS = 4096;
 const MAX_LENGTH = constants.MAX_LENGTH;
 
@@ -136,7 +136,7 @@ export class FrameAssembler {
 
   /** Returns the frame when its last chunk arrives; throws FrameError on anything malformed. */
   push(m: FrameMsg): InFrame | null {
-    if (!KINDS.has(m.kind)) throw new FrameError(`frame kind '${m.kind}' is not ACTIVATION, GRADIENT or EVAL_ACTIVATION`);
+    if (!KINDS.has(m.kind)) throw new FrameError(`frame kind '${m.kind}' is not ACTIVATION, GRADIENT, EVAL_ACTIVATION or EMBED_GRAD`);
     if (!Number.isSafeInteger(m.step) || m.step < 0) throw new FrameError(`frame step ${m.step} is not a non-negative integer`);
     if (!Number.isInteger(m.chunks) || m.chunks < 1 || m.chunks > MAX_CHUNKS || !Number.isInteger(m.chunk) || m.chunk < 0 || m.chunk >= m.chunks) {
       throw new FrameError(`frame chunk ${m.chunk} of ${m.chunks} is out of range`);

@@ -2,7 +2,7 @@
 // TypeScript shapes of the proto messages as @grpc/proto-loader delivers them (camelCase, longs as
 // numbers, enums as strings); test/proto-types.test.ts fails when this file and the .proto disagree.
 
-export type FrameKind = 'FRAME_KIND_UNSPECIFIED' | 'ACTIVATION' | 'GRADIENT' | 'EVAL_ACTIVATION';
+export type FrameKind = 'FRAME_KIND_UNSPECIFIED' | 'ACTIVATION' | 'GRADIENT' | 'EVAL_ACTIVATION' | 'EMBED_GRAD';
 
 export interface TensorMsg {
   /** "float32" or "int64" */
@@ -91,6 +91,8 @@ export interface AssignmentMsg {
   positionIndex: number;
   /** changes whenever the coordinator process restarts */
   incarnation: string;
+  /** on the last rank: rank 0's Peer address (tied embedding gradients) */
+  firstPeer: string;
 }
 
 export interface StepReportMsg {

@@ -23,7 +23,8 @@ import { trainedParts, writeRunAdapter } from './export-run.ts';
 import { finalEvaluation } from './final-eval.ts';
 import type { Mailbox } from './mailbox.ts';
 import type { FrameExpectation } from './peer.ts';
-import { ownsTensor, Rank } from './rank.ts';
+import { holdsTensor, Rank } from './rank.ts';
+import { EMBEDDING, TiedEmbedding, tiedPeer } from './tied-embedding.ts';
 import { isScheduleKind } from '../recipe/schedule-kind.ts';
 import type { TrainingModel } from './training-model.ts';
 import { maskFromWire } from '../proto/mask.ts';
@@ -86,7 +87,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   if (a.resumeCheckpoint) {
     const manifest = readManifest(a.resumeCheckpoint);
     if (!manifest) throw new Error(`the checkpoint ${a.resumeCheckpoint} the coordinator resumes from does not verify`);
-    const ck = readShards(a.resumeCheckpoint, manifest, (n) => ownsTensor(rank.range, n));
+    const ck = readShards(a.resumeCheckpoint, manifest, (n) => holdsTensor(model.config, rank.range, n));
     for (const [n, v] of ck.params) rank.values.set(n, v);
     for (const [n, m] of ck.moments) rank.optimizer.state.set(n, m);
     log.info({ checkpoint: a.resumeCheckpoint, tensors: ck.params.size }, 'restored trainable tensors');
@@ -95,7 +96,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   const schedule = a.schedule;
   if (!isScheduleKind(schedule)) throw new Error(`the coordinator asks for schedule '${schedule}', which this worker does not know; coordinator and worker run different propipe versions: update both`);
   rank.splitBackward = schedule === 'zb1';
-  const trainableParams = [...rank.values.values()].reduce((n, v) => n + v.length, 0);
+  const trainableParams = rank.trainableParams;
   const M = a.microBatches;
   let step = a.startStep;
   let stage = a.stage;
@@ -109,6 +110,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     return link!.sendUp(f);
   };
   const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
+  const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: server })) : null;
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
   // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
   watcher.onControl = (sig) => {
@@ -122,7 +124,8 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       const batches = feed?.next(M);
       await stallPoint(step);
       const res = await runStep(rank, schedule, step, M, links, batches, () => crashPoint(step));
-      const gradSq = sumOfSquares(res.grads.values());
+      await tied?.exchange(step, res.grads);
+      const gradSq = sumOfSquares(tied ? tied.normed(res.grads) : res.grads.values());
       const position = batches ? batches[batches.length - 1].next : { epoch: 0, index: 0 };
       const valBatches = feed?.valBatches();
       let d: StepDecisionMsg = await coord.reportStep({
@@ -177,6 +180,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     }
   } finally {
     link?.close();
+    tied?.close();
     await rank.release();
   }
 }

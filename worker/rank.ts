@@ -9,14 +9,22 @@ import { rangeTrains, type FreezeMask } from '../recipe/freeze-mask.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import { quantizationFor } from './quantization.ts';
 import { RangeTeacher } from './teacher.ts';
+import { EMBEDDING } from './tied-embedding.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 import { roles, type RankRole } from '../recipe/schedule.ts';
 import { initialTrainables, loraSpec, stageFrozen, trainableShapes, type TrainingModel } from './training-model.ts';
 
+/** The one rank that owns `name` (writes it in exports). */
 export function ownsTensor(range: BlockRange, name: string): boolean {
   const l = layerOf(name);
   if (l === 'embed') return range.embed;
   if (l === 'norm' || l === 'head') return range.head;
   return l >= range.start && l < range.end;
+}
+
+/** Whether a rank holds `name`: what it owns, and a tied embedding on the rank with the head too. */
+export function holdsTensor(config: Pick<ModelConfig, 'tieWordEmbeddings'>, range: BlockRange, name: string): boolean {
+  return ownsTensor(range, name) || (name === EMBEDDING && range.head && config.tieWordEmbeddings);
 }
 
 /** Which ranks run backward under a mask: a rank does when it or any rank below it trains. */
@@ -39,6 +47,8 @@ export class Rank {
   stage = -1;
   /** Build the backward as input- and weight-gradient graphs (zero-bubble schedules). */
   splitBackward = false;
+  /** This rank holds one of the two copies of a trainable tied embedding (tied-embedding.ts). */
+  readonly tiedEmbedding: boolean;
 
   constructor(
     readonly run: RunConfig,
@@ -47,11 +57,8 @@ export class Rank {
     readonly partition: readonly BlockRange[],
   ) {
     const range = partition[rank];
-    const trainedEverywhere = model.plan.everTrainable;
-    if (model.config.tieWordEmbeddings && partition.length > 1 && trainedEverywhere.includes('model.embed_tokens.weight')) {
-      throw new Error('a trainable tied embedding cannot be split across pipeline ranks yet (it lives on the first and the last rank); untie it or train with one worker');
-    }
-    this.values = initialTrainables(model, run, (n) => ownsTensor(range, n));
+    this.tiedEmbedding = model.config.tieWordEmbeddings && partition.length > 1 && (range.embed || range.head) && model.plan.everTrainable.includes(EMBEDDING);
+    this.values = initialTrainables(model, run, (n) => holdsTensor(model.config, range, n));
     this.shapes = trainableShapes(model.config, this.values.keys(), run.lora_rank);
     this.optimizer = new AdamW({ beta1: run.adam_beta1, beta2: run.adam_beta2, eps: run.adam_epsilon, weightDecay: run.weight_decay });
     this.lora = loraSpec(run, model);
@@ -72,7 +79,7 @@ export class Rank {
     this.program = await RangeProgram.create({
       config: this.model.config,
       range: this.range,
-      trainable: new Set(trainable.filter((n) => ownsTensor(this.range, n))),
+      trainable: new Set(trainable.filter((n) => holdsTensor(this.model.config, this.range, n))),
       load: (n) => this.values.get(n) ?? this.model.load(n),
       frozen: stageFrozen(this.model, this.values, this.shapes),
       inputGrad: this.role.gradToPrev,
@@ -91,8 +98,15 @@ export class Rank {
 
   /** Before building: only this range's frozen weights stay resident (the teacher reads a subset of them). */
   private retainFrozen(): void {
-    const keep = new Set(paramSpecs(this.model.config).filter((s) => ownsTensor(this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
+    const keep = new Set(paramSpecs(this.model.config).filter((s) => holdsTensor(this.model.config, this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
     this.model.frozen.retainOnly(keep);
+  }
+
+  /** Trainable values this rank counts as its own (the last rank's copy of a tied embedding is rank 0's). */
+  get trainableParams(): number {
+    let n = 0;
+    for (const [name, v] of this.values) if (ownsTensor(this.range, name)) n += v.length;
+    return n;
   }
 
   /** The KL term is computed where the logits are: the rank with the head. */
