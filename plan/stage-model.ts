@@ -6,7 +6,9 @@
 // for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
 //   forward   Σ_units T(forward)                              (not on the last rank when it runs backward:
 //                                                              its backward graph also yields the loss)
-//   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + teacher forward (last rank, distillation)
+//   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + the head's teacher forward (distillation)
+//   teacher   every rank runs the teacher over its range's original blocks (≈ range · base layers / layers),
+//             at forward time below the head, at backward time on the head; its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
 // Memory of rank r (bytes), W = frozen bytes as stored (4-bit codes+scales, fp32/bf16/fp16), P trainable params:
@@ -18,7 +20,8 @@
 //   AdamW state      8 · P_moments (two float32 moments of every tensor trained so far)
 //   activations      in-flight inputs · batch·seq·hidden·4 + backwardArenaFactor·(saved + gradient transients)
 //                    + forwardWorkingValues · largest forward value
-//   teacher          base weights · (forwardSessionCopies + loaderCopies) + its logits
+//   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
+//                    value, and on the head its logits plus the in-flight teacher hidden states
 //   runtime          processBytes (CPU) or deviceRuntimeBytes (GPU)
 // On a GPU, AdamW state, the JS copies and in-flight inputs live in host memory (reported apart).
 import type { ModelConfig } from '../model/hf/config.ts';
@@ -27,7 +30,7 @@ import { quantized4Bytes } from '../model/quant/quant4.ts';
 import type { DeviceProfile, Phase } from './devices.ts';
 import type { OpCost } from './graph-cost.ts';
 import { BYTES, RUNTIME, type FrozenDtype, type RuntimeFactors } from './runtime.ts';
-import { blockCosts, embedCosts, headCosts, teacherForward, type BlockState, type PhaseCosts } from './unit-costs.ts';
+import { blockCosts, embedCosts, headCosts, teacherUnits, type BlockState, type PhaseCosts, type TeacherUnits } from './unit-costs.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
 /** What a run is, for pricing: shapes and options, no tensor lists. */
@@ -215,8 +218,8 @@ export class StageModel {
     return this.once('embed', () => embedCosts(this.s.config, this.embed.trains, this.dims));
   }
 
-  teacher(): { cost: OpCost; peakValueBytes: number } {
-    return this.once('teacher', () => teacherForward(this.s.base, this.dims));
+  teacher(): TeacherUnits {
+    return this.once('teacher', () => teacherUnits(this.s.base, this.dims));
   }
 
   private readonly times = new WeakMap<DeviceProfile, Map<PhaseCosts, { forward: number; backward: number }>>();
@@ -303,12 +306,20 @@ export class StageModel {
     const sendsDown = backward && !embed && this.lowest < start;
 
     const runsForward = !(head && backward);
+    const logitBytes = this.s.batch * this.s.seq * this.s.base.vocabSize * 4;
+    let teacherSeconds = 0;
+    if (this.s.distill && (!head || backward)) {
+      const tu = this.teacher();
+      const originals = ((end - start) * this.s.base.numLayers) / c.numLayers;
+      teacherSeconds = originals * phaseSeconds(device, 'forward', tu.block) + (embed ? phaseSeconds(device, 'forward', tu.embed) : 0) + (head ? phaseSeconds(device, 'forward', tu.head) : 0);
+      teacherSeconds += device.runSeconds + (frame + (head ? logitBytes : frame)) * linkRate + (sendsUp ? frame / device.peerLink : 0);
+    }
     let forwardSeconds = 0;
-    if (runsForward) forwardSeconds = fwd + device.runSeconds + (frame * 2 + 4 * stageParams) * linkRate + (sendsUp ? frame / device.peerLink : 0);
+    if (runsForward) forwardSeconds = fwd + device.runSeconds + (frame * 2 + 4 * stageParams) * linkRate + (sendsUp ? frame / device.peerLink : 0) + (head ? 0 : teacherSeconds);
     let backwardSeconds = 0;
     if (backward) {
       backwardSeconds = bwd + device.runSeconds + (frame * 2 + 8 * stageParams) * linkRate + (sendsDown ? frame / device.peerLink : 0);
-      if (head && this.s.distill) backwardSeconds += phaseSeconds(device, 'forward', this.teacher().cost) + device.runSeconds + this.s.batch * this.s.seq * this.s.base.vocabSize * 4 * linkRate;
+      if (head) backwardSeconds += teacherSeconds;
     }
 
     // Memory (formulas in the header).
@@ -324,10 +335,9 @@ export class StageModel {
     const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq);
     const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);
     let teacher = 0;
-    if (head && this.s.distill) {
-      const b = this.s.base;
-      const baseBytes = 4 * (2 * b.vocabSize * b.hiddenSize + b.numLayers * sum(layerParamSpecs(b, 0).map((p) => p.shape.reduce((x, y) => x * y, 1))));
-      teacher = baseBytes * (rt.forwardSessionCopies + rt.loaderCopies) + rt.forwardWorkingValues * this.teacher().peakValueBytes;
+    if (this.s.distill) {
+      const tu = this.teacher();
+      teacher = rt.forwardWorkingValues * (head ? Math.max(tu.blockPeakBytes, tu.headPeakBytes) : tu.blockPeakBytes) + (head ? logitBytes + inFlight * frame : 0);
     }
     const gpu = device.kind === 'gpu';
     const memory: MemoryBreakdown = gpu
