@@ -22,7 +22,7 @@ import { makeTiny } from './support/tiny.ts';
 // 4 original blocks + 2 new ones (groups of 2): the expanded stack is 0 1 [2] 3 4 [5], new in brackets.
 const NEW_BLOCKS = new Set([2, 5]);
 
-test('each rank builds a teacher of its own original blocks over the student\'s buffers; chained, they are the base model', async () => {
+test('each rank builds a teacher of its own original blocks over the student\'s buffers; chained, they are the one-rank teacher and the base model', async () => {
   const t = await makeTiny();
   const input = { model: t.model, dataset: t.train, output_dir: path.join(t.root, 'out'), train_type: 'llamapro' as const, llamapro_new_blocks: 2 };
   const partition: BlockRange[] = [{ start: 0, end: 3, embed: true, head: false }, { start: 3, end: 6, embed: false, head: true }];
@@ -42,19 +42,26 @@ test('each rank builds a teacher of its own original blocks over the student\'s 
     ranks.push(withTeacher);
   }
 
-  const base = openPretrained(t.model);
+  // Chained over the two ranks, the teachers give the hidden state the one-rank teacher gives, and the
+  // head's graph turns it into the base model's logits: at step 0 the expanded student is the base
+  // (new blocks are identities), so its KL against the teacher is 0 and its loss is the base's.
   const ids = BigInt64Array.from({ length: 2 * 9 }, (_, i) => BigInt((i * 37 + 5) % 300));
   const batch = { batch: 2, seq: 9, inputIds: ids, labels: ids };
-  const hidden = await ranks[0].teacher!.forward(batch, undefined);
-  const logits = await ranks[1].teacher!.forward(batch, hidden);
-  const whole = await frozenWholeModel(base.config, base.load, { logits: true });
-  const expected = (await whole.forward(batch, new Map())).logits;
-  assert.ok(maxRelError(logits, expected) <= 1e-5, `chained teachers vs the base model: ${maxRelError(logits, expected)}`);
-  // One rank: the same code over the whole expanded stack.
+  const teacherHidden = await ranks[1].teacher!.forward(batch, await ranks[0].teacher!.forward(batch, undefined));
   const single = new Rank(parseRunConfig({ ...input, distill_weight: 0.5 }), prepareModel(parseRunConfig(input)), 0, [{ start: 0, end: 6, embed: true, head: true }]);
   await single.enterStage(0);
   assert.deepEqual(single.teacher!.layers, [0, 1, 3, 4]);
-  assert.ok(maxRelError(await single.teacher!.forward(batch, undefined), expected) <= 1e-5);
+  const alone = await single.teacher!.forward(batch, undefined);
+  assert.ok(maxRelError(teacherHidden, alone) <= 1e-6, `chained teachers vs one: ${maxRelError(teacherHidden, alone)}`);
+  const r = await single.program!.backward({ ...batch, teacherHidden: alone }, single.values, { lossScale: 1 });
+  assert.ok(Math.abs(r.klSum!) < 1e-5, `KL at step 0: ${r.klSum}`);
+  const base = openPretrained(t.model);
+  const whole = await frozenWholeModel(base.config, base.load, { logits: true });
+  const expected = (await whole.forward(batch, new Map())).lossSum;
+  assert.ok(Math.abs(r.lossSum! - expected) <= 1e-5 * Math.abs(expected), `loss ${r.lossSum} vs the base model's ${expected}`);
+  // A wrong teacher is seen: the first rank's hidden state in place of the whole stack's.
+  const wrong = await single.program!.backward({ ...batch, teacherHidden: await ranks[0].teacher!.forward(batch, undefined) }, single.values, { lossScale: 1 });
+  assert.ok(wrong.klSum! > 1e-3, `KL against a wrong teacher: ${wrong.klSum}`);
   for (const r of [...ranks, single]) await r.release();
   await whole.release();
 });

@@ -67,7 +67,7 @@ function slotFromFrame(f: InFrame, hidden: number): Slot {
   return { batch: { batch, seq, hidden: fromWire(f.tensor, `activation of step ${f.step} micro-batch ${f.microBatch}`), labels: f.labels ? ids(f.labels) : undefined, positionIds }, stepTokens: f.stepTokens, teacherHidden };
 }
 
-/** The teacher's output for a slot on this rank (hidden state, or logits on the head), from the ids or the teacher's hidden state of the rank below. */
+/** The teacher's hidden state after this rank's blocks, from the ids or the teacher's hidden state of the rank below. */
 function runTeacher(rank: Rank, s: Slot, mb: number): Promise<Float32Array> {
   if (!rank.range.embed && !s.teacherHidden) throw new Error(`distillation: the activation of micro-batch ${mb} came without the teacher's hidden state; every worker must run the same propipe version`);
   const input = s.teacherHidden;
@@ -149,10 +149,10 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       case 'backward_input': {
         const s = slots.get(a.mb)!;
         const seed: Seed = rank.range.head ? { lossScale: 1 / s.stepTokens } : { outGrad: s.hiddenGrad };
-        // The head's teacher runs here, not at forward: logits are far larger than the hidden state kept meanwhile.
+        // The head's teacher runs here, right before the graph that turns its hidden state into logits.
         if (rank.teacher && rank.range.head) {
-          const logits = await timed(`teacher F${a.mb}`, true, () => runTeacher(rank, s, a.mb));
-          s.batch = { ...s.batch, teacherLogits: logits };
+          const teacherHidden = await timed(`teacher F${a.mb}`, true, () => runTeacher(rank, s, a.mb));
+          s.batch = { ...s.batch, teacherHidden };
         }
         const r =
           a.op === 'backward'

@@ -86,6 +86,7 @@ export class Rank {
       lora: this.lora,
       quantized: this.quantized,
       distill: this.distills ? { weight: this.run.distill_weight, temperature: this.run.distill_temperature } : null,
+      teacherFrozen: this.model.frozenView,
       device: this.run.device,
       threads: this.run.threads,
       splitBackward: this.splitBackward,

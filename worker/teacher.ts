@@ -1,8 +1,9 @@
 // The distillation teacher of one rank: the original model's blocks that fall in this rank's range,
 // forward only, over the frozen buffers the student reads (no weights of its own). In LLaMA Pro the
 // teacher is the expanded stack without its new blocks, so a range skips those. The teacher's hidden
-// state travels to the next rank beside the student's; the rank with the head turns it into the
-// logits the KL term compares against. With one rank the range is the whole model: same code.
+// state travels to the next rank beside the student's; on the rank with the head, the student's graph
+// applies the original norm and LM head to it (range-graph.ts), so the teacher's logits live in that
+// session's memory, not in one of their own. With one rank the range is the whole model: same code.
 import { childLog } from '../common/log.ts';
 import type { QuantizedMatMul } from '../model/llama/params.ts';
 import { RangeProgram, type Batch } from '../model/llama/program.ts';
@@ -22,9 +23,12 @@ export function teacherLayers(model: Pick<TrainingModel, 'layout'>, range: Block
 
 export class RangeTeacher {
   private constructor(
-    readonly program: RangeProgram,
+    /** Null on a range with no block and no embedding (the head alone): the hidden state passes through. */
+    readonly program: RangeProgram | null,
     /** The blocks this teacher runs (its range without the new blocks). */
     readonly layers: readonly number[],
+    /** The rank's range (the program's, with the head). */
+    readonly range: BlockRange,
   ) {}
 
   /** Built over the student's frozen store (and its 4-bit weights, when the run quantizes: the base the student starts from). */
@@ -33,39 +37,35 @@ export class RangeTeacher {
     const kept = new Set(layers);
     const skipLayers = new Set<number>();
     for (let l = range.start; l < range.end; l++) if (!kept.has(l)) skipLayers.add(l);
-    const program = await RangeProgram.create({
+    const program = layers.length === 0 && !range.embed ? null : await RangeProgram.create({
       config: model.config,
-      range,
+      // Blocks only: the norm and head run in the student's graph.
+      range: { ...range, head: false },
       trainable: new Set(),
       load: model.load,
       frozen: model.frozenView,
       quantized,
       inputGrad: false,
-      logits: range.head,
       skipLayers,
       packed: run.packing,
       device: run.device,
       threads: run.threads,
     });
     log.info({ blocks: layers, skipped: [...skipLayers], embed: range.embed, head: range.head }, 'teacher built for this range');
-    return new RangeTeacher(program, layers);
-  }
-
-  get range(): BlockRange {
-    return this.program.range;
+    return new RangeTeacher(program, layers, range);
   }
 
   /**
-   * The teacher's output for the micro-batch `b`: its hidden state after this range, or the logits on
-   * the range with the head. It starts from the token ids on the first range and from the previous
-   * rank's teacher hidden state (`hidden`) elsewhere.
+   * The teacher's hidden state after this range's blocks for the micro-batch `b`. It starts from the
+   * token ids on the first range and from the previous rank's teacher hidden state (`hidden`) elsewhere.
    */
   async forward(b: Batch, hidden: Float32Array | undefined): Promise<Float32Array> {
-    const out = await this.program.forward({ batch: b.batch, seq: b.seq, inputIds: this.range.embed ? b.inputIds : undefined, hidden, labels: b.labels, positionIds: b.positionIds }, NO_TRAINABLES);
-    return this.range.head ? out.logits : out.hiddenOut;
+    if (!this.program) return hidden!;
+    const out = await this.program.forward({ batch: b.batch, seq: b.seq, inputIds: this.range.embed ? b.inputIds : undefined, hidden, positionIds: b.positionIds }, NO_TRAINABLES);
+    return out.hiddenOut;
   }
 
-  release(): Promise<void> {
-    return this.program.release();
+  async release(): Promise<void> {
+    await this.program?.release();
   }
 }

@@ -10,7 +10,7 @@ import type { Graph } from '../graph/graph.ts';
 import { paramSpecs } from './param-specs.ts';
 import { loaderSource, type FrozenSource } from './frozen.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
-import { buildRangeGraph, IO, wholeModel, type BlockRange } from './range-graph.ts';
+import { buildRangeGraph, IO, teacherWeightOf, wholeModel, type BlockRange } from './range-graph.ts';
 import { ropeTables } from './rope.ts';
 import { packedTables } from './packed-tables.ts';
 
@@ -36,6 +36,8 @@ export interface ProgramOptions {
   lora?: LoraSpec | null;
   quantized?: QuantizedMatMul | null;
   distill?: { weight: number; temperature: number } | null;
+  /** Where the distillation head reads the original norm and LM head (default: `frozen`). */
+  teacherFrozen?: FrozenSource | null;
   /**
    * Zero-bubble schedules: build the backward as two graphs, input gradient (`backwardInput`) and
    * weight gradients (`backwardWeight`), instead of one (`backward`).
@@ -56,8 +58,8 @@ export interface Batch {
   hidden?: Float32Array;
   /** [batch, seq] labels, unshifted, -100 ignored: fed to the range with the head. */
   labels?: BigInt64Array;
-  /** [batch, seq, vocab] logits of the distillation teacher. */
-  teacherLogits?: Float32Array;
+  /** [batch, seq, hidden] final hidden state of the distillation teacher (before its norm and head). */
+  teacherHidden?: Float32Array;
   /** [batch, seq] position of each token within its example (packed rows; packed programs only). */
   positionIds?: Int32Array;
 }
@@ -261,7 +263,7 @@ export class RangeProgram {
     if (this.range.head) {
       if (!b.labels) throw new Error('the last range needs labels');
       feeds[IO.labels] = { dtype: 'int64', shape: [b.batch, b.seq], data: b.labels };
-      if (b.teacherLogits) feeds[IO.teacherLogits] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.vocabSize], data: b.teacherLogits };
+      if (b.teacherHidden) feeds[IO.teacherHidden] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.hiddenSize], data: b.teacherHidden };
     }
     for (const n of this.frozenNames) feeds[n] = this.frozen.tensor(n);
     for (const n of this.trainableNames) {
@@ -301,9 +303,14 @@ export interface ProgramGraphs {
 export function programGraphs(o: ProgramOptions): ProgramGraphs {
   const specs = new Map(paramSpecs(o.config).map((p) => [p.name, p.shape]));
   const source = o.frozen ?? loaderSource(o.load, (n) => specs.get(n) ?? []);
+  const original = o.teacherFrozen ?? source;
   // Recomputed upcasts read the same buffer under a second input name.
   const aliasOf = new Map<string, string>();
-  const frozen: FrozenSource = { tensor: (n) => source.tensor(aliasOf.get(n) ?? n) };
+  const read = (n: string) => {
+    const t = teacherWeightOf(n);
+    return t ? original.tensor(t) : source.tensor(n);
+  };
+  const frozen: FrozenSource = { tensor: (n) => read(aliasOf.get(n) ?? n) };
   const binder = new ParamBinder({ trainable: o.trainable, load: o.load, frozen, lora: o.lora, quantized: o.quantized });
   const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed, skipLayers: o.skipLayers });
   const trainable = binder.used.filter((n) => o.trainable.has(n));

@@ -30,10 +30,20 @@ export const IO = {
   tokenCount: 'token_count',
   logits: 'logits',
   rowLoss: 'row_loss',
-  teacherLogits: 'teacher_logits',
+  teacherHidden: 'teacher_hidden',
   klSum: 'kl_sum',
   objective: 'objective',
 } as const;
+
+/**
+ * Distillation: the teacher's final norm and LM head are bound under these names, so they always read
+ * the original weights (the student's head may be training); `teacherWeightOf` gives the tensor.
+ */
+const TEACHER_WEIGHT = 'teacher.';
+
+export function teacherWeightOf(name: string): string | null {
+  return name.startsWith(TEACHER_WEIGHT) ? name.slice(TEACHER_WEIGHT.length) : null;
+}
 
 export function wholeModel(config: ModelConfig): BlockRange {
   return { start: 0, end: config.numLayers, embed: true, head: true };
@@ -50,7 +60,11 @@ export interface RangeGraph {
 export interface RangeGraphOptions {
   logits?: boolean;
   rowLoss?: boolean;
-  /** Adds weight·T²·KL(teacher‖student) over target positions to the objective (logits fed as input). */
+  /**
+   * Adds weight·T²·KL(teacher‖student) over target positions to the objective. The teacher's final
+   * hidden state is fed (its blocks ran elsewhere); its norm, head and logits are computed here, in
+   * the session that already holds the student's, rather than in a session (and arena) of their own.
+   */
   distill?: { weight: number; temperature: number } | null;
   /**
    * Packed rows (several examples per row): rotary tables per token ([batch, 1, seq, headDim]) and
@@ -111,7 +125,9 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   if (!opts.distill) return { graph: g, seed: IO.lossSum, hiddenIn };
 
   const { weight, temperature: temp } = opts.distill;
-  const teacher = g.input(IO.teacherLogits, 'float32', ['batch', 'seq', v]);
+  const teacherHidden = g.input(IO.teacherHidden, 'float32', ['batch', 'seq', h]);
+  const teacherW = p.get(g, TEACHER_WEIGHT + headName, [v, h]);
+  const teacher = g.op('MatMul', [rmsNorm(g, p, teacherHidden, `${TEACHER_WEIGHT}model.norm`, config), g.op('Transpose', [teacherW], { perm: [1, 0] })]);
   const soft = (z: string) => g.op('Mul', [g.op('Reshape', [g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]), g.constant(1 / temp, 'float32')]);
   const logPt = g.op('LogSoftmax', [soft(teacher)], { axis: -1 });
   const logPs = g.op('LogSoftmax', [soft(logits)], { axis: -1 });
