@@ -8,7 +8,8 @@
 //                                                              its backward graph also yields the loss)
 //   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + the head's teacher forward (distillation)
 //   teacher   every rank runs the teacher over its range's original blocks (≈ range · base layers / layers),
-//             at forward time below the head, at backward time on the head; its hidden state doubles the frames
+//             at forward time below the head, at backward time on the head (whose backward graph holds the
+//             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
 // Memory of rank r (bytes), W = frozen bytes as stored (4-bit codes+scales, fp32/bf16/fp16), P trainable params:
@@ -21,7 +22,7 @@
 //   activations      in-flight inputs · batch·seq·hidden·4 + backwardArenaFactor·(saved + gradient transients)
 //                    + forwardWorkingValues · largest forward value
 //   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
-//                    value, and on the head its logits plus the in-flight teacher hidden states
+//                    value, and on the head the in-flight teacher hidden states (its logits: headCosts)
 //   runtime          processBytes (CPU) or deviceRuntimeBytes (GPU)
 // On a GPU, AdamW state, the JS copies and in-flight inputs live in host memory (reported apart).
 import type { ModelConfig } from '../model/hf/config.ts';
@@ -306,13 +307,12 @@ export class StageModel {
     const sendsDown = backward && !embed && this.lowest < start;
 
     const runsForward = !(head && backward);
-    const logitBytes = this.s.batch * this.s.seq * this.s.base.vocabSize * 4;
     let teacherSeconds = 0;
     if (this.s.distill && (!head || backward)) {
       const tu = this.teacher();
       const originals = ((end - start) * this.s.base.numLayers) / c.numLayers;
-      teacherSeconds = originals * phaseSeconds(device, 'forward', tu.block) + (embed ? phaseSeconds(device, 'forward', tu.embed) : 0) + (head ? phaseSeconds(device, 'forward', tu.head) : 0);
-      teacherSeconds += device.runSeconds + (frame + (head ? logitBytes : frame)) * linkRate + (sendsUp ? frame / device.peerLink : 0);
+      teacherSeconds = originals * phaseSeconds(device, 'forward', tu.block) + (embed ? phaseSeconds(device, 'forward', tu.embed) : 0);
+      teacherSeconds += device.runSeconds + 2 * frame * linkRate + (sendsUp ? frame / device.peerLink : 0);
     }
     let forwardSeconds = 0;
     if (runsForward) forwardSeconds = fwd + device.runSeconds + (frame * 2 + 4 * stageParams) * linkRate + (sendsUp ? frame / device.peerLink : 0) + (head ? 0 : teacherSeconds);
@@ -337,7 +337,7 @@ export class StageModel {
     let teacher = 0;
     if (this.s.distill) {
       const tu = this.teacher();
-      teacher = rt.forwardWorkingValues * (head ? Math.max(tu.blockPeakBytes, tu.headPeakBytes) : tu.blockPeakBytes) + (head ? logitBytes + inFlight * frame : 0);
+      teacher = rt.forwardWorkingValues * tu.blockPeakBytes + (head ? inFlight * frame : 0);
     }
     const gpu = device.kind === 'gpu';
     const memory: MemoryBreakdown = gpu

@@ -163,20 +163,17 @@ function countEmbed(config: ModelConfig, trains: boolean, dims: { batch: number;
 export interface TeacherUnits {
   embed: OpCost;
   block: OpCost;
-  head: OpCost;
   blockPeakBytes: number;
-  headPeakBytes: number;
 }
 
-/** The frozen forward units of the distillation teacher, which every rank runs over its own original blocks. */
+/** The frozen forward units of the distillation teacher, which every rank runs over its own original blocks (its head is in headCosts). */
 export function teacherUnits(base: ModelConfig, dims: { batch: number; seq: number }): TeacherUnits {
   return cached(['teacher', base, dims], () => countTeacher(base, dims));
 }
 
 function countTeacher(base: ModelConfig, dims: { batch: number; seq: number }): TeacherUnits {
   const block = forwardOnly(build(base, { start: 0, end: 1, embed: false, head: false }, 0, [], 0, {}), dims);
-  const head = forwardOnly(build(base, { start: base.numLayers, end: base.numLayers, embed: false, head: true }, null, [], 0, { logits: true }), dims);
   const embed = forwardOnly(build(base, { start: 0, end: 0, embed: true, head: false }, null, [], 0, {}), dims);
-  return { embed: embed.forward, block: block.forward, head: head.forward, blockPeakBytes: block.peakValueBytes, headPeakBytes: head.peakValueBytes };
+  return { embed: embed.forward, block: block.forward, blockPeakBytes: block.peakValueBytes };
 }
 
