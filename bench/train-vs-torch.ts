@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { newLayerIndices, planExpansion } from '../model/expand/expand.ts';
 import { Flags, hostInfo, info, isMain, printJson, round } from './common.ts';
+import { measureMatmulPeak } from './matmul-peak.ts';
 import { runTrainStep, takeStringFlag, trainOptionsFromFlags, TRAIN_RUN_FLAGS, TRAIN_SHAPE_FLAGS, type TrainModeResult, type TrainStepOptions } from './train-step.ts';
 
 const SCRIPT = path.join(import.meta.dirname, 'torch_train_step.py');
@@ -123,6 +124,14 @@ async function main(): Promise<void> {
   const propipe = pp.value;
   contention.push(pp.contention);
   const byMode = new Map<string, TrainModeResult>(propipe.modes.map((m) => [m.mode, m]));
+  info('matmul peak (the yardstick of model FLOPs)');
+  const peak = await watched('matmul_peak', () => measureMatmulPeak({ threads: o.threads }));
+  contention.push(peak.contention);
+  // Model FLOPs: the MatMul work of the step's graphs (no recompute in these single-process modes),
+  // over the median and the fastest step, as a fraction of the best GEMM rate measured just now.
+  const peakFraction = Object.fromEntries(
+    propipe.modes.map((m) => [m.mode, { median_step: round(m.effective_gflops / peak.value.gflops, 3), best_step: round(m.matmul_gflop_per_step / (m.ms_per_step.min / 1e3) / peak.value.gflops, 3) }]),
+  );
 
   const baseEnv = { ...process.env };
   delete baseEnv.OMP_WAIT_POLICY;
@@ -209,6 +218,10 @@ async function main(): Promise<void> {
       ...Object.fromEntries(Object.entries(torch).map(([k, d]) => [`torch_${k}`, { full: d.modes.full.tokens_per_s, llamapro: d.modes.llamapro.tokens_per_s }])),
     },
     comparison,
+    matmul_peak_gflops: peak.value.gflops,
+    model_flops_fraction_of_matmul_peak: { ...peakFraction, target_full_0_4: (peakFraction.full?.median_step ?? 0) >= 0.4 },
+    time_by_op_class_ms: Object.fromEntries(propipe.modes.filter((m) => m.profile).map((m) => [m.mode, { ...Object.fromEntries(m.profile!.by_class.map((c) => [c.class, c.ms])), host_update: m.breakdown_ms.clip_and_adamw, binding: m.profile!.binding_ms }])),
+    matmul_peak: peak.value,
     propipe: { threads: propipe.threads, timing: propipe.timing, modes: propipe.modes },
     torch,
     wall_s: round((performance.now() - started) / 1000, 1),

@@ -181,6 +181,18 @@ export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
     }
     case 'Slice':
       return one(x.dtype, sliceShape(g, node, x.shape));
+    case 'SimplifiedLayerNormalization': {
+      // Y, then inv_std_var: 1/√(mean(x²) + ε) over the normalized axes, kept as size 1, in float32
+      // (ONNX Runtime's CPU kernel stashes float even for double inputs).
+      const axis = normAxis((a.axis as number | undefined) ?? -1, x.shape.length);
+      const stat: ValueInfo = { dtype: 'float32', shape: x.shape.map((d, i) => (i >= axis ? 1 : d)) };
+      return [{ dtype: x.dtype, shape: [...x.shape] }, stat].slice(0, node.outputs.length);
+    }
+    case 'Tile': {
+      const reps = g.constValue(node.inputs[1]);
+      if (!reps) throw new Error(`${where}: repeats must be a constant`);
+      return one(x.dtype, x.shape.map((d, i) => (reps[i] === 1 ? d : typeof d === 'number' ? d * reps[i] : null)));
+    }
     case 'Split': {
       const axis = normAxis((a.axis as number) ?? 0, x.shape.length);
       const sizes = node.inputs[1] ? g.constValue(node.inputs[1]) : undefined;

@@ -12,6 +12,7 @@ import { matmulRule } from './matmul.ts';
 import { matmulNBitsRule } from './matmul-nbits.ts';
 import { powRule, reciprocalRule, sqrtRule } from './power.ts';
 import { reduceMaxRule, reduceMeanRule, reduceSumRule } from './reduce.ts';
+import { rmsNormRule } from './rms-norm.ts';
 import { logSoftmaxRule, softmaxRule } from './softmax.ts';
 import { whereRule } from './where.ts';
 
@@ -29,4 +30,5 @@ export const RULES: readonly GradRule[] = [
   whereRule,
   castRule,
   crossEntropyRule,
+  rmsNormRule,
 ];

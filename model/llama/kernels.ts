@@ -1,0 +1,30 @@
+// Which fused kernels and layouts the Llama graphs are built with. Every lever is on by default; a
+// benchmark turns one off at a time to measure what it buys (bench/train-levers.ts), which is why
+// the unfused forms stay buildable. Graph building is synchronous, so a choice holds for exactly the
+// graphs built inside `withKernelChoices`.
+export interface KernelChoices {
+  /** RMSNorm as ONNX Runtime's SimplifiedLayerNormalization with its own gradient rule; else six standard ops. */
+  fusedRmsNorm: boolean;
+  /** The query heads of a kv group stacked as GEMM rows; else a 5-D MatMul broadcast over the group. */
+  stackedGqa: boolean;
+}
+
+const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true };
+let current: KernelChoices = { ...DEFAULTS };
+
+export function kernelChoices(): Readonly<KernelChoices> {
+  return current;
+}
+
+/** Builds graphs inside `build` with some levers changed; the previous choices come back afterwards. */
+export function withKernelChoices<T>(choices: Partial<KernelChoices>, build: () => T): T {
+  const saved = current;
+  current = { ...saved, ...choices };
+  try {
+    return build();
+  } finally {
+    current = saved;
+  }
+}
+
+export const KERNEL_LEVERS = Object.keys(DEFAULTS) as (keyof KernelChoices)[];
