@@ -25,6 +25,37 @@ export function backwardGraph(config: ModelConfig, range: BlockRange, trainable:
   return { graph: p.backward, shapes: p.shapes, trainableNames: p.trainable, frozen: (n) => (frozenNames.has(n) ? p.frozen.tensor(n) : undefined) };
 }
 
+/** ORT tensors for every input of a backward graph built by `backwardGraph`, for one batch. */
+export function backwardFeeds(
+  inputNames: readonly string[],
+  config: ModelConfig,
+  range: BlockRange,
+  built: Pick<ReturnType<typeof backwardGraph>, 'shapes' | 'trainableNames' | 'frozen'>,
+  params: ReadonlyMap<string, Float32Array>,
+  batch: Batch & { targets: number },
+): Record<string, ort.Tensor> {
+  const rope = ropeTables(config, batch.seq);
+  const mask = new Float32Array(batch.seq * batch.seq);
+  for (let i = 0; i < batch.seq; i++) for (let j = i + 1; j < batch.seq; j++) mask[i * batch.seq + j] = -1e9;
+  const feeds: Record<string, ort.Tensor> = {
+    [IO.cos]: new ort.Tensor('float32', rope.cos, [batch.seq, config.headDim]),
+    [IO.sin]: new ort.Tensor('float32', rope.sin, [batch.seq, config.headDim]),
+    [IO.mask]: new ort.Tensor('float32', mask, [batch.seq, batch.seq]),
+    [LOSS_SCALE]: new ort.Tensor('float32', Float32Array.of(1 / batch.targets), []),
+    [IO.labels]: new ort.Tensor('int64', batch.labels!, [batch.batch, batch.seq]),
+  };
+  if (range.embed) feeds[IO.inputIds] = new ort.Tensor('int64', batch.inputIds!, [batch.batch, batch.seq]);
+  else feeds[IO.hiddenIn] = new ort.Tensor('float32', batch.hidden!, [batch.batch, batch.seq, config.hiddenSize]);
+  for (const n of built.trainableNames) feeds[n] = new ort.Tensor('float32', params.get(n)!, built.shapes.get(n)!);
+  const used: Record<string, ort.Tensor> = {};
+  for (const n of inputNames) {
+    const f = built.frozen(n);
+    used[n] = feeds[n] ?? (f && new ort.Tensor(f.dtype as ort.Tensor.Type, f.data as ort.Tensor.DataType, f.shape));
+    if (!used[n]) throw new Error(`no feed for graph input ${n}`);
+  }
+  return used;
+}
+
 /** What a kernel is for, by its op type: the classes the step's time is reported in. */
 export function opClass(op: string): string {
   if (['MatMul', 'FusedMatMul', 'Gemm', 'MatMulNBits'].includes(op)) return 'matmul';
@@ -94,25 +125,7 @@ export async function profileBackward(
   const { bytes, externalData } = serialize(graph);
   const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions({ threads }), externalData, enableProfiling: true, profileFilePrefix: path.join(dir, 'profile') });
   try {
-    const rope = ropeTables(config, batch.seq);
-    const mask = new Float32Array(batch.seq * batch.seq);
-    for (let i = 0; i < batch.seq; i++) for (let j = i + 1; j < batch.seq; j++) mask[i * batch.seq + j] = -1e9;
-    const feeds: Record<string, ort.Tensor> = {
-      [IO.cos]: new ort.Tensor('float32', rope.cos, [batch.seq, config.headDim]),
-      [IO.sin]: new ort.Tensor('float32', rope.sin, [batch.seq, config.headDim]),
-      [IO.mask]: new ort.Tensor('float32', mask, [batch.seq, batch.seq]),
-      [LOSS_SCALE]: new ort.Tensor('float32', Float32Array.of(1 / batch.targets), []),
-      [IO.labels]: new ort.Tensor('int64', batch.labels!, [batch.batch, batch.seq]),
-    };
-    if (range.embed) feeds[IO.inputIds] = new ort.Tensor('int64', batch.inputIds!, [batch.batch, batch.seq]);
-    else feeds[IO.hiddenIn] = new ort.Tensor('float32', batch.hidden!, [batch.batch, batch.seq, config.hiddenSize]);
-    for (const n of trainableNames) feeds[n] = new ort.Tensor('float32', params.get(n)!, shapes.get(n)!);
-    const used: Record<string, ort.Tensor> = {};
-    for (const n of session.inputNames) {
-      const f = frozen(n);
-      used[n] = feeds[n] ?? (f && new ort.Tensor(f.dtype as ort.Tensor.Type, f.data as ort.Tensor.DataType, f.shape));
-      if (!used[n]) throw new Error(`profile: no feed for graph input ${n}`);
-    }
+    const used = backwardFeeds(session.inputNames, config, range, { shapes, trainableNames, frozen }, params, batch);
     const bytesFed = Object.values(used).reduce((a, t) => a + (t.data as ArrayBufferView).byteLength, 0);
     const skip = 2;
     const runs = 3;

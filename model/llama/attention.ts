@@ -4,7 +4,7 @@ import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
 import { linear } from './layers.ts';
 import type { ParamBinder } from './params.ts';
-import { kernelChoices } from './kernels.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 import { applyRope } from './rope.ts';
 
 export interface AttentionInputs {

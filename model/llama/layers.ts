@@ -1,7 +1,7 @@
 // The pieces of a Llama-family block, each a function that adds its ops to a graph.
 import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
-import { kernelChoices } from './kernels.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 import { loraNames, type ParamBinder } from './params.ts';
 
 /** y = x·Wᵀ (+ b) (+ scale·(x·Aᵀ)·Bᵀ with a LoRA adapter), W in HF layout [out, in]. */

@@ -1,4 +1,4 @@
-// Which fused kernels and layouts the Llama graphs are built with. Every lever is on by default; a
+// Which fused kernels and layouts the Llama graphs and their gradient rules are built with. Every lever is on by default; a
 // benchmark turns one off at a time to measure what it buys (bench/train-levers.ts), which is why
 // the unfused forms stay buildable. Graph building is synchronous, so a choice holds for exactly the
 // graphs built inside `withKernelChoices`.
@@ -7,9 +7,11 @@ export interface KernelChoices {
   fusedRmsNorm: boolean;
   /** The query heads of a kv group stacked as GEMM rows; else a 5-D MatMul broadcast over the group. */
   stackedGqa: boolean;
+  /** A linear layer's weight gradient computed in W's own layout (no transpose of dW). */
+  weightGradLayout: boolean;
 }
 
-const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true };
+const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true };
 let current: KernelChoices = { ...DEFAULTS };
 
 export function kernelChoices(): Readonly<KernelChoices> {
