@@ -60,6 +60,8 @@ const CASES: FdCase[] = [
   { name: 'SimplifiedLayerNormalization (RMSNorm, fused kernel; 1/rms kept in float32)', eps: 1e-3, tol: 1e-4, inputs: [{ name: 'x', shape: [2, 3, 8] }, { name: 'w', shape: [8] }], build: (g, x) => g.opN('SimplifiedLayerNormalization', [x.x, x.w], 2, { axis: -1, epsilon: { float: 1e-5 } })[0] },
   { name: 'SimplifiedLayerNormalization, symbolic rows', eps: 1e-3, tol: 1e-4, inputs: [{ name: 'x', shape: [3, 4, 6], decl: ['batch', 'seq', 6] }, { name: 'w', shape: [6] }], build: (g, x) => g.opN('SimplifiedLayerNormalization', [x.x, x.w], 2, { axis: -1, epsilon: { float: 1e-6 } })[0] },
   { name: 'cross-entropy sum with ignore_index', inputs: [{ name: 'z', shape: [5, 4] }, { name: 'y', shape: [5], dtype: 'int64', data: i64([1, -100, 3, 0, -100]) }], build: (g, x) => g.op('SoftmaxCrossEntropyLoss', [x.z, x.y], { reduction: 'sum', ignore_index: -100 }) },
+  { name: 'cross-entropy sum from the kernel log-probabilities', inputs: [{ name: 'z', shape: [5, 4] }, { name: 'y', shape: [5], dtype: 'int64', data: i64([1, -100, 3, 0, -100]) }], build: (g, x) => g.opN('SoftmaxCrossEntropyLoss', [x.z, x.y], 2, { reduction: 'sum', ignore_index: -100 })[0] },
+  { name: 'cross-entropy per row from the kernel log-probabilities', inputs: [{ name: 'z', shape: [4, 6] }, { name: 'y', shape: [4], dtype: 'int64', data: i64([5, 2, -100, 0]) }], build: (g, x) => g.opN('SoftmaxCrossEntropyLoss', [x.z, x.y], 2, { reduction: 'none', ignore_index: -100 })[0] },
   { name: 'cross-entropy per row', inputs: [{ name: 'z', shape: [4, 6] }, { name: 'y', shape: [4], dtype: 'int64', data: i64([5, 2, -100, 0]) }], build: (g, x) => g.op('SoftmaxCrossEntropyLoss', [x.z, x.y], { reduction: 'none', ignore_index: -100 }) },
 ];
 

@@ -9,9 +9,15 @@ export interface KernelChoices {
   stackedGqa: boolean;
   /** A linear layer's weight gradient computed in W's own layout (no transpose of dW). */
   weightGradLayout: boolean;
+  /**
+   * The loss over every position against labels shifted left (the last one ignored), and its gradient
+   * from the loss kernel's log-probabilities; else the logits sliced to t − 1 positions and a softmax
+   * and one-hot rebuilt in the gradient.
+   */
+  shiftedLabels: boolean;
 }
 
-const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true };
+const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true, shiftedLabels: true };
 let current: KernelChoices = { ...DEFAULTS };
 
 export function kernelChoices(): Readonly<KernelChoices> {

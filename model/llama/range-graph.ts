@@ -6,6 +6,7 @@ import { Graph } from '../graph/graph.ts';
 import { decoderBlock } from './block.ts';
 import { rmsNorm } from './layers.ts';
 import type { ParamBinder } from './params.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 
 export interface BlockRange {
   /** First block (inclusive) and last block (exclusive). */
@@ -91,14 +92,22 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   // HF shifts inside the model: position t predicts labels[t + 1].
   const labels = g.input(IO.labels, 'int64', ['batch', 'seq']);
   const v = config.vocabSize;
-  const predicted = g.op('Reshape', [g.op('Slice', [logits, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
-  const targets = g.op('Reshape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])]), g.i64([-1])]);
-  const lossSum = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'sum', ignore_index: IGNORE_INDEX });
+  const shifted = kernelChoices().shiftedLabels;
+  const nextLabels = g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])]);
+  // Every position's logits against the next label, the last position ignored: the loss reads the
+  // logits in place, and their gradient needs no padding back to [b, t, v] (two logit-sized copies).
+  // Unshifted, the logits are sliced to the first t − 1 positions instead.
+  const rows = (z: string) => g.op('Reshape', [shifted ? z : g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
+  const predicted = rows(logits);
+  const rowLabels = shifted ? g.op('Pad', [nextLabels, g.i64([0, 0, 0, 1]), g.constant(IGNORE_INDEX, 'int64')]) : nextLabels;
+  const targets = g.op('Reshape', [rowLabels, g.i64([-1])]);
+  // The log-probabilities (second output) are what the gradient rule starts from.
+  const lossSum = g.opN('SoftmaxCrossEntropyLoss', [predicted, targets], shifted ? 2 : 1, { reduction: 'sum', ignore_index: IGNORE_INDEX })[0];
   const counted = g.op('Not', [g.op('Equal', [targets, g.i64([IGNORE_INDEX])])]);
   const count = g.op('ReduceSum', [g.op('Cast', [counted], { to: 1 })], { keepdims: 0 });
   if (opts.rowLoss) {
     const perToken = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'none', ignore_index: IGNORE_INDEX });
-    const perRow = g.op('Reshape', [perToken, g.op('Shape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])])])]);
+    const perRow = g.op('Reshape', [perToken, g.op('Shape', [rowLabels])]);
     g.output(g.rename(g.op('ReduceSum', [perRow, g.i64([1])], { keepdims: 0 }), IO.rowLoss));
   }
   g.output(g.rename(lossSum, IO.lossSum));
@@ -107,7 +116,7 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
 
   const { weight, temperature: temp } = opts.distill;
   const teacher = g.input(IO.teacherLogits, 'float32', ['batch', 'seq', v]);
-  const soft = (z: string) => g.op('Mul', [g.op('Reshape', [g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]), g.constant(1 / temp, 'float32')]);
+  const soft = (z: string) => g.op('Mul', [rows(z), g.constant(1 / temp, 'float32')]);
   const logPt = g.op('LogSoftmax', [soft(teacher)], { axis: -1 });
   const logPs = g.op('LogSoftmax', [soft(logits)], { axis: -1 });
   const klRows = g.op('ReduceSum', [g.op('Mul', [g.op('Exp', [logPt]), g.op('Sub', [logPt, logPs])]), g.i64([-1])], { keepdims: 0 });
