@@ -7,11 +7,13 @@
 //
 //   npx tsx bench/train-levers.ts [shape flags of bench/train-step.ts] [--reps 5]
 import ort from 'onnxruntime-node';
+import { splitBackward } from '../model/autodiff/split.ts';
+import type { Graph } from '../model/graph/graph.ts';
 import { serialize } from '../model/graph/serialize.ts';
 import { ortSessionOptions } from '../model/graph/session.ts';
 import { KERNEL_LEVERS, withKernelChoices, type KernelChoices } from '../model/graph/kernels.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
-import { Flags, hostInfo, info, isMain, median, printJson, round } from './common.ts';
+import { Flags, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
 import { fullModel, llamaProModel, randomBatch, trainOptionsFromFlags, TRAIN_RUN_FLAGS, TRAIN_SHAPE_FLAGS, type TrainStepOptions } from './train-step.ts';
 import { backwardFeeds, backwardGraph } from './train-step-profile.ts';
 
@@ -68,6 +70,83 @@ export async function measureLevers(o: TrainStepOptions, mode: 'full' | 'llamapr
   return runs.map((r) => ({ variant: r.name, median_ms: round(median(r.ms)), min_ms: round(Math.min(...r.ms)), cpu_median_ms: round(median(r.cpu)), over_all_on: round(median(r.ms) / base, 3), cpu_over_all_on: round(median(r.cpu) / cpuBase, 3) }));
 }
 
+export interface SplitCost {
+  one_graph_ms: number;
+  b_ms: number;
+  w_ms: number;
+  /** (B + W) over the one-graph backward, wall and CPU time (medians). */
+  split_over_one: number;
+  cpu_split_over_one: number;
+  stash_tensors: number;
+  stash_mb: number;
+}
+
+/**
+ * ZB-H1's split (model/autodiff/split.ts) of a last rank's backward graph (full fine-tune): B (loss and
+ * input gradient) then W (weight gradients, fed B's stash), against the one graph, round-robin in one
+ * process.
+ */
+export async function measureSplitCost(o: TrainStepOptions): Promise<SplitCost> {
+  const model = fullModel(o);
+  // The last rank of a two-rank pipeline: the upper half of the blocks and the head, with the input
+  // gradient the rank below waits for (rank 0 has none: its B would be the forward alone).
+  const L = model.config.numLayers;
+  const range = { start: L / 2, end: L, embed: false, head: true };
+  const rng = new Rng(o.seed);
+  const batch = { ...randomBatch(model.config, o.shape, o.seed), hidden: rng.uniformArray(o.shape.batch * o.shape.seq * model.config.hiddenSize, 1) };
+  const params = new Map([...model.trainable].map((n) => [n, model.load(n)]));
+  const built = backwardGraph(model.config, range, model.trainable, model.load, true);
+  const grads = built.graph.outputs.filter((n) => n.startsWith('grad.') && n !== 'grad.hidden_in');
+  const parts = splitBackward(built.graph, built.graph.outputs.filter((n) => !grads.includes(n)), grads);
+  const session = async (g: Graph) => {
+    const { bytes, externalData } = serialize(g);
+    const s = await ort.InferenceSession.create(bytes, { ...ortSessionOptions({ threads: o.threads }), externalData });
+    return { s, feeds: backwardFeeds(s.inputNames.filter((n) => !parts.stash.includes(n)), model.config, range, built, params, batch) };
+  };
+  const one = await session(built.graph);
+  const b = await session(parts.b!);
+  const w = await session(parts.w!);
+  const t = { one: [] as number[], b: [] as number[], w: [] as number[], cpuOne: [] as number[], cpuSplit: [] as number[] };
+  let stashBytes = 0;
+  try {
+    for (let rep = 0; rep < o.warmup + o.reps; rep++) {
+      let c0 = process.cpuUsage();
+      let t0 = performance.now();
+      await one.s.run(one.feeds);
+      const oneMs = performance.now() - t0;
+      let c = process.cpuUsage(c0);
+      const cpuOne = (c.user + c.system) / 1e3;
+      c0 = process.cpuUsage();
+      t0 = performance.now();
+      const out = await b.s.run(b.feeds);
+      const t1 = performance.now();
+      const stash = Object.fromEntries(parts.stash.map((n) => [n, out[n]]));
+      await w.s.run({ ...w.feeds, ...stash });
+      const t2 = performance.now();
+      c = process.cpuUsage(c0);
+      if (rep < o.warmup) continue;
+      stashBytes = Object.values(stash).reduce((n, x) => n + (x.data as ArrayBufferView).byteLength, 0);
+      t.one.push(oneMs);
+      t.b.push(t1 - t0);
+      t.w.push(t2 - t1);
+      t.cpuOne.push(cpuOne);
+      t.cpuSplit.push((c.user + c.system) / 1e3);
+    }
+  } finally {
+    for (const x of [one, b, w]) await x.s.release();
+  }
+  const m = (xs: number[]) => round(median(xs));
+  return {
+    one_graph_ms: m(t.one),
+    b_ms: m(t.b),
+    w_ms: m(t.w),
+    split_over_one: round((median(t.b) + median(t.w)) / median(t.one), 3),
+    cpu_split_over_one: round(median(t.cpuSplit) / median(t.cpuOne), 3),
+    stash_tensors: parts.stash.length,
+    stash_mb: round(stashBytes / 2 ** 20, 1),
+  };
+}
+
 async function main(): Promise<void> {
   const flags = new Flags(process.argv.slice(2));
   flags.check([...TRAIN_SHAPE_FLAGS, ...TRAIN_RUN_FLAGS]);
@@ -77,7 +156,9 @@ async function main(): Promise<void> {
     info(`levers: ${mode}`);
     out[mode] = await measureLevers(o, mode);
   }
-  printJson({ bench: 'propipe-train-levers', host: hostInfo(o.threads), shape: o.shape, levers: out });
+  info('levers: ZB-H1 split cost');
+  const split = await measureSplitCost(o);
+  printJson({ bench: 'propipe-train-levers', host: hostInfo(o.threads), shape: o.shape, levers: out, zb1_split: split });
 }
 
 if (isMain(import.meta.url)) {

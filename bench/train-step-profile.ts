@@ -18,8 +18,8 @@ import { median, round } from './common.ts';
 const LOSS_SCALE = 'loss_scale';
 
 /** The backward graph of a head range exactly as RangeProgram.create builds it (frozen weights as inputs). */
-export function backwardGraph(config: ModelConfig, range: BlockRange, trainable: ReadonlySet<string>, load: (n: string) => Float32Array): { graph: Graph; shapes: ReadonlyMap<string, number[]>; trainableNames: string[]; frozen: (n: string) => HostTensor | undefined } {
-  const p = programGraphs({ config, range, trainable, load, inputGrad: false });
+export function backwardGraph(config: ModelConfig, range: BlockRange, trainable: ReadonlySet<string>, load: (n: string) => Float32Array, inputGrad = false): { graph: Graph; shapes: ReadonlyMap<string, number[]>; trainableNames: string[]; frozen: (n: string) => HostTensor | undefined } {
+  const p = programGraphs({ config, range, trainable, load, inputGrad });
   if (!p.backward) throw new Error(`blocks ${range.start}..${range.end - 1}: nothing to differentiate`);
   const frozenNames = new Set(p.frozenNames);
   return { graph: p.backward, shapes: p.shapes, trainableNames: p.trainable, frozen: (n) => (frozenNames.has(n) ? p.frozen.tensor(n) : undefined) };

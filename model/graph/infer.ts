@@ -188,6 +188,8 @@ export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
       const stat: ValueInfo = { dtype: 'float32', shape: x.shape.map((d, i) => (i >= axis ? 1 : d)) };
       return [{ dtype: x.dtype, shape: [...x.shape] }, stat].slice(0, node.outputs.length);
     }
+    case 'RotaryEmbedding':
+      return one(x.dtype, [...x.shape]);
     case 'Tile': {
       const reps = g.constValue(node.inputs[1]);
       if (!reps) throw new Error(`${where}: repeats must be a constant`);

@@ -15,9 +15,11 @@ export interface KernelChoices {
    * and one-hot rebuilt in the gradient.
    */
   shiftedLabels: boolean;
+  /** Rotary embeddings as ONNX Runtime's RotaryEmbedding kernel (its gradient is the same kernel rotating back). */
+  fusedRope: boolean;
 }
 
-const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true, shiftedLabels: true };
+const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true, shiftedLabels: true, fusedRope: true };
 let current: KernelChoices = { ...DEFAULTS };
 
 export function kernelChoices(): Readonly<KernelChoices> {

@@ -13,6 +13,7 @@ import { matmulNBitsRule } from './matmul-nbits.ts';
 import { powRule, reciprocalRule, sqrtRule } from './power.ts';
 import { reduceMaxRule, reduceMeanRule, reduceSumRule } from './reduce.ts';
 import { rmsNormRule } from './rms-norm.ts';
+import { rotaryRule } from './rotary.ts';
 import { logSoftmaxRule, softmaxRule } from './softmax.ts';
 import { whereRule } from './where.ts';
 
@@ -30,5 +31,5 @@ export const RULES: readonly GradRule[] = [
   whereRule,
   castRule,
   crossEntropyRule,
-  rmsNormRule,
+  rmsNormRule, rotaryRule,
 ];
