@@ -99,7 +99,9 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   // Unshifted, the logits are sliced to the first t − 1 positions instead.
   const rows = (z: string) => g.op('Reshape', [shifted ? z : g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
   const predicted = rows(logits);
-  const rowLabels = shifted ? g.op('Pad', [nextLabels, g.i64([0, 0, 0, 1]), g.constant(IGNORE_INDEX, 'int64')]) : nextLabels;
+  // The ignored last column as Expand + Concat (int64 Pad has no CUDA kernel).
+  const ignoredColumn = () => g.op('Expand', [g.constant([IGNORE_INDEX], 'int64', [1, 1]), g.op('Shape', [g.op('Slice', [labels, g.i64([0]), g.i64([1]), g.i64([1])])])]);
+  const rowLabels = shifted ? g.op('Concat', [nextLabels, ignoredColumn()], { axis: 1 }) : nextLabels;
   const targets = g.op('Reshape', [rowLabels, g.i64([-1])]);
   // The log-probabilities (second output) are what the gradient rule starts from.
   const lossSum = g.opN('SoftmaxCrossEntropyLoss', [predicted, targets], shifted ? 2 : 1, { reduction: 'sum', ignore_index: IGNORE_INDEX })[0];
