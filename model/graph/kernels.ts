@@ -17,9 +17,15 @@ export interface KernelChoices {
   shiftedLabels: boolean;
   /** Rotary embeddings as ONNX Runtime's RotaryEmbedding kernel (its gradient is the same kernel rotating back). */
   fusedRope: boolean;
+  /**
+   * Blocks no gradient passes through (forward-only ranges, a frozen prefix) run attention as ONNX
+   * Runtime's GroupQueryAttention, rotary embedding included, on [b, t, heads·d]: no head transposes,
+   * no score tensor.
+   */
+  fusedAttention: boolean;
 }
 
-const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true, shiftedLabels: true, fusedRope: true };
+const DEFAULTS: KernelChoices = { fusedRmsNorm: true, stackedGqa: true, weightGradLayout: true, shiftedLabels: true, fusedRope: true, fusedAttention: true };
 let current: KernelChoices = { ...DEFAULTS };
 
 export function kernelChoices(): Readonly<KernelChoices> {

@@ -5,7 +5,7 @@ import type { Graph } from '../graph/graph.ts';
 import { linear } from './layers.ts';
 import type { ParamBinder } from './params.ts';
 import { kernelChoices } from '../graph/kernels.ts';
-import { applyRope } from './rope.ts';
+import { applyRope, halfTables } from './rope.ts';
 
 export interface AttentionInputs {
   /** [seq, headDim] rotary tables. */
@@ -20,8 +20,10 @@ export interface AttentionInputs {
   cache?: (g: Graph, prefix: string, key: string, value: string) => { key: string; value: string };
 }
 
-export function attention(g: Graph, p: ParamBinder, x: string, prefix: string, config: ModelConfig, io: AttentionInputs): string {
+/** `noGrad`: no gradient will pass through this block, so a forward-only kernel may compute it. */
+export function attention(g: Graph, p: ParamBinder, x: string, prefix: string, config: ModelConfig, io: AttentionInputs, noGrad = false): string {
   const { hiddenSize: h, numHeads: nh, numKvHeads: nkv, headDim: d } = config;
+  if (noGrad && fusedApplies(g, config, io)) return fusedAttention(g, p, x, prefix, config, io);
   const group = nh / nkv;
   const heads = (v: string, n: number) => g.op('Transpose', [g.op('Reshape', [v, g.i64([0, 0, n, d])])], { perm: [0, 2, 1, 3] });
   const q = heads(linear(g, p, x, `${prefix}.q_proj`, nh * d, h, config.qkvBias), nh);
@@ -34,6 +36,43 @@ export function attention(g: Graph, p: ParamBinder, x: string, prefix: string, c
   const ctx = kernelChoices().stackedGqa ? stackedAttention(g, qr, kv, io.mask, nkv, group, d) : broadcastAttention(g, qr, kv, io.mask, nh, nkv, group, d);
   const merged = g.op('Reshape', [g.op('Transpose', [ctx], { perm: [0, 2, 1, 3] }), g.i64([0, 0, nh * d])]);
   return linear(g, p, merged, `${prefix}.o_proj`, h, nh * d, config.oBias);
+}
+
+/**
+ * GroupQueryAttention needs a plain causal mask (the [t, t] one, no sliding window), position tables
+ * of one sequence ([t, d]), no cache, and (ONNX Runtime 1.30's CPU kernel) a head size that is a
+ * multiple of 8; elsewhere the standard ops run.
+ */
+function fusedApplies(g: Graph, config: ModelConfig, io: AttentionInputs): boolean {
+  return kernelChoices().fusedAttention && !io.cache && config.slidingWindow === null && config.headDim % 8 === 0 && g.info(io.mask).shape.length === 2 && g.info(io.cos).shape.length === 2;
+}
+
+/** Causal GQA as one kernel on [b, t, heads·d] projections, rotated by RotaryEmbedding first. */
+function fusedAttention(g: Graph, p: ParamBinder, x: string, prefix: string, config: ModelConfig, io: AttentionInputs): string {
+  const { hiddenSize: h, numHeads: nh, numKvHeads: nkv, headDim: d } = config;
+  const t = halfTables(g, io.cos, io.sin, d);
+  const rotate = (v: string, heads: number) => g.op('RotaryEmbedding', [v, t.offset, t.cos, t.sin], { interleaved: 0, num_heads: heads }, 'com.microsoft');
+  const q = rotate(linear(g, p, x, `${prefix}.q_proj`, nh * d, h, config.qkvBias), nh);
+  const k = rotate(linear(g, p, x, `${prefix}.k_proj`, nkv * d, h, config.qkvBias), nkv);
+  const v = linear(g, p, x, `${prefix}.v_proj`, nkv * d, h, config.qkvBias);
+  const lens = sequenceLengths(g, x);
+  const [ctx] = g.opN('GroupQueryAttention', [q, k, v, '', '', lens.lastIndex, lens.total], 3, { num_heads: nh, kv_num_heads: nkv, scale: { float: 1 / Math.sqrt(d) } }, 'com.microsoft');
+  return linear(g, p, ctx, `${prefix}.o_proj`, h, nh * d, config.oBias);
+}
+
+const lengths = new WeakMap<Graph, { lastIndex: string; total: string }>();
+
+/** GroupQueryAttention's lengths for full rows of x [b, t, h]: t − 1 per row (int32 [b]) and t. */
+function sequenceLengths(g: Graph, x: string): { lastIndex: string; total: string } {
+  let l = lengths.get(g);
+  if (!l) {
+    const shape = g.op('Shape', [x]);
+    const total = g.op('Cast', [g.op('Gather', [shape, g.constant(1, 'int64')], { axis: 0 })], { to: 6 });
+    const rows = g.op('Slice', [shape, g.i64([0]), g.i64([1]), g.i64([0])]);
+    l = { lastIndex: g.op('Expand', [g.op('Sub', [total, g.constant(1, 'int32')]), rows]), total };
+    lengths.set(g, l);
+  }
+  return l;
 }
 
 /**

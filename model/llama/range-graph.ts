@@ -58,6 +58,11 @@ export interface RangeGraphOptions {
    * a mask per row ([batch, 1, 1, seq, seq]) instead of one for all rows.
    */
   packed?: boolean;
+  /**
+   * Blocks below this index get no gradient (a forward-only range: its end; a frozen prefix: the
+   * lowest trainable block) and may run forward-only kernels. Default: none.
+   */
+  noGradBelow?: number;
 }
 
 export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
@@ -77,7 +82,8 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
     sin: g.input(IO.sin, 'float32', table),
     mask: g.input(IO.mask, 'float32', opts.packed ? ['batch', 1, 1, 'seq', 'seq'] : ['seq', 'seq']),
   };
-  for (let layer = range.start; layer < range.end; layer++) x = decoderBlock(g, p, x, layer, config, io);
+  const noGradBelow = opts.noGradBelow ?? range.start;
+  for (let layer = range.start; layer < range.end; layer++) x = decoderBlock(g, p, x, layer, config, io, layer < noGradBelow);
 
   if (!range.head) {
     g.output(g.rename(x, IO.hiddenOut));

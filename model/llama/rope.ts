@@ -67,7 +67,7 @@ export function applyRope(g: Graph, x: string, cos: string, sin: string, headDim
 const halves = new WeakMap<Graph, Map<string, { offset: string; cos: string; sin: string }>>();
 
 /** RotaryEmbedding's caches: the first half of each [t, d] table (its halves are equal), once per graph. */
-function halfTables(g: Graph, cos: string, sin: string, headDim: number): { offset: string; cos: string; sin: string } {
+export function halfTables(g: Graph, cos: string, sin: string, headDim: number): { offset: string; cos: string; sin: string } {
   let byTable = halves.get(g);
   if (!byTable) halves.set(g, (byTable = new Map()));
   let t = byTable.get(cos);
