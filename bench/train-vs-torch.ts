@@ -11,13 +11,15 @@
 // against both. OPENBLAS_* variables are passed through unchanged.
 //
 //   npx tsx bench/train-vs-torch.ts [--threads 2 --warmup 2 --reps 5 --seed 1 --no-profile
-//     --no-torch-passive --python /usr/bin/python3] [shape flags of bench/train-step.ts]
+//     --no-torch-passive --no-levers --python /usr/bin/python3] [shape flags of bench/train-step.ts]
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { newLayerIndices, planExpansion } from '../model/expand/expand.ts';
 import { Flags, hostInfo, info, isMain, printJson, round } from './common.ts';
+import { measureMatmulPeak } from './matmul-peak.ts';
+import { measureLevers, measureSplitCost, type LeverVariant, type SplitCost } from './train-levers.ts';
 import { runTrainStep, takeStringFlag, trainOptionsFromFlags, TRAIN_RUN_FLAGS, TRAIN_SHAPE_FLAGS, type TrainModeResult, type TrainStepOptions } from './train-step.ts';
 
 const SCRIPT = path.join(import.meta.dirname, 'torch_train_step.py');
@@ -111,9 +113,10 @@ async function main(): Promise<void> {
   const { value: pythonFlag, rest } = takeStringFlag(argv, 'python');
   const python = pythonFlag ?? '/usr/bin/python3';
   const flags = new Flags(rest);
-  flags.check([...TRAIN_SHAPE_FLAGS, ...TRAIN_RUN_FLAGS, 'torch-passive']);
+  flags.check([...TRAIN_SHAPE_FLAGS, ...TRAIN_RUN_FLAGS, 'torch-passive', 'levers']);
   const o = trainOptionsFromFlags(flags);
   const torchPassive = flags.bool('torch-passive', true);
+  const withLevers = flags.bool('levers', true);
   const plan = planExpansion(o.shape.layers - o.newBlocks, o.newBlocks);
   const newLayers = newLayerIndices(plan);
 
@@ -123,6 +126,23 @@ async function main(): Promise<void> {
   const propipe = pp.value;
   contention.push(pp.contention);
   const byMode = new Map<string, TrainModeResult>(propipe.modes.map((m) => [m.mode, m]));
+  info('matmul peak (the yardstick of model FLOPs)');
+  const peak = await watched('matmul_peak', () => measureMatmulPeak({ threads: o.threads }));
+  contention.push(peak.contention);
+  // Model FLOPs: the MatMul work of the step's graphs (no recompute in these single-process modes),
+  // over the median and the fastest step, as a fraction of the best GEMM rate measured just now.
+  const peakFraction = Object.fromEntries(
+    propipe.modes.map((m) => [m.mode, { median_step: round(m.effective_gflops / peak.value.gflops, 3), best_step: round(m.matmul_gflop_per_step / (m.ms_per_step.min / 1e3) / peak.value.gflops, 3) }]),
+  );
+
+  // Each graph lever on and off, round-robin in one process (bench/train-levers.ts), and ZB-H1's split.
+  let levers: { full: LeverVariant[]; llamapro: LeverVariant[]; zb1_split: SplitCost } | null = null;
+  if (withLevers) {
+    info('levers: each graph lever off in turn, round-robin');
+    const lv = await watched('levers', async () => ({ full: await measureLevers(o, 'full'), llamapro: await measureLevers(o, 'llamapro'), zb1_split: await measureSplitCost(o) }));
+    levers = lv.value;
+    contention.push(lv.contention);
+  }
 
   const baseEnv = { ...process.env };
   delete baseEnv.OMP_WAIT_POLICY;
@@ -209,6 +229,11 @@ async function main(): Promise<void> {
       ...Object.fromEntries(Object.entries(torch).map(([k, d]) => [`torch_${k}`, { full: d.modes.full.tokens_per_s, llamapro: d.modes.llamapro.tokens_per_s }])),
     },
     comparison,
+    matmul_peak_gflops: peak.value.gflops,
+    model_flops_fraction_of_matmul_peak: { ...peakFraction, target_full_0_4: (peakFraction.full?.median_step ?? 0) >= 0.4 },
+    time_by_op_class_ms: Object.fromEntries(propipe.modes.filter((m) => m.profile).map((m) => [m.mode, { ...Object.fromEntries(m.profile!.by_class.map((c) => [c.class, c.ms])), host_update: m.breakdown_ms.clip_and_adamw, binding: m.profile!.binding_ms }])),
+    levers,
+    matmul_peak: peak.value,
     propipe: { threads: propipe.threads, timing: propipe.timing, modes: propipe.modes },
     torch,
     wall_s: round((performance.now() - started) / 1000, 1),

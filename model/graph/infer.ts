@@ -104,6 +104,12 @@ function sliceShape(g: Graph, node: Node, input: Shape): Shape {
   return out;
 }
 
+/** A shape value of unknown contents but static length: that many unknown dims. */
+function unknownDims(g: Graph, shape: string): Shape | undefined {
+  const len = g.info(shape).shape;
+  return len.length === 1 && typeof len[0] === 'number' ? Array.from({ length: len[0] }, () => null) : undefined;
+}
+
 export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
   const where = `${node.op} -> ${node.outputs[0]}`;
   const ins = node.inputs.map((n) => (n === '' ? undefined : g.info(n)));
@@ -155,8 +161,8 @@ export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
       return one(x.dtype, like);
     }
     case 'Expand': {
-      const target = g.shapeValue(node.inputs[1]);
-      if (!target) throw new Error(`${where}: shape must be a constant or Shape(x)`);
+      const target = g.shapeValue(node.inputs[1]) ?? unknownDims(g, node.inputs[1]);
+      if (!target) throw new Error(`${where}: shape must be a constant, Shape(x), or of static length`);
       return one(x.dtype, broadcastShapes([x.shape, target], where));
     }
     case 'Unsqueeze': {
@@ -181,6 +187,27 @@ export function inferOutputs(g: Graph, node: Node): ValueInfo[] {
     }
     case 'Slice':
       return one(x.dtype, sliceShape(g, node, x.shape));
+    case 'SimplifiedLayerNormalization': {
+      // Y, then inv_std_var: 1/√(mean(x²) + ε) over the normalized axes, kept as size 1, in float32
+      // (ONNX Runtime's CPU kernel stashes float even for double inputs).
+      const axis = normAxis((a.axis as number | undefined) ?? -1, x.shape.length);
+      const stat: ValueInfo = { dtype: 'float32', shape: x.shape.map((d, i) => (i >= axis ? 1 : d)) };
+      return [{ dtype: x.dtype, shape: [...x.shape] }, stat].slice(0, node.outputs.length);
+    }
+    case 'RotaryEmbedding':
+      return one(x.dtype, [...x.shape]);
+    case 'GroupQueryAttention': {
+      // com.microsoft: output like the query [b, s, heads·d]; present key/value [b, kv, total, d].
+      const kvHeads = a.kv_num_heads as number;
+      const d = typeof x.shape[2] === 'number' ? x.shape[2] / (a.num_heads as number) : null;
+      const present: ValueInfo = { dtype: x.dtype, shape: [x.shape[0], kvHeads, null, d] };
+      return [{ dtype: x.dtype, shape: [...x.shape] }, present, present].slice(0, node.outputs.length);
+    }
+    case 'Tile': {
+      const reps = g.constValue(node.inputs[1]);
+      if (!reps) throw new Error(`${where}: repeats must be a constant`);
+      return one(x.dtype, x.shape.map((d, i) => (reps[i] === 1 ? d : typeof d === 'number' ? d * reps[i] : null)));
+    }
     case 'Split': {
       const axis = normAxis((a.axis as number) ?? 0, x.shape.length);
       const sizes = node.inputs[1] ? g.constValue(node.inputs[1]) : undefined;

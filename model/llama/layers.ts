@@ -1,6 +1,7 @@
 // The pieces of a Llama-family block, each a function that adds its ops to a graph.
 import type { ModelConfig } from '../hf/config.ts';
 import type { Graph } from '../graph/graph.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 import { loraNames, type ParamBinder } from './params.ts';
 
 /** y = x·Wᵀ (+ b) (+ scale·(x·Aᵀ)·Bᵀ with a LoRA adapter), W in HF layout [out, in]. */
@@ -21,9 +22,13 @@ export function linear(g: Graph, p: ParamBinder, x: string, name: string, out: n
   return y;
 }
 
-/** RMSNorm as HF computes it: w · x / sqrt(mean(x²) + eps). */
+/**
+ * RMSNorm as HF computes it: w · x / sqrt(mean(x²) + eps), as ONNX Runtime's fused kernel. Its second
+ * output, 1/sqrt(mean(x²) + eps), is what the gradient rule (autodiff/rules/rms-norm.ts) starts from.
+ */
 export function rmsNorm(g: Graph, p: ParamBinder, x: string, name: string, config: ModelConfig): string {
   const w = p.get(g, `${name}.weight`, [config.hiddenSize]);
+  if (kernelChoices().fusedRmsNorm) return g.opN('SimplifiedLayerNormalization', [x, w], 2, { axis: -1, epsilon: { float: config.rmsNormEps } })[0];
   const meanSq = g.op('ReduceMean', [g.op('Mul', [x, x]), g.i64([-1])], { keepdims: 1 });
   const denom = g.op('Sqrt', [g.op('Add', [meanSq, g.constant(config.rmsNormEps, 'float32')])]);
   return g.op('Mul', [g.op('Div', [x, denom]), w]);

@@ -7,7 +7,7 @@ import { CompiledGraph, type Device } from '../graph/session.ts';
 import { type HostTensor } from '../graph/dtype.ts';
 import { hoistWeightChains, recomputeWeightChains } from '../autodiff/recompute.ts';
 import type { Graph } from '../graph/graph.ts';
-import { paramSpecs } from './param-specs.ts';
+import { layerOf, paramSpecs } from './param-specs.ts';
 import { loaderSource, type FrozenSource } from './frozen.ts';
 import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
 import { buildRangeGraph, IO, teacherWeightOf, wholeModel, type BlockRange } from './range-graph.ts';
@@ -312,7 +312,10 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   };
   const frozen: FrozenSource = { tensor: (n) => read(aliasOf.get(n) ?? n) };
   const binder = new ParamBinder({ trainable: o.trainable, load: o.load, frozen, lora: o.lora, quantized: o.quantized });
-  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed, skipLayers: o.skipLayers });
+  // ONNX Runtime's CUDA GroupQueryAttention takes half precision only: float32 graphs on CUDA keep
+  // the standard ops in every block.
+  const forwardOnlyBelow = o.device === 'cuda' ? o.range.start : noGradBelow(o);
+  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed, skipLayers: o.skipLayers, noGradBelow: forwardOnlyBelow });
   const trainable = binder.used.filter((n) => o.trainable.has(n));
   const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
 
@@ -346,6 +349,23 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
   hoistWeightChains(graph, binder.halfInputs);
   return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen, frozenNames };
+}
+
+/**
+ * The first block a gradient passes through: the range start when the rank below needs an input
+ * gradient, else the lowest block with a trainable tensor (the range end when none has one). The
+ * forward and backward graphs agree on it, so a rank's activations are those its backward recomputes.
+ */
+function noGradBelow(o: ProgramOptions): number {
+  const { range } = o;
+  if (o.inputGrad && !range.embed) return range.start;
+  let lowest = range.end;
+  for (const n of o.trainable) {
+    const l = layerOf(n);
+    if (l === 'embed' && range.embed) lowest = range.start;
+    else if (typeof l === 'number' && l >= range.start && l < range.end) lowest = Math.min(lowest, l);
+  }
+  return lowest;
 }
 
 /**

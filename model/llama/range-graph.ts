@@ -6,6 +6,7 @@ import { Graph } from '../graph/graph.ts';
 import { decoderBlock } from './block.ts';
 import { rmsNorm } from './layers.ts';
 import type { ParamBinder } from './params.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 
 export interface BlockRange {
   /** First block (inclusive) and last block (exclusive). */
@@ -76,6 +77,11 @@ export interface RangeGraphOptions {
    * expanded stack without its new blocks).
    */
   skipLayers?: ReadonlySet<number>;
+  /**
+   * Blocks below this index get no gradient (a forward-only range: its end; a frozen prefix: the
+   * lowest trainable block) and may run forward-only kernels. Default: none.
+   */
+  noGradBelow?: number;
 }
 
 export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
@@ -95,7 +101,8 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
     sin: g.input(IO.sin, 'float32', table),
     mask: g.input(IO.mask, 'float32', opts.packed ? ['batch', 1, 1, 'seq', 'seq'] : ['seq', 'seq']),
   };
-  for (let layer = range.start; layer < range.end; layer++) if (!opts.skipLayers?.has(layer)) x = decoderBlock(g, p, x, layer, config, io);
+  const noGradBelow = opts.noGradBelow ?? range.start;
+  for (let layer = range.start; layer < range.end; layer++) if (!opts.skipLayers?.has(layer)) x = decoderBlock(g, p, x, layer, config, io, layer < noGradBelow);
 
   if (!range.head) {
     g.output(g.rename(x, IO.hiddenOut));
@@ -110,14 +117,24 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   // HF shifts inside the model: position t predicts labels[t + 1].
   const labels = g.input(IO.labels, 'int64', ['batch', 'seq']);
   const v = config.vocabSize;
-  const predicted = g.op('Reshape', [g.op('Slice', [logits, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
-  const targets = g.op('Reshape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])]), g.i64([-1])]);
-  const lossSum = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'sum', ignore_index: IGNORE_INDEX });
+  const shifted = kernelChoices().shiftedLabels;
+  const nextLabels = g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])]);
+  // Every position's logits against the next label, the last position ignored: the loss reads the
+  // logits in place, and their gradient needs no padding back to [b, t, v] (two logit-sized copies).
+  // Unshifted, the logits are sliced to the first t − 1 positions instead.
+  const rows = (z: string) => g.op('Reshape', [shifted ? z : g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]);
+  const predicted = rows(logits);
+  // The ignored last column as Expand + Concat (int64 Pad has no CUDA kernel).
+  const ignoredColumn = () => g.op('Expand', [g.constant([IGNORE_INDEX], 'int64', [1, 1]), g.op('Shape', [g.op('Slice', [labels, g.i64([0]), g.i64([1]), g.i64([1])])])]);
+  const rowLabels = shifted ? g.op('Concat', [nextLabels, ignoredColumn()], { axis: 1 }) : nextLabels;
+  const targets = g.op('Reshape', [rowLabels, g.i64([-1])]);
+  // The log-probabilities (second output) are what the gradient rule starts from.
+  const lossSum = g.opN('SoftmaxCrossEntropyLoss', [predicted, targets], shifted ? 2 : 1, { reduction: 'sum', ignore_index: IGNORE_INDEX })[0];
   const counted = g.op('Not', [g.op('Equal', [targets, g.i64([IGNORE_INDEX])])]);
   const count = g.op('ReduceSum', [g.op('Cast', [counted], { to: 1 })], { keepdims: 0 });
   if (opts.rowLoss) {
     const perToken = g.op('SoftmaxCrossEntropyLoss', [predicted, targets], { reduction: 'none', ignore_index: IGNORE_INDEX });
-    const perRow = g.op('Reshape', [perToken, g.op('Shape', [g.op('Slice', [labels, g.i64([1]), g.i64([2 ** 62]), g.i64([1])])])]);
+    const perRow = g.op('Reshape', [perToken, g.op('Shape', [rowLabels])]);
     g.output(g.rename(g.op('ReduceSum', [perRow, g.i64([1])], { keepdims: 0 }), IO.rowLoss));
   }
   g.output(g.rename(lossSum, IO.lossSum));
@@ -128,7 +145,7 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
   const teacherHidden = g.input(IO.teacherHidden, 'float32', ['batch', 'seq', h]);
   const teacherW = p.get(g, TEACHER_WEIGHT + headName, [v, h]);
   const teacher = g.op('MatMul', [rmsNorm(g, p, teacherHidden, `${TEACHER_WEIGHT}model.norm`, config), g.op('Transpose', [teacherW], { perm: [1, 0] })]);
-  const soft = (z: string) => g.op('Mul', [g.op('Reshape', [g.op('Slice', [z, g.i64([0]), g.i64([-1]), g.i64([1])]), g.i64([-1, v])]), g.constant(1 / temp, 'float32')]);
+  const soft = (z: string) => g.op('Mul', [rows(z), g.constant(1 / temp, 'float32')]);
   const logPt = g.op('LogSoftmax', [soft(teacher)], { axis: -1 });
   const logPs = g.op('LogSoftmax', [soft(logits)], { axis: -1 });
   const klRows = g.op('ReduceSum', [g.op('Mul', [g.op('Exp', [logPt]), g.op('Sub', [logPt, logPs])]), g.i64([-1])], { keepdims: 0 });

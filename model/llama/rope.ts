@@ -2,6 +2,7 @@
 // once per sequence length, the rotation is in the graph.
 import type { Graph } from '../graph/graph.ts';
 import type { ModelConfig } from '../hf/config.ts';
+import { kernelChoices } from '../graph/kernels.ts';
 
 export interface RopeTables {
   cos: Float32Array;
@@ -52,7 +53,29 @@ export function ropeTables(config: ModelConfig, seq: number, offset = 0): RopeTa
 
 /** x·cos + rotate_half(x)·sin for x of shape [..., seq, headDim]; cos/sin are [seq, headDim]. */
 export function applyRope(g: Graph, x: string, cos: string, sin: string, headDim: number): string {
+  // One fused kernel (rows of the tables are positions 0..t-1 of x's sequence axis); per-token tables
+  // of packed rows ([b, 1, t, d]) take the element-wise form.
+  if (kernelChoices().fusedRope && g.info(cos).shape.length === 2 && g.info(x).shape.length === 4 && g.info(x).dtype === 'float32') {
+    const t = halfTables(g, cos, sin, headDim);
+    return g.op('RotaryEmbedding', [x, t.offset, t.cos, t.sin], { interleaved: 0 }, 'com.microsoft');
+  }
   const [lo, hi] = g.opN('Split', [x, g.i64([headDim / 2, headDim / 2])], 2, { axis: -1 });
   const rotated = g.op('Concat', [g.op('Neg', [hi]), lo], { axis: -1 });
   return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rotated, sin])]);
+}
+
+const halves = new WeakMap<Graph, Map<string, { offset: string; cos: string; sin: string }>>();
+
+/** RotaryEmbedding's caches: the first half of each [t, d] table (its halves are equal), once per graph. */
+export function halfTables(g: Graph, cos: string, sin: string, headDim: number): { offset: string; cos: string; sin: string } {
+  let byTable = halves.get(g);
+  if (!byTable) halves.set(g, (byTable = new Map()));
+  let t = byTable.get(cos);
+  if (!t) {
+    const half = (v: string) => g.op('Slice', [v, g.i64([0]), g.i64([headDim / 2]), g.i64([1])]);
+    // Position ids given as one offset: row p of the caches rotates position p.
+    t = { offset: g.i64([0]), cos: half(cos), sin: half(sin) };
+    byTable.set(cos, t);
+  }
+  return t;
 }

@@ -42,7 +42,8 @@ export function trainerGraphs(config: ModelConfig): { name: string; graph: Graph
   const first: BlockRange = { start: 0, end: 1, embed: true, head: false };
   const middle: BlockRange = { start: 1, end: L - 1, embed: false, head: false };
   const last: BlockRange = { start: L - 1, end: L, embed: false, head: true };
-  const base = { config, load, inputGrad: false };
+  // Built for the CUDA provider: graph choices that depend on the device are the CUDA ones.
+  const base = { config, load, inputGrad: false, device: 'cuda' as const };
   const variants: [string, Omit<ProgramOptions, 'config' | 'load' | 'inputGrad'> & { inputGrad?: boolean }][] = [
     ['full', { range: wholeModel(config), trainable: all }],
     ['lora', { range: wholeModel(config), trainable: loraTrainable, lora }],

@@ -12,6 +12,8 @@ import { matmulRule } from './matmul.ts';
 import { matmulNBitsRule } from './matmul-nbits.ts';
 import { powRule, reciprocalRule, sqrtRule } from './power.ts';
 import { reduceMaxRule, reduceMeanRule, reduceSumRule } from './reduce.ts';
+import { rmsNormRule } from './rms-norm.ts';
+import { rotaryRule } from './rotary.ts';
 import { logSoftmaxRule, softmaxRule } from './softmax.ts';
 import { whereRule } from './where.ts';
 
@@ -29,4 +31,5 @@ export const RULES: readonly GradRule[] = [
   whereRule,
   castRule,
   crossEntropyRule,
+  rmsNormRule, rotaryRule,
 ];
