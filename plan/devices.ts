@@ -81,3 +81,23 @@ export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
   deviceRuntimeBytes: 0,
   source: 'uncalibrated defaults (run `propipe plan --calibrate` on the machine that trains)',
 };
+
+/**
+ * The profile the coordinator prices a registered worker with: the memory model follows the worker's
+ * device (`--device cpu|cuda`: RSS of one process, or device memory with AdamW state and JS copies on the
+ * host and the CUDA runtime's allowance), the limit is its `--memory-gb`. A CUDA worker does not say which
+ * GPU it is: its times (which only balance the ranks) use the A10G's figures, the users' GPU.
+ * One object per (device, memory), so the stage model's per-device tables are shared by equal workers.
+ */
+export function workerDevice(device: string, memoryBytes: number): DeviceProfile {
+  const key = `${device}:${memoryBytes}`;
+  let d = WORKER_DEVICES.get(key);
+  if (!d) {
+    if (!['', 'cpu', 'cuda'].includes(device)) throw new Error(`worker device '${device}' is not cpu or cuda: start the worker with --device cpu or --device cuda`);
+    d = device === 'cuda' ? { ...GPUS.a10g, name: 'cuda', memoryBytes } : { ...CPU_DEFAULT, memoryBytes };
+    if (WORKER_DEVICES.size > 256) WORKER_DEVICES.clear();
+    WORKER_DEVICES.set(key, d);
+  }
+  return d;
+}
+const WORKER_DEVICES = new Map<string, DeviceProfile>();

@@ -1,7 +1,11 @@
 // `propipe plan --calibrate`: a short measured run on this machine with the real ONNX graphs, solved for
 // the figures the cpu profile needs (plan/devices.ts):
 //   matmul_flops   best of a chain of 1024³ float32 MatMuls (frozen weights, prepacked as blocks' are)
-//   bandwidth      an element-wise Add over 16 M floats: bytes in + out per second
+//   bandwidth      a chain of element-wise Add/Mul over tensors the size of the probe's activations
+//                  (batch·seq·hidden floats): bytes in + out per second. A block's element-wise ops run on
+//                  tensors of 0.5–4 MB that stay in cache; one op over 16 M floats (DRAM, and the feed
+//                  and output copies) measured 4.8 GB/s here against 47–56 GB/s for the chain, so a DRAM
+//                  figure over-priced bytes-heavy graphs (small hidden sizes, LoRA's adapters) by 30 %.
 //   op_seconds     a chain of 200 tiny Adds: the fixed cost of one op
 //   run_seconds    one tiny graph run: the fixed cost of a session run (feeds, output copies)
 //   efficiency     per phase, predicted-at-peak time / measured time of a few real blocks:
@@ -59,14 +63,17 @@ async function matmulPeak(threads: number): Promise<number> {
   return (depth * 2 * n ** 3) / t;
 }
 
-async function bandwidth(threads: number): Promise<number> {
-  const n = 16 * 2 ** 20;
-  const g = new Graph('calibrate_add');
+async function bandwidth(threads: number, n: number): Promise<number> {
+  const ops = 32;
+  const g = new Graph('calibrate_elementwise');
   const a = g.input('a', 'float32', [n]);
   const b = g.input('b', 'float32', [n]);
-  g.output(g.rename(g.op('Add', [a, b]), 'y'));
-  const t = await timeGraph(g, { a: { dtype: 'float32', shape: [n], data: f32(n) }, b: { dtype: 'float32', shape: [n], data: f32(n) } }, threads, 5);
-  return (3 * 4 * n) / t;
+  let x = a;
+  for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Mul' : 'Add', [x, b]);
+  g.output(g.rename(x, 'y'));
+  const feeds = { a: { dtype: 'float32' as const, shape: [n], data: f32(n) }, b: { dtype: 'float32' as const, shape: [n], data: f32(n, 1) } };
+  const t = await timeGraph(g, feeds, threads, 8);
+  return (ops * 3 * 4 * n) / t;
 }
 
 async function opAndRunSeconds(threads: number): Promise<{ op: number; run: number }> {
@@ -112,11 +119,11 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const threads = o.threads;
   log.info({ threads }, 'measuring MatMul peak, bandwidth and fixed costs');
   const matmul = await matmulPeak(threads);
-  const bw = await bandwidth(threads);
-  const fixed = await opAndRunSeconds(threads);
   const hidden = o.hidden ?? 512;
   const layers = o.layers ?? 3;
   const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
+  const bw = await bandwidth(threads, dims.batch * dims.seq * hidden);
+  const fixed = await opAndRunSeconds(threads);
   const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
   const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
   const range = { start: 0, end: layers, embed: false, head: false };
