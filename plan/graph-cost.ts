@@ -104,6 +104,40 @@ export function foldedNodes(g: Graph, nodes: readonly Node[], frozen: ReadonlySe
   return folded;
 }
 
+/**
+ * Nodes ONNX Runtime's CPU and CUDA graph optimizers fuse into a neighbouring MatMul, so they never run:
+ * a Transpose of the last two axes whose every consumer is a MatMul (MatMulTransposeFusion → FusedMatMul
+ * transA/transB), and a Mul or Div by a scalar constant on a MatMul's only output or feeding only MatMuls
+ * (MatMulScaleFusion → FusedMatMul alpha). LoRA's Aᵀ, Bᵀ and α/r scale, attention's Kᵀ and 1/√d are such
+ * nodes. Counted as free in time only: `skip` (folded nodes) is left out.
+ */
+export function fusedNodes(g: Graph, nodes: readonly Node[], skip: ReadonlySet<Node> = new Set()): Set<Node> {
+  const consumers = new Map<string, Node[]>();
+  for (const n of nodes) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  const onlyMatMuls = (v: string) => {
+    const c = consumers.get(v) ?? [];
+    return c.length > 0 && c.every((m) => m.op === 'MatMul') && !g.outputs.includes(v);
+  };
+  const scalar = (v: string) => g.initializers.get(v)?.dims.reduce((a, b) => a * b, 1) === 1;
+  const fused = new Set<Node>();
+  for (const n of nodes) {
+    if (skip.has(n)) continue;
+    if (n.op === 'Transpose') {
+      const perm = n.attrs.perm as number[] | undefined;
+      const r = perm?.length ?? 0;
+      const swapsLast = !!perm && r >= 2 && perm[r - 1] === r - 2 && perm[r - 2] === r - 1 && perm.slice(0, r - 2).every((p, i) => p === i);
+      if (swapsLast && onlyMatMuls(n.outputs[0])) fused.add(n);
+    } else if ((n.op === 'Mul' || n.op === 'Div') && n.inputs.length === 2) {
+      const k = n.op === 'Div' ? (scalar(n.inputs[1]) ? 1 : -1) : scalar(n.inputs[1]) ? 1 : scalar(n.inputs[0]) ? 0 : -1;
+      if (k < 0) continue;
+      const x = n.inputs[1 - k];
+      const fromMatMul = g.producer(x)?.op === 'MatMul' && consumers.get(x)?.length === 1 && !g.outputs.includes(x);
+      if (fromMatMul || onlyMatMuls(n.outputs[0])) fused.add(n);
+    }
+  }
+  return fused;
+}
+
 /** Run-time cost of `nodes` (folded constants excluded). */
 export function nodesCost(g: Graph, nodes: readonly Node[], dims: Record<string, number>, folded: ReadonlySet<Node> = new Set()): OpCost {
   const shapes = new ConcreteShapes(g, dims);

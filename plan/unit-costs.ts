@@ -13,12 +13,12 @@
 // Blocks of one model have the same shapes, so one graph per (state, adapters) serves every layer.
 import { backward } from '../model/autodiff/backward.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
-import type { Graph } from '../model/graph/graph.ts';
+import type { Graph, Node } from '../model/graph/graph.ts';
 import { liveNodes } from '../model/graph/serialize.ts';
 import { ParamBinder, type LoraSpec } from '../model/llama/params.ts';
 import { buildRangeGraph, type BlockRange } from '../model/llama/range-graph.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
-import { addCost, foldedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
+import { addCost, foldedNodes, fusedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
 
 export type BlockState = 'forward' | 'cross' | 'train' | 'train-bottom';
 
@@ -81,7 +81,12 @@ const frozenOf = (b: Built, trainable: readonly string[]) => new Set([...b.param
 function forwardOnly(b: Built, dims: Record<string, number>, trainable: readonly string[] = []): Pick<PhaseCosts, 'forward' | 'peakValueBytes'> {
   const live = liveNodes(b.graph);
   const folded = foldedNodes(b.graph, live, frozenOf(b, trainable));
-  return { forward: nodesCost(b.graph, live, dims, folded), peakValueBytes: largestValueBytes(b.graph, live, dims, folded) };
+  return { forward: nodesCost(b.graph, live, dims, withFused(b.graph, live, folded)), peakValueBytes: largestValueBytes(b.graph, live, dims, folded) };
+}
+
+/** Nodes that cost no time: folded at session build, or fused into a MatMul by ONNX Runtime (memory still counts them). */
+function withFused(g: Graph, live: readonly Node[], folded: ReadonlySet<Node>): Set<Node> {
+  return new Set([...folded, ...fusedNodes(g, live, folded)]);
 }
 
 /**
@@ -110,7 +115,8 @@ function backwardCost(b: Built, config: ModelConfig, head: boolean, wrt: string[
     const inB = (n: (typeof live)[number]) => n.outputs.some((o) => bValues.has(o));
     stash = savedBytes(g, live.filter(inB), live.filter((n) => !inB(n)), dims, folded);
   }
-  return { recompute: nodesCost(g, fwd, dims, folded), grad: nodesCost(g, rest, dims, folded), savedBytes: saved, gradBytes: Math.max(0, livePeakBytes(g, live, dims, folded) - saved), stashBytes: stash };
+  const free = withFused(g, live, folded);
+  return { recompute: nodesCost(g, fwd, dims, free), grad: nodesCost(g, rest, dims, free), savedBytes: saved, gradBytes: Math.max(0, livePeakBytes(g, live, dims, folded) - saved), stashBytes: stash };
 }
 
 /** A copy of `g` whose outputs are `outputs` (its live nodes are what computing them takes). */
