@@ -14,6 +14,8 @@ export interface DeviceProfile {
   matmulFlops: number;
   /** Peak memory bandwidth, bytes/s (element-wise ops are bound by it). */
   bandwidth: number;
+  /** Bytes/s of element-wise ops that evaluate exp/log/sigmoid (Softmax, Sigmoid, ...): compute-bound on a CPU. */
+  mathBandwidth: number;
   /** Fraction of both peaks each phase reaches (calibrated on CPU, assumed on GPUs). */
   efficiency: Record<Phase, number>;
   /** Fixed cost per executed op (kernel launch and ONNX Runtime dispatch), seconds. */
@@ -49,6 +51,8 @@ const gpu = (name: string, memGiB: number, tf32: number, bandwidth: number, host
   memoryBytes: memGiB * GiB,
   matmulFlops: tf32 * T,
   bandwidth,
+  // A GPU's special-function units keep these ops memory-bound.
+  mathBandwidth: bandwidth,
   efficiency: { ...GPU_EFFICIENCY },
   opSeconds: 10e-6,
   hostLink,
@@ -73,7 +77,8 @@ export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
   name: 'cpu',
   kind: 'cpu',
   matmulFlops: 384e9,
-  bandwidth: 8e9,
+  bandwidth: 40e9,
+  mathBandwidth: 4e9,
   efficiency: { forward: 0.6, recompute: 0.6, inputGrad: 0.45, weightGrad: 0.45 },
   opSeconds: 20e-6,
   hostLink: Infinity,

@@ -2,8 +2,8 @@
 // micro-batch and in memory. Inputs are plain data (config, tensor names, sizes), so the CLI, the
 // coordinator's partition planner and the benchmarks all price ranks with the same formulas.
 //
-// Time per micro-batch on rank r (seconds), with T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds
-// for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
+// Time per micro-batch on rank r (seconds), with T(c) = (flops/peak + bytes/bandwidth + mathBytes/mathBandwidth)/eff + nodes·opSeconds
+// (mathBytes: exp/log/sigmoid ops, at their own rate) for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
 //   forward   Σ_units T(forward)                              (not on the last rank when it runs backward:
 //                                                              its backward graph also yields the loss)
 //   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + the head's teacher forward (distillation)
@@ -121,9 +121,14 @@ interface Layer {
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
-/** T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds. */
+/** T(c) = (flops/peak + (bytes − mathBytes)/bandwidth + mathBytes/mathBandwidth)/eff + nodes·opSeconds. */
 export function phaseSeconds(device: DeviceProfile, phase: Phase, c: OpCost): number {
-  return (c.flops / device.matmulFlops + c.bytes / device.bandwidth) / device.efficiency[phase] + c.nodes * device.opSeconds;
+  return atPeakSeconds(device, c) / device.efficiency[phase] + c.nodes * device.opSeconds;
+}
+
+/** Seconds of `c` at the device's peaks (no efficiency, no per-op cost). */
+export function atPeakSeconds(d: Pick<DeviceProfile, 'matmulFlops' | 'bandwidth' | 'mathBandwidth'>, c: OpCost): number {
+  return c.flops / d.matmulFlops + (c.bytes - c.mathBytes) / d.bandwidth + c.mathBytes / d.mathBandwidth;
 }
 const LORA = /^(.*)\.lora_([AB])\.weight$/;
 

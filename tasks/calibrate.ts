@@ -6,6 +6,8 @@
 //                  tensors of 0.5–4 MB that stay in cache; one op over 16 M floats (DRAM, and the feed
 //                  and output copies) measured 4.8 GB/s here against 47–56 GB/s for the chain, so a DRAM
 //                  figure over-priced bytes-heavy graphs (small hidden sizes, LoRA's adapters) by 30 %.
+//   math_bandwidth the same for ops that evaluate exp/sigmoid per element: a chain of Softmax and Sigmoid
+//                  over the probe's attention scores (batch·heads·seq² floats); 10× slower than Add here
 //   op_seconds     a chain of 200 tiny Adds: the fixed cost of one op
 //   run_seconds    one tiny graph run: the fixed cost of a session run (feeds, output copies)
 //   efficiency     per phase, predicted-at-peak time / measured time of a few real blocks:
@@ -24,7 +26,8 @@ import { RangeProgram } from '../model/llama/program.ts';
 import { childLog } from '../common/log.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import type { Calibration } from '../plan/calibration.ts';
-import type { OpCost } from '../plan/graph-cost.ts';
+import { scaleCost, type OpCost } from '../plan/graph-cost.ts';
+import { atPeakSeconds } from '../plan/stage-model.ts';
 import { blockCosts } from '../plan/unit-costs.ts';
 
 const log = childLog({ component: 'calibrate' });
@@ -76,6 +79,17 @@ async function bandwidth(threads: number, n: number): Promise<number> {
   return (ops * 3 * 4 * n) / t;
 }
 
+async function mathBandwidth(threads: number, shape: number[]): Promise<number> {
+  const ops = 16;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const g = new Graph('calibrate_transcendental');
+  let x = g.input('a', 'float32', shape);
+  for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Sigmoid' : 'Softmax', [x], i % 2 ? {} : { axis: -1 });
+  g.output(g.rename(x, 'y'));
+  const t = await timeGraph(g, { a: { dtype: 'float32', shape, data: f32(n) } }, threads, 5);
+  return (ops * 2 * 4 * n) / t;
+}
+
 async function opAndRunSeconds(threads: number): Promise<{ op: number; run: number }> {
   const build = (ops: number) => {
     const g = new Graph(`calibrate_ops_${ops}`);
@@ -123,6 +137,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const layers = o.layers ?? 3;
   const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
   const bw = await bandwidth(threads, dims.batch * dims.seq * hidden);
+  const mathBw = await mathBandwidth(threads, [dims.batch, hidden / 64, dims.seq, dims.seq]);
   const fixed = await opAndRunSeconds(threads);
   const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
   const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
@@ -152,12 +167,12 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   await frozen.release();
   await train.release();
 
-  const atPeak = (c: OpCost) => c.flops / matmul + c.bytes / bw;
+  const atPeak = (c: OpCost) => atPeakSeconds({ matmulFlops: matmul, bandwidth: bw, mathBandwidth: mathBw }, c);
   const overhead = (c: OpCost) => c.nodes * fixed.op;
   const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: [], trains: 'block' }, 0, dims);
   const sumOf = (pick: (x: ReturnType<typeof times>) => OpCost, state: 'forward' | 'cross' | 'train'): OpCost => {
     const c = pick(times(state));
-    return { flops: c.flops * layers, bytes: c.bytes * layers, nodes: c.nodes * layers };
+    return scaleCost(c, layers);
   };
   // Efficiencies are relative to the peaks measured in this same run, so a peak measured low (a busy
   // machine) is compensated: predicted time = op counts / (peak · efficiency) reproduces the probe's.
@@ -178,6 +193,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
     threads,
     matmul_flops: matmul,
     bandwidth: bw,
+    math_bandwidth: mathBw,
     op_seconds: fixed.op,
     run_seconds: fixed.run,
     optimizer_seconds_per_param: optimizerSecondsPerParam(),

@@ -73,7 +73,7 @@ export const planCommand: Command = {
       const c = await calibrate({ threads: f.int('threads', 0) });
       writeCalibration(file, c);
       if (f.bool('json')) console.log(JSON.stringify({ file, ...c }, null, 2));
-      else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s, efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
+      else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s (exp/sigmoid ${((c.math_bandwidth ?? 0) / 1e9).toFixed(1)} GB/s), efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
       return;
     }
     const overrides = runOverrides(f);
