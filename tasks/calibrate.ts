@@ -8,7 +8,8 @@
 //                  figure over-priced bytes-heavy graphs (small hidden sizes, LoRA's adapters) by 30 %.
 //   math_bandwidth the same for ops that evaluate exp/sigmoid per element: a chain of Softmax and Sigmoid
 //                  over the probe's attention scores (batch·heads·seq² floats); 10× slower than Add here
-//   op_seconds     a chain of 200 tiny Adds: the fixed cost of one op
+//   op_seconds     the fixed cost of one op: the larger of a chain of 200 tiny Adds (dispatch) and the
+//                  intercept of the element-wise chain at two sizes (the threads' hand-off of a split op)
 //   run_seconds    one tiny graph run: the fixed cost of a session run (feeds, output copies)
 //   efficiency     per phase, predicted-at-peak time / measured time of a few real blocks:
 //                    forward    their forward graph
@@ -66,17 +67,28 @@ async function matmulPeak(threads: number): Promise<number> {
   return (depth * 2 * n ** 3) / t;
 }
 
-async function bandwidth(threads: number, n: number): Promise<number> {
+/**
+ * The chain at n and at n/8 floats, t = ops · (perOp + 12·size/bandwidth): the slope is the bandwidth, the
+ * intercept the fixed cost of an op big enough for ONNX Runtime to split over its threads (their hand-off),
+ * which a chain of tiny ops does not see.
+ */
+async function bandwidth(threads: number, n: number): Promise<{ bandwidth: number; perOp: number }> {
   const ops = 32;
-  const g = new Graph('calibrate_elementwise');
-  const a = g.input('a', 'float32', [n]);
-  const b = g.input('b', 'float32', [n]);
-  let x = a;
-  for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Mul' : 'Add', [x, b]);
-  g.output(g.rename(x, 'y'));
-  const feeds = { a: { dtype: 'float32' as const, shape: [n], data: f32(n) }, b: { dtype: 'float32' as const, shape: [n], data: f32(n, 1) } };
-  const t = await timeGraph(g, feeds, threads, 8);
-  return (ops * 3 * 4 * n) / t;
+  const time = async (size: number) => {
+    const g = new Graph('calibrate_elementwise');
+    const a = g.input('a', 'float32', [size]);
+    const b = g.input('b', 'float32', [size]);
+    let x = a;
+    for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Mul' : 'Add', [x, b]);
+    g.output(g.rename(x, 'y'));
+    return (await timeGraph(g, { a: { dtype: 'float32', shape: [size], data: f32(size) }, b: { dtype: 'float32', shape: [size], data: f32(size, 1) } }, threads, 8)) / ops;
+  };
+  const small = Math.round(n / 8);
+  const [tBig, tSmall] = [await time(n), await time(small)];
+  const bytes = (size: number) => 3 * 4 * size;
+  // Noise can make the small chain look relatively slow or fast: keep both figures physical.
+  const bw = tBig > tSmall ? (bytes(n) - bytes(small)) / (tBig - tSmall) : bytes(n) / tBig;
+  return { bandwidth: bw, perOp: Math.max(0, Math.min(tSmall - bytes(small) / bw, tSmall)) };
 }
 
 async function mathBandwidth(threads: number, shape: number[]): Promise<number> {
@@ -136,9 +148,11 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const hidden = o.hidden ?? 512;
   const layers = o.layers ?? 3;
   const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
-  const bw = await bandwidth(threads, dims.batch * dims.seq * hidden);
+  const elementwise = await bandwidth(threads, dims.batch * dims.seq * hidden);
+  const bw = elementwise.bandwidth;
   const mathBw = await mathBandwidth(threads, [dims.batch, hidden / 64, dims.seq, dims.seq]);
   const fixed = await opAndRunSeconds(threads);
+  fixed.op = Math.max(fixed.op, elementwise.perOp);
   const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
   const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
   const range = { start: 0, end: layers, embed: false, head: false };
