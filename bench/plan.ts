@@ -118,7 +118,7 @@ async function main(): Promise<void> {
         const threads = workers === 1 ? 0 : 1;
         info(`${shapeName}: calibrating with ${threads || 'all'} thread(s)`);
         const calibration = await calibrate({ threads });
-        calibrations[`${shapeName}-p${workers}`] = { matmul_gflops: round(calibration.matmul_flops / 1e9, 1), bandwidth_gbs: round(calibration.bandwidth / 1e9, 2), efficiency: calibration.efficiency, op_us: round(calibration.op_seconds * 1e6, 2), run_us: round(calibration.run_seconds * 1e6, 1) };
+        calibrations[`${shapeName}-p${workers}`] = { matmul_gflops: round(calibration.matmul_flops / 1e9, 1), bandwidth_gbs: round(calibration.bandwidth / 1e9, 2), math_bandwidth_gbs: round((calibration.math_bandwidth ?? 0) / 1e9, 2), efficiency: calibration.efficiency, op_us: round(calibration.op_seconds * 1e6, 2), run_us: round(calibration.run_seconds * 1e6, 1) };
         for (const type of types.filter((t) => process.argv.includes('--types') || !shape.types || shape.types.includes(t))) {
           const name = `${shapeName}-${type}-p${workers}`;
           const run = { model, dataset, output_dir: path.join(root, name), ...TYPES[type], per_device_train_batch_size: shape.batch, gradient_accumulation_steps: MICRO, max_length: shape.seq, max_steps: caseSteps, logging_steps: 1, seed: 3, threads, learning_rate: 1e-5 };

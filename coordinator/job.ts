@@ -9,7 +9,7 @@ import type { TrainedStack } from '../recipe/layout.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
-import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
+import { CPU_DEFAULT, workerDevice, type DeviceProfile } from '../plan/devices.ts';
 import { stageShape } from '../plan/estimate.ts';
 import { planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
 import { requestFromStack } from '../plan/request.ts';
@@ -110,7 +110,7 @@ export class Job {
   private pendingCommit: { step: number; state: JobState } | null = null;
   private stepStarted = Date.now();
   private resumeDir: string;
-  private capacities: number[] = [];
+  private capacities: { device: string; memoryBytes: number }[] = [];
   /** Why the job was aborted, when it was. */
   abortReason: string | null = null;
 
@@ -133,6 +133,7 @@ export class Job {
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
     if (this.abortReason) return Promise.reject(new JobRefused(this.abortReason));
+    if (!['', 'cpu', 'cuda'].includes(req.device)) return Promise.reject(new JobRefused(`worker ${req.workerId} reports device '${req.device}': start it with --device cpu or --device cuda`));
     return new Promise((resolve, reject) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
       this.waiting.push({ req, resolve, reject });
@@ -161,7 +162,8 @@ export class Job {
     // The mask-blind baseline prices every block as trainable; memory still follows the real mask.
     const all = paramSpecs(stack.config).map((p) => p.name);
     const costModel = this.o.ignoreMask ? new StageModel({ ...shape, trainable: all, trainedSoFar: all, everTrainable: all }) : undefined;
-    return { model, costModel, workers: this.capacities.slice(0, workers).map((memoryBytes) => ({ ...CPU_DEFAULT, memoryBytes })) };
+    // Each worker is priced on its own device's memory model (a CUDA worker's limit is device memory).
+    return { model, costModel, workers: this.capacities.slice(0, workers).map((c) => workerDevice(c.device, c.memoryBytes)) };
   }
 
   /** Which rank of which stage does not fit, by how much: the time-balanced split priced without limits. */
@@ -170,7 +172,7 @@ export class Job {
     const free = unconstrainedPartition(req);
     const over = free.map((p, r) => ({ r, p, by: p.memoryBytes - req.workers[r].memoryBytes })).sort((a, b) => b.by - a.by)[0];
     const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-    return `the run does not fit the workers' memory: stage ${stage + 1}/${this.stages}, rank ${over.r} (worker ${this.waiting[over.r]?.req.workerId ?? over.r}, blocks ${over.p.start}..${over.p.end - 1}) needs ${over.p.memoryBytes} bytes (${gib(over.p.memoryBytes)}) but the worker offers ${req.workers[over.r].memoryBytes} bytes (${gib(req.workers[over.r].memoryBytes)}, its --memory-gb); no split of the ${this.o.stack.config.numLayers} blocks over ${workers} workers fits. Add workers or memory, use --quantize 4bit or fewer micro-batches in flight; \`propipe plan\` shows what fits`;
+    return `the run does not fit the workers' memory: stage ${stage + 1}/${this.stages}, rank ${over.r} (worker ${this.waiting[over.r]?.req.workerId ?? over.r}, blocks ${over.p.start}..${over.p.end - 1}) needs ${over.p.memoryBytes} bytes (${gib(over.p.memoryBytes)}) but the worker offers ${req.workers[over.r].memoryBytes} bytes (${gib(req.workers[over.r].memoryBytes)}, its --memory-gb${req.workers[over.r].kind === 'gpu' ? ' of CUDA device memory, which includes the CUDA runtime' : ''}); no split of the ${this.o.stack.config.numLayers} blocks over ${workers} workers fits. Add workers or memory, use --quantize 4bit or fewer micro-batches in flight; \`propipe plan\` shows what fits`;
   }
 
   /** Ends the job before it starts: every waiting worker is told why, and the coordinator exits. */
@@ -188,7 +190,7 @@ export class Job {
     // Stable rank identities where workers give hints (Indexed Job pods): rank i is pod i.
     const hint = (w: { req: RegisterRequest }) => (w.req.rankHint >= 0 ? w.req.rankHint : Infinity);
     this.waiting.sort((a, b) => hint(a) - hint(b));
-    this.capacities = this.waiting.map((w) => w.req.memoryBytes);
+    this.capacities = this.waiting.map((w) => ({ device: w.req.device, memoryBytes: w.req.memoryBytes }));
     try {
       // Every stage must fit before any worker loads weights, not only the one the run starts in.
       this.o.stack.plan.stages.forEach((_, k) => this.plan(k));

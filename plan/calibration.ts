@@ -17,6 +17,8 @@ export const calibrationSchema = z.object({
   /** What was measured, and the figures the cpu profile takes from it. */
   matmul_flops: z.number().positive(),
   bandwidth: z.number().positive(),
+  /** Element-wise ops with exp/sigmoid per element (absent in files written before it was measured). */
+  math_bandwidth: z.number().positive().optional(),
   op_seconds: z.number().nonnegative(),
   run_seconds: z.number().nonnegative(),
   optimizer_seconds_per_param: z.number().nonnegative(),
@@ -56,6 +58,7 @@ export function cpuProfile(c: Calibration | null, memoryBytes: number): DevicePr
     memoryBytes,
     matmulFlops: c.matmul_flops,
     bandwidth: c.bandwidth,
+    mathBandwidth: c.math_bandwidth ?? CPU_DEFAULT.mathBandwidth,
     opSeconds: c.op_seconds,
     runSeconds: c.run_seconds,
     optimizerSecondsPerParam: c.optimizer_seconds_per_param,

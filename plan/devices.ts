@@ -14,6 +14,8 @@ export interface DeviceProfile {
   matmulFlops: number;
   /** Peak memory bandwidth, bytes/s (element-wise ops are bound by it). */
   bandwidth: number;
+  /** Bytes/s of element-wise ops that evaluate exp/log/sigmoid (Softmax, Sigmoid, ...): compute-bound on a CPU. */
+  mathBandwidth: number;
   /** Fraction of both peaks each phase reaches (calibrated on CPU, assumed on GPUs). */
   efficiency: Record<Phase, number>;
   /** Fixed cost per executed op (kernel launch and ONNX Runtime dispatch), seconds. */
@@ -49,6 +51,8 @@ const gpu = (name: string, memGiB: number, tf32: number, bandwidth: number, host
   memoryBytes: memGiB * GiB,
   matmulFlops: tf32 * T,
   bandwidth,
+  // A GPU's special-function units keep these ops memory-bound.
+  mathBandwidth: bandwidth,
   efficiency: { ...GPU_EFFICIENCY },
   opSeconds: 10e-6,
   hostLink,
@@ -74,6 +78,7 @@ export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
   kind: 'cpu',
   matmulFlops: 384e9,
   bandwidth: 8e9,
+  mathBandwidth: 8e9,
   efficiency: { forward: 0.6, recompute: 0.6, inputGrad: 0.45, weightGrad: 0.45 },
   opSeconds: 20e-6,
   hostLink: Infinity,
@@ -81,3 +86,23 @@ export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
   deviceRuntimeBytes: 0,
   source: 'uncalibrated defaults (run `propipe plan --calibrate` on the machine that trains)',
 };
+
+/**
+ * The profile the coordinator prices a registered worker with: the memory model follows the worker's
+ * device (`--device cpu|cuda`: RSS of one process, or device memory with AdamW state and JS copies on the
+ * host and the CUDA runtime's allowance), the limit is its `--memory-gb`. A CUDA worker does not say which
+ * GPU it is: its times (which only balance the ranks) use the A10G's figures, the users' GPU.
+ * One object per (device, memory), so the stage model's per-device tables are shared by equal workers.
+ */
+export function workerDevice(device: string, memoryBytes: number): DeviceProfile {
+  const key = `${device}:${memoryBytes}`;
+  let d = WORKER_DEVICES.get(key);
+  if (!d) {
+    if (!['', 'cpu', 'cuda'].includes(device)) throw new Error(`worker device '${device}' is not cpu or cuda: start the worker with --device cpu or --device cuda`);
+    d = device === 'cuda' ? { ...GPUS.a10g, name: 'cuda', memoryBytes } : { ...CPU_DEFAULT, memoryBytes };
+    if (WORKER_DEVICES.size > 256) WORKER_DEVICES.clear();
+    WORKER_DEVICES.set(key, d);
+  }
+  return d;
+}
+const WORKER_DEVICES = new Map<string, DeviceProfile>();

@@ -27,6 +27,9 @@ export interface RankReport {
   fits: boolean;
   forward_seconds: number;
   backward_seconds: number;
+  /** ZB-H1 only: the backward as its input-gradient (B) and weight-gradient (W) runs; else 0. */
+  backward_input_seconds: number;
+  backward_weight_seconds: number;
   optimizer_seconds: number;
   /** Busy time of this rank in one optimizer step: M × (forward + backward) + optimizer. */
   step_seconds: number;
@@ -71,8 +74,10 @@ const blocksOf = (p: { start: number; end: number }) => `${p.start}..${p.end - 1
 function report(model: StageModel, req: RunRequest, stage: number, plan: RankPlan[], refused: StageReport['refused']): StageReport {
   const P = plan.length;
   const M = req.microBatches;
+  const zb = req.schedule === 'zb1';
   const ranks: RankReport[] = plan.map((p, r) => {
     const e = estimateRank(model, p.start, p.end, r, P, req.device);
+    const backward = zb ? e.backwardInputSeconds + e.backwardWeightSeconds : e.backwardSeconds;
     return {
       rank: r,
       blocks: blocksOf(p),
@@ -85,18 +90,25 @@ function report(model: StageModel, req: RunRequest, stage: number, plan: RankPla
       host_bytes: e.hostBytes,
       fits: e.memoryBytes <= req.device.memoryBytes,
       forward_seconds: e.forwardSeconds,
-      backward_seconds: e.backwardSeconds,
+      backward_seconds: backward,
+      backward_input_seconds: zb ? e.backwardInputSeconds : 0,
+      backward_weight_seconds: zb ? e.backwardWeightSeconds : 0,
       optimizer_seconds: e.optimizerSeconds,
-      step_seconds: M * (e.forwardSeconds + e.backwardSeconds) + e.optimizerSeconds,
+      step_seconds: M * (e.forwardSeconds + backward) + e.optimizerSeconds,
       trainable_params: e.trainableParams,
     };
   });
   const rs = roles(ranks.map((r) => r.backward_seconds > 0));
-  // ZB-H1 is priced as 1F1B: the same activations in flight; its smaller bubble is not modelled yet.
-  const kind = req.schedule === 'zb1' ? '1f1b' : req.schedule;
+  // The executor's own action lists, run against each other with each rank's times; ZB-H1's W runs
+  // fill the cool-down bubble.
   const sim = simulate(
-    rs.map((role) => scheduleOf(kind, role, M)),
-    { forward: ranks.map((r) => r.forward_seconds), backward: ranks.map((r) => r.backward_seconds) },
+    rs.map((role) => scheduleOf(req.schedule, role, M)),
+    {
+      forward: ranks.map((r) => r.forward_seconds),
+      backward: ranks.map((r) => r.backward_seconds),
+      backwardInput: ranks.map((r) => r.backward_input_seconds),
+      backwardWeight: ranks.map((r) => r.backward_weight_seconds),
+    },
   );
   const step = sim.makespan + Math.max(...ranks.map((r) => r.optimizer_seconds)) + req.device.runSeconds * 2;
   const s = req.stages.stages[stage];
@@ -160,7 +172,7 @@ export interface Alternative {
  * micro-batches with the same tokens per step, half-precision or 4-bit frozen weights, and combinations.
  */
 export function alternatives(req: RunRequest, canQuantize: boolean): Alternative[] {
-  const variants: { change: string; req: RunRequest }[] = [];
+  const variants: { change: string; req: RunRequest }[] = [...microBatchVariants(req)];
   if (req.frozenDtype === 'fp32' && req.quantBlockSize === null) variants.push({ change: 'frozen weights in bf16', req: { ...req, frozenDtype: 'bf16' } });
   if (canQuantize && req.quantBlockSize === null) variants.push({ change: '4-bit frozen weights', req: { ...req, quantBlockSize: 32 } });
   if (req.batch > 1) {
@@ -182,6 +194,33 @@ export function alternatives(req: RunRequest, canQuantize: boolean): Alternative
   }
   return out;
 }
+
+/** A pipeline bubble above this share of the step is worth more micro-batches. */
+export const LARGE_BUBBLE = 0.25;
+
+/**
+ * Micro-batch changes worth planning: with GPipe every micro-batch's input is held until its backward,
+ * 1F1B holds at most P − r; and a large bubble shrinks with more micro-batches per step — the fewest of
+ * 2×, 4×, 8× that bring it under LARGE_BUBBLE (1F1B's activations in flight stay bounded by the ranks, so
+ * memory barely moves; the step holds more tokens, so the learning rate or step count may need a look).
+ */
+function microBatchVariants(req: RunRequest): { change: string; req: RunRequest }[] {
+  const out: { change: string; req: RunRequest }[] = [];
+  if (req.schedule === 'gpipe' && req.workers > 1) out.push({ change: `--schedule 1f1b (at most ${req.workers} micro-batches in flight instead of ${req.microBatches})`, req: { ...req, schedule: '1f1b' } });
+  if (req.workers < 2) return out;
+  const bubbleOf = (r: RunReport) => Math.max(...r.stages.map((s) => s.bubble));
+  const now = bubbleOf(planRun(req));
+  if (now <= LARGE_BUBBLE) return out;
+  let pick: { m: number; req: RunRequest; bubble: number } | null = null;
+  for (const k of [2, 4, 8]) {
+    const more = { ...req, microBatches: req.microBatches * k };
+    pick = { m: more.microBatches, req: more, bubble: bubbleOf(planRun(more)) };
+    if (pick.bubble <= LARGE_BUBBLE) break;
+  }
+  if (pick && pick.bubble < now) out.push({ change: `${pick.m} micro-batches per step (bubble ${pct(now)} → ${pct(pick.bubble)}; ${pick.m / req.microBatches}× the tokens per step)`, req: pick.req });
+  return out;
+}
+const pct = (x: number) => `${Math.round(x * 100)} %`;
 
 /** The fewest workers in [lo, hi] that fit, by bisection (more workers never need more memory per rank). */
 function fewestWorkers(req: RunRequest, lo: number, hi: number): { request: RunRequest; report: RunReport } | null {

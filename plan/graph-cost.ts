@@ -1,6 +1,9 @@
 // What one run of a builder graph costs, counted from its nodes at a concrete batch and sequence length:
 //   MatMul / MatMulNBits / Gemm   flops = 2 · numel(output) · K            (K = A's last dim)
-//   every other op                bytes = Σ numel(inputs) + numel(outputs), times the element size
+//   every other op                bytes = Σ numel(inputs) + numel(outputs), times the element size;
+//                                 of which mathBytes for ops that evaluate exp/log/sigmoid per element
+//                                 (Softmax, Sigmoid, Exp, ...): they run far below memory bandwidth on a
+//                                 CPU (Softmax 4 GB/s against Add's 39 GB/s here), so devices price them apart
 //   shape-only ops (Reshape, Shape, Identity, Unsqueeze, Squeeze, constants) cost nothing
 // and `nodes` counts the ops that do work (each has a fixed launch overhead). Pure: no ONNX Runtime.
 import { BYTES_PER_ELEMENT } from '../model/graph/dtype.ts';
@@ -9,25 +12,28 @@ import type { Graph, Node } from '../model/graph/graph.ts';
 export interface OpCost {
   flops: number;
   bytes: number;
+  /** The part of `bytes` moved by transcendental ops (exp, log, sigmoid, tanh, erf per element). */
+  mathBytes: number;
   nodes: number;
 }
 
-export const ZERO: OpCost = { flops: 0, bytes: 0, nodes: 0 };
+export const ZERO: OpCost = { flops: 0, bytes: 0, mathBytes: 0, nodes: 0 };
 
 export function addCost(...cs: OpCost[]): OpCost {
-  return cs.reduce((a, c) => ({ flops: a.flops + c.flops, bytes: a.bytes + c.bytes, nodes: a.nodes + c.nodes }), ZERO);
+  return cs.reduce((a, c) => ({ flops: a.flops + c.flops, bytes: a.bytes + c.bytes, mathBytes: a.mathBytes + c.mathBytes, nodes: a.nodes + c.nodes }), ZERO);
 }
 
 export function subCost(a: OpCost, b: OpCost): OpCost {
-  return { flops: Math.max(0, a.flops - b.flops), bytes: Math.max(0, a.bytes - b.bytes), nodes: Math.max(0, a.nodes - b.nodes) };
+  return { flops: Math.max(0, a.flops - b.flops), bytes: Math.max(0, a.bytes - b.bytes), mathBytes: Math.max(0, a.mathBytes - b.mathBytes), nodes: Math.max(0, a.nodes - b.nodes) };
 }
 
 export function scaleCost(c: OpCost, k: number): OpCost {
-  return { flops: c.flops * k, bytes: c.bytes * k, nodes: c.nodes * k };
+  return { flops: c.flops * k, bytes: c.bytes * k, mathBytes: c.mathBytes * k, nodes: c.nodes * k };
 }
 
 const FREE = new Set(['Reshape', 'Shape', 'Identity', 'Unsqueeze', 'Squeeze', 'Constant', 'ConstantOfShape']);
 const MATMUL = new Set(['MatMul', 'MatMulNBits', 'Gemm']);
+const TRANSCENDENTAL = new Set(['Softmax', 'LogSoftmax', 'Exp', 'Log', 'Sigmoid', 'Tanh', 'Erf', 'Pow', 'SoftmaxCrossEntropyLoss']);
 
 /** Concrete shapes of a graph's values, with `batch` and `seq` bound and -1 reshapes resolved by element count. */
 export class ConcreteShapes {
@@ -82,11 +88,11 @@ export function nodeCost(g: Graph, n: Node, shapes: ConcreteShapes): OpCost {
   if (MATMUL.has(n.op)) {
     const out = shapes.numel(n.outputs[0]);
     const k = n.op === 'MatMulNBits' ? (n.attrs.K as number) : shapes.of(n.inputs[0]).at(-1)!;
-    return { flops: 2 * out * k, bytes: 0, nodes: 1 };
+    return { flops: 2 * out * k, bytes: 0, mathBytes: 0, nodes: 1 };
   }
   let bytes = 0;
   for (const v of [...n.inputs, ...n.outputs]) if (v) bytes += shapes.numel(v) * BYTES_PER_ELEMENT[g.info(v).dtype];
-  return { flops: 0, bytes, nodes: 1 };
+  return { flops: 0, bytes, mathBytes: TRANSCENDENTAL.has(n.op) ? bytes : 0, nodes: 1 };
 }
 
 /**
@@ -102,6 +108,40 @@ export function foldedNodes(g: Graph, nodes: readonly Node[], frozen: ReadonlySe
     n.outputs.forEach((o) => constant.add(o));
   }
   return folded;
+}
+
+/**
+ * Nodes ONNX Runtime's CPU and CUDA graph optimizers fuse into a neighbouring MatMul, so they never run:
+ * a Transpose of the last two axes whose every consumer is a MatMul (MatMulTransposeFusion → FusedMatMul
+ * transA/transB), and a Mul or Div by a scalar constant on a MatMul's only output or feeding only MatMuls
+ * (MatMulScaleFusion → FusedMatMul alpha). LoRA's Aᵀ, Bᵀ and α/r scale, attention's Kᵀ and 1/√d are such
+ * nodes. Counted as free in time only: `skip` (folded nodes) is left out.
+ */
+export function fusedNodes(g: Graph, nodes: readonly Node[], skip: ReadonlySet<Node> = new Set()): Set<Node> {
+  const consumers = new Map<string, Node[]>();
+  for (const n of nodes) for (const i of n.inputs) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+  const onlyMatMuls = (v: string) => {
+    const c = consumers.get(v) ?? [];
+    return c.length > 0 && c.every((m) => m.op === 'MatMul') && !g.outputs.includes(v);
+  };
+  const scalar = (v: string) => g.initializers.get(v)?.dims.reduce((a, b) => a * b, 1) === 1;
+  const fused = new Set<Node>();
+  for (const n of nodes) {
+    if (skip.has(n)) continue;
+    if (n.op === 'Transpose') {
+      const perm = n.attrs.perm as number[] | undefined;
+      const r = perm?.length ?? 0;
+      const swapsLast = !!perm && r >= 2 && perm[r - 1] === r - 2 && perm[r - 2] === r - 1 && perm.slice(0, r - 2).every((p, i) => p === i);
+      if (swapsLast && onlyMatMuls(n.outputs[0])) fused.add(n);
+    } else if ((n.op === 'Mul' || n.op === 'Div') && n.inputs.length === 2) {
+      const k = n.op === 'Div' ? (scalar(n.inputs[1]) ? 1 : -1) : scalar(n.inputs[1]) ? 1 : scalar(n.inputs[0]) ? 0 : -1;
+      if (k < 0) continue;
+      const x = n.inputs[1 - k];
+      const fromMatMul = g.producer(x)?.op === 'MatMul' && consumers.get(x)?.length === 1 && !g.outputs.includes(x);
+      if (fromMatMul || onlyMatMuls(n.outputs[0])) fused.add(n);
+    }
+  }
+  return fused;
 }
 
 /** Run-time cost of `nodes` (folded constants excluded). */

@@ -29,6 +29,11 @@ export function inFlight(schedule: ScheduleKind, microBatches: number, rank: num
   return schedule === 'gpipe' ? microBatches : Math.min(microBatches, ranks - rank);
 }
 
+/** Micro-batches whose weight-gradient pass a rank defers, holding their stash: ZB-H1 defers up to r on rank r. */
+export function deferredWeights(schedule: ScheduleKind, microBatches: number, rank: number): number {
+  return schedule === 'zb1' ? Math.min(microBatches, rank) : 0;
+}
+
 export class PartitionError extends Error {
   constructor(message: string) {
     super(message);
@@ -38,7 +43,7 @@ export class PartitionError extends Error {
 
 export function estimateRank(model: StageModel, start: number, end: number, rank: number, ranks: number, device: DeviceProfile): RankEstimate {
   const s = model.s;
-  return model.rank(start, end, rank === 0, rank === ranks - 1, inFlight(s.schedule, s.microBatches, rank, ranks), device);
+  return model.rank(start, end, rank === 0, rank === ranks - 1, inFlight(s.schedule, s.microBatches, rank, ranks), device, deferredWeights(s.schedule, s.microBatches, rank));
 }
 
 export function planPartition(req: PartitionRequest): RankPlan[] {

@@ -25,7 +25,8 @@ export function formatReport(r: RunReport): string {
   out.push(`${r.workers} × ${r.device} (${gib(r.memory_limit_bytes)} GiB each), ${r.schedule}, ${r.micro_batches} micro-batches of ${r.batch} × ${r.seq} tokens, frozen weights ${r.quantized ? '4-bit' : r.frozen_dtype}; memory in GiB (${memoryKind})`);
   for (const s of r.stages) {
     out.push('', `stage ${s.stage + 1}/${r.stages.length}: layers [${s.layers.join(',')}] train (${s.trainable_tensors} tensors)`);
-    const head = ['rank', 'blocks', ...COLUMNS.map((c) => c[1]), 'total', ...(r.device === 'cpu' ? [] : ['host']), 'fits', 'F ms/mb', 'B ms/mb', 'busy s/step'];
+    const zb = r.schedule === 'zb1';
+    const head = ['rank', 'blocks', ...COLUMNS.map((c) => c[1]), 'total', ...(r.device === 'cpu' ? [] : ['host']), 'fits', 'F ms/mb', ...(zb ? ['B ms/mb', 'W ms/mb'] : ['B ms/mb']), 'busy s/step'];
     const rows = s.ranks.map((k) => [
       String(k.rank),
       `${k.embed ? 'emb+' : ''}${k.blocks}${k.head ? '+head' : ''}`,
@@ -34,7 +35,7 @@ export function formatReport(r: RunReport): string {
       ...(r.device === 'cpu' ? [] : [gib(k.host_bytes)]),
       k.fits ? 'yes' : 'NO',
       (k.forward_seconds * 1e3).toFixed(1),
-      (k.backward_seconds * 1e3).toFixed(1),
+      ...(zb ? [k.backward_input_seconds, k.backward_weight_seconds] : [k.backward_seconds]).map((x) => (x * 1e3).toFixed(1)),
       k.step_seconds.toFixed(3),
     ]);
     out.push(table([head, ...rows]));

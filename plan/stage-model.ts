@@ -2,8 +2,8 @@
 // micro-batch and in memory. Inputs are plain data (config, tensor names, sizes), so the CLI, the
 // coordinator's partition planner and the benchmarks all price ranks with the same formulas.
 //
-// Time per micro-batch on rank r (seconds), with T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds
-// for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
+// Time per micro-batch on rank r (seconds), with T(c) = (flops/peak + bytes/bandwidth + mathBytes/mathBandwidth)/eff + nodes·opSeconds
+// (mathBytes: exp/log/sigmoid ops, at their own rate) for each phase's op counts c (plan/unit-costs.ts, counted from the graphs the rank builds):
 //   forward   Σ_units T(forward)                              (not on the last rank when it runs backward:
 //                                                              its backward graph also yields the loss)
 //   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + the head's teacher forward (distillation)
@@ -12,6 +12,9 @@
 //             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
+//   ZB-H1 (zb1) runs the backward as two graphs (model/autodiff/split.ts): B = recompute + inputGrad
+//   (+ the loss on the last rank), W = weightGrad, each with its own runSeconds; on a GPU the stash B
+//   hands to W crosses the host link twice. The schedule simulation places W in the bubbles.
 // Memory of rank r (bytes), W = frozen bytes as stored (4-bit codes+scales, fp32/bf16/fp16), P trainable params:
 //   frozen weights   W · (forwardSessionCopies + loaderCopies) + backward session: W_recompute-only ·
 //                    backwardRecomputeCopies + W_crossed · backwardCrossCopies; the embedding table
@@ -21,6 +24,7 @@
 //   AdamW state      8 · P_moments (two float32 moments of every tensor trained so far)
 //   activations      in-flight inputs · batch·seq·hidden·4 + backwardArenaFactor·(saved + gradient transients)
 //                    + forwardWorkingValues · largest forward value
+//                    + ZB-H1: the stash of each micro-batch whose W is deferred (rank r defers r)
 //   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
 //                    value, and on the head the in-flight teacher hidden states (its logits: headCosts)
 //   runtime          processBytes (CPU) or deviceRuntimeBytes (GPU)
@@ -75,6 +79,9 @@ export interface RankEstimate {
   /** Seconds per micro-batch of the forward and backward runs (0 when the rank does not run them). */
   forwardSeconds: number;
   backwardSeconds: number;
+  /** ZB-H1's split of the backward: input-gradient graph B and weight-gradient graph W, per micro-batch. */
+  backwardInputSeconds: number;
+  backwardWeightSeconds: number;
   /** Seconds of the optimizer step for this rank's trainable tensors. */
   optimizerSeconds: number;
   trainableParams: number;
@@ -90,6 +97,9 @@ type Trains = 'none' | 'block' | 'lora';
 interface Table {
   fwd: Float64Array;
   bwd: Float64Array;
+  /** The weight-gradient share of bwd, and the ZB-H1 stash bytes. */
+  wgt: Float64Array;
+  stash: Float64Array;
   saved: Float64Array;
   gradPeak: Float64Array;
   peakValue: Float64Array;
@@ -111,9 +121,14 @@ interface Layer {
 
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
-/** T(c) = flops/(peak·eff) + bytes/(bandwidth·eff) + nodes·opSeconds. */
+/** T(c) = (flops/peak + (bytes − mathBytes)/bandwidth + mathBytes/mathBandwidth)/eff + nodes·opSeconds. */
 export function phaseSeconds(device: DeviceProfile, phase: Phase, c: OpCost): number {
-  return (c.flops / device.matmulFlops + c.bytes / device.bandwidth) / device.efficiency[phase] + c.nodes * device.opSeconds;
+  return atPeakSeconds(device, c) / device.efficiency[phase] + c.nodes * device.opSeconds;
+}
+
+/** Seconds of `c` at the device's peaks (no efficiency, no per-op cost). */
+export function atPeakSeconds(d: Pick<DeviceProfile, 'matmulFlops' | 'bandwidth' | 'mathBandwidth'>, c: OpCost): number {
+  return c.flops / d.matmulFlops + (c.bytes - c.mathBytes) / d.bandwidth + c.mathBytes / d.mathBandwidth;
 }
 const LORA = /^(.*)\.lora_([AB])\.weight$/;
 
@@ -223,15 +238,16 @@ export class StageModel {
     return this.once('teacher', () => teacherUnits(this.s.base, this.dims));
   }
 
-  private readonly times = new WeakMap<DeviceProfile, Map<PhaseCosts, { forward: number; backward: number }>>();
+  private readonly times = new WeakMap<DeviceProfile, Map<PhaseCosts, { forward: number; backward: number; weight: number }>>();
 
   /** Seconds of a unit's forward run and of its share of the backward run, on `device`. */
-  private unitSeconds(device: DeviceProfile, u: PhaseCosts): { forward: number; backward: number } {
+  private unitSeconds(device: DeviceProfile, u: PhaseCosts): { forward: number; backward: number; weight: number } {
     let m = this.times.get(device);
     if (!m) this.times.set(device, (m = new Map()));
     let t = m.get(u);
     if (!t) {
-      t = { forward: phaseSeconds(device, 'forward', u.forward), backward: phaseSeconds(device, 'recompute', u.recompute) + phaseSeconds(device, 'inputGrad', u.inputGrad) + phaseSeconds(device, 'weightGrad', u.weightGrad) };
+      const weight = phaseSeconds(device, 'weightGrad', u.weightGrad);
+      t = { forward: phaseSeconds(device, 'forward', u.forward), backward: phaseSeconds(device, 'recompute', u.recompute) + phaseSeconds(device, 'inputGrad', u.inputGrad) + weight, weight };
       m.set(u, t);
     }
     return t;
@@ -248,13 +264,15 @@ export class StageModel {
     const k = backward ? 1 : 0;
     if (pair[k]) return pair[k];
     const L = this.layers.length;
-    const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), saved: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
+    const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), wgt: new Float64Array(L + 1), stash: new Float64Array(L + 1), saved: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
     for (let i = 0; i < L; i++) {
       const u = this.block(i, backward);
       const sec = this.unitSeconds(device, u);
       const l = this.layers[i];
       t.fwd[i + 1] = t.fwd[i] + sec.forward;
       t.bwd[i + 1] = t.bwd[i] + sec.backward;
+      t.wgt[i + 1] = t.wgt[i] + sec.weight;
+      t.stash[i + 1] = t.stash[i] + u.stashBytes;
       t.saved[i + 1] = t.saved[i] + u.savedBytes;
       t.gradPeak[i] = u.gradBytes;
       t.peakValue[i] = u.peakValueBytes;
@@ -265,7 +283,8 @@ export class StageModel {
     return t;
   }
 
-  rank(start: number, end: number, embed: boolean, head: boolean, inFlight: number, device: DeviceProfile): RankEstimate {
+  /** `deferred`: micro-batches whose W waits (ZB-H1), each holding its stash. */
+  rank(start: number, end: number, embed: boolean, head: boolean, inFlight: number, device: DeviceProfile, deferred = 0): RankEstimate {
     const rt = this.rt;
     const c = this.s.config;
     const backward = this.runsBackward(end, head);
@@ -279,6 +298,8 @@ export class StageModel {
     const quantBytes = P[4][end] - P[4][start];
     let fwd = t.fwd[end] - t.fwd[start];
     let bwd = t.bwd[end] - t.bwd[start];
+    let wgt = t.wgt[end] - t.wgt[start];
+    let stash = t.stash[end] - t.stash[start];
     let savedSum = t.saved[end] - t.saved[start];
     let gradPeak = 0;
     let peakValue = 0;
@@ -297,6 +318,8 @@ export class StageModel {
       const sec = this.unitSeconds(device, u);
       fwd += sec.forward;
       bwd += sec.backward;
+      wgt += sec.weight;
+      stash += u.stashBytes;
       savedSum += u.savedBytes;
       if (u.gradBytes > gradPeak) gradPeak = u.gradBytes;
       if (u.peakValueBytes > peakValue) peakValue = u.peakValueBytes;
@@ -317,9 +340,14 @@ export class StageModel {
     let forwardSeconds = 0;
     if (runsForward) forwardSeconds = fwd + device.runSeconds + (frame * 2 + 4 * stageParams) * linkRate + (sendsUp ? frame / device.peerLink : 0) + (head ? 0 : teacherSeconds);
     let backwardSeconds = 0;
+    let backwardInputSeconds = 0;
+    let backwardWeightSeconds = 0;
     if (backward) {
       backwardSeconds = bwd + device.runSeconds + (frame * 2 + 8 * stageParams) * linkRate + (sendsDown ? frame / device.peerLink : 0);
       if (head) backwardSeconds += teacherSeconds;
+      // ZB-H1: W is a second run that takes the stash and yields the weight gradients.
+      backwardWeightSeconds = wgt > 0 ? wgt + device.runSeconds + (2 * stash + 8 * stageParams) * linkRate : 0;
+      backwardInputSeconds = backwardSeconds - wgt - 8 * stageParams * linkRate;
     }
 
     // Memory (formulas in the header).
@@ -334,6 +362,8 @@ export class StageModel {
     const gradients = 4 * stageParams * (this.s.microBatches > 1 ? 2 : 1);
     const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq);
     const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);
+    // JS holds the stashes (the Node API keeps no device tensors): host memory on a GPU.
+    const stashes = backward && wgt > 0 ? deferred * stash : 0;
     let teacher = 0;
     if (this.s.distill) {
       const tu = this.teacher();
@@ -342,10 +372,10 @@ export class StageModel {
     const gpu = device.kind === 'gpu';
     const memory: MemoryBreakdown = gpu
       ? { frozenWeights: frozenSessions, trainableWeights: 4 * stageParams, gradients: 4 * stageParams, optimizer: 0, activations: arena, teacher, runtime: device.deviceRuntimeBytes }
-      : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena, teacher, runtime: rt.processBytes };
+      : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena + stashes, teacher, runtime: rt.processBytes };
     const memoryBytes = Math.ceil(sum(Object.values(memory)));
-    const hostBytes = gpu ? rt.processBytes + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs : memoryBytes;
+    const hostBytes = gpu ? rt.processBytes + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs + stashes : memoryBytes;
     const optimizerSeconds = stageParams * device.optimizerSecondsPerParam;
-    return { forwardSeconds, backwardSeconds, optimizerSeconds, trainableParams: stageParams, memory, memoryBytes, hostBytes };
+    return { forwardSeconds, backwardSeconds, backwardInputSeconds, backwardWeightSeconds, optimizerSeconds, trainableParams: stageParams, memory, memoryBytes, hostBytes };
   }
 }

@@ -13,12 +13,12 @@
 // Blocks of one model have the same shapes, so one graph per (state, adapters) serves every layer.
 import { backward } from '../model/autodiff/backward.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
-import type { Graph } from '../model/graph/graph.ts';
+import type { Graph, Node } from '../model/graph/graph.ts';
 import { liveNodes } from '../model/graph/serialize.ts';
 import { ParamBinder, type LoraSpec } from '../model/llama/params.ts';
 import { buildRangeGraph, type BlockRange } from '../model/llama/range-graph.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
-import { addCost, foldedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
+import { addCost, foldedNodes, fusedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
 
 export type BlockState = 'forward' | 'cross' | 'train' | 'train-bottom';
 
@@ -33,6 +33,12 @@ export interface PhaseCosts {
   gradBytes: number;
   /** Largest single value of the forward graph. */
   peakValueBytes: number;
+  /**
+   * ZB-H1's stash: bytes of the values the weight-gradient nodes read from the recompute and
+   * input-gradient nodes (model/autodiff/split.ts hands them from B to W). A rank holds them for each
+   * micro-batch whose W it defers; on a GPU they cross host memory twice (B's outputs, W's inputs).
+   */
+  stashBytes: number;
 }
 
 export interface UnitSpec {
@@ -43,7 +49,7 @@ export interface UnitSpec {
   trains: 'block' | 'lora';
 }
 
-const NO_GRAD: Omit<PhaseCosts, 'forward' | 'peakValueBytes'> = { recompute: ZERO, inputGrad: ZERO, weightGrad: ZERO, savedBytes: 0, gradBytes: 0 };
+const NO_GRAD: Omit<PhaseCosts, 'forward' | 'peakValueBytes'> = { recompute: ZERO, inputGrad: ZERO, weightGrad: ZERO, savedBytes: 0, gradBytes: 0, stashBytes: 0 };
 
 interface Built {
   graph: Graph;
@@ -75,12 +81,20 @@ const frozenOf = (b: Built, trainable: readonly string[]) => new Set([...b.param
 function forwardOnly(b: Built, dims: Record<string, number>, trainable: readonly string[] = []): Pick<PhaseCosts, 'forward' | 'peakValueBytes'> {
   const live = liveNodes(b.graph);
   const folded = foldedNodes(b.graph, live, frozenOf(b, trainable));
-  return { forward: nodesCost(b.graph, live, dims, folded), peakValueBytes: largestValueBytes(b.graph, live, dims, folded) };
+  return { forward: nodesCost(b.graph, live, dims, withFused(b.graph, live, folded)), peakValueBytes: largestValueBytes(b.graph, live, dims, folded) };
 }
 
-/** Recompute and gradient costs of the backward graph with respect to `wrt`. */
-function backwardCost(b: Built, config: ModelConfig, head: boolean, wrt: string[], dims: Record<string, number>): { recompute: OpCost; grad: OpCost; savedBytes: number; gradBytes: number } {
-  if (wrt.length === 0) return { recompute: ZERO, grad: ZERO, savedBytes: 0, gradBytes: 0 };
+/** Nodes that cost no time: folded at session build, or fused into a MatMul by ONNX Runtime (memory still counts them). */
+function withFused(g: Graph, live: readonly Node[], folded: ReadonlySet<Node>): Set<Node> {
+  return new Set([...folded, ...fusedNodes(g, live, folded)]);
+}
+
+/**
+ * Recompute and gradient costs of the backward graph with respect to `wrt`; with `inputs` (the part of
+ * `wrt` that B yields, the rest being weights), also the ZB-H1 stash between B and W.
+ */
+function backwardCost(b: Built, config: ModelConfig, head: boolean, wrt: string[], dims: Record<string, number>, inputs: readonly string[] = []): { recompute: OpCost; grad: OpCost; savedBytes: number; gradBytes: number; stashBytes: number } {
+  if (wrt.length === 0) return { recompute: ZERO, grad: ZERO, savedBytes: 0, gradBytes: 0, stashBytes: 0 };
   const g = b.graph.clone('count_backward');
   g.outputs.splice(0);
   const seedGrad = head ? g.input('loss_scale', 'float32', []) : g.input('grad.hidden_out', 'float32', ['batch', 'seq', config.hiddenSize]);
@@ -93,7 +107,23 @@ function backwardCost(b: Built, config: ModelConfig, head: boolean, wrt: string[
   const fwd = live.filter((n) => forward.has(n));
   const rest = live.filter((n) => !forward.has(n));
   const saved = savedBytes(g, fwd, rest, dims, folded);
-  return { recompute: nodesCost(g, fwd, dims, folded), grad: nodesCost(g, rest, dims, folded), savedBytes: saved, gradBytes: Math.max(0, livePeakBytes(g, live, dims, folded) - saved) };
+  let stash = 0;
+  if (inputs.length < wrt.length) {
+    // B: the nodes the input gradients (and, on the head, the loss) need; W: the other gradient nodes.
+    const bOut = [...(head ? [b.seed] : []), ...inputs.map((i) => grads.get(i)).filter((d): d is string => !!d)];
+    const bValues = new Set(liveNodes(onlyOutputs(g, bOut)).flatMap((n) => n.outputs));
+    const inB = (n: (typeof live)[number]) => n.outputs.some((o) => bValues.has(o));
+    stash = savedBytes(g, live.filter(inB), live.filter((n) => !inB(n)), dims, folded);
+  }
+  const free = withFused(g, live, folded);
+  return { recompute: nodesCost(g, fwd, dims, free), grad: nodesCost(g, rest, dims, free), savedBytes: saved, gradBytes: Math.max(0, livePeakBytes(g, live, dims, folded) - saved), stashBytes: stash };
+}
+
+/** A copy of `g` whose outputs are `outputs` (its live nodes are what computing them takes). */
+function onlyOutputs(g: Graph, outputs: readonly string[]): Graph {
+  const c = g.clone(`${g.name}_b`);
+  c.outputs.splice(0, c.outputs.length, ...outputs);
+  return c;
 }
 
 function blockTrainables(config: ModelConfig, layer: number, spec: UnitSpec, loraRank: number): string[] {
@@ -125,10 +155,10 @@ function countBlock(config: ModelConfig, spec: UnitSpec, loraRank: number, dims:
   const fwd = forwardOnly(b, dims, weights);
   if (spec.state === 'forward') return { ...fwd, ...NO_GRAD, recompute: fwd.forward, savedBytes: 0 };
   const input = spec.state === 'train-bottom' ? [] : [hidden];
-  const all = backwardCost(b, config, false, [...input, ...weights], dims);
+  const all = backwardCost(b, config, false, [...input, ...weights], dims, input);
   const only = spec.state === 'train' ? backwardCost(b, config, false, input, dims) : null;
   const inputGrad = spec.state === 'cross' ? all.grad : only ? only.grad : ZERO;
-  return { ...fwd, recompute: all.recompute, inputGrad, weightGrad: subCost(all.grad, inputGrad), savedBytes: all.savedBytes, gradBytes: all.gradBytes };
+  return { ...fwd, recompute: all.recompute, inputGrad, weightGrad: subCost(all.grad, inputGrad), savedBytes: all.savedBytes, gradBytes: all.gradBytes, stashBytes: all.stashBytes };
 }
 
 /** The final norm, LM head and loss (with the distillation KL when it runs). The last rank always runs its backward. */
@@ -141,10 +171,10 @@ function countHead(config: ModelConfig, o: { trains: boolean; distill: boolean; 
   const headNames = ['model.norm.weight', config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'];
   const fwd = forwardOnly(b, dims, o.trains ? headNames : []);
   const input = o.inputGrad ? [b.hiddenIn!] : [];
-  const all = backwardCost(b, config, true, [...input, ...(o.trains ? headNames : [])], dims);
+  const all = backwardCost(b, config, true, [...input, ...(o.trains ? headNames : [])], dims, input);
   const only = o.trains && o.inputGrad ? backwardCost(b, config, true, input, dims) : null;
   const inputGrad = o.trains ? (only?.grad ?? ZERO) : all.grad;
-  return { ...fwd, recompute: all.recompute, inputGrad, weightGrad: subCost(all.grad, inputGrad), savedBytes: all.savedBytes, gradBytes: all.gradBytes };
+  return { ...fwd, recompute: all.recompute, inputGrad, weightGrad: subCost(all.grad, inputGrad), savedBytes: all.savedBytes, gradBytes: all.gradBytes, stashBytes: all.stashBytes };
 }
 
 /** The token embedding: a Gather forward, and a scatter-add of its gradient when it trains. */
@@ -157,7 +187,7 @@ function countEmbed(config: ModelConfig, trains: boolean, dims: { batch: number;
   const fwd = forwardOnly(b, dims, trains ? ['model.embed_tokens.weight'] : []);
   if (!trains) return { ...fwd, ...NO_GRAD, recompute: fwd.forward };
   const all = backwardCost(b, config, false, ['model.embed_tokens.weight'], dims);
-  return { ...fwd, recompute: all.recompute, inputGrad: ZERO, weightGrad: all.grad, savedBytes: all.savedBytes, gradBytes: all.gradBytes };
+  return { ...fwd, recompute: all.recompute, inputGrad: ZERO, weightGrad: all.grad, savedBytes: all.savedBytes, gradBytes: all.gradBytes, stashBytes: 0 };
 }
 
 export interface TeacherUnits {

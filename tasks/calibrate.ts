@@ -1,8 +1,15 @@
 // `propipe plan --calibrate`: a short measured run on this machine with the real ONNX graphs, solved for
 // the figures the cpu profile needs (plan/devices.ts):
 //   matmul_flops   best of a chain of 1024³ float32 MatMuls (frozen weights, prepacked as blocks' are)
-//   bandwidth      an element-wise Add over 16 M floats: bytes in + out per second
-//   op_seconds     a chain of 200 tiny Adds: the fixed cost of one op
+//   bandwidth      a chain of element-wise Add/Mul over tensors the size of the probe's activations
+//                  (batch·seq·hidden floats): bytes in + out per second. A block's element-wise ops run on
+//                  tensors of 0.5–4 MB that stay in cache; one op over 16 M floats (DRAM, and the feed
+//                  and output copies) measured 4.8 GB/s here against 47–56 GB/s for the chain, so a DRAM
+//                  figure over-priced bytes-heavy graphs (small hidden sizes, LoRA's adapters) by 30 %.
+//   math_bandwidth the same for ops that evaluate exp/sigmoid per element: a chain of Softmax and Sigmoid
+//                  over the probe's attention scores (batch·heads·seq² floats); 10× slower than Add here
+//   op_seconds     the fixed cost of one op: the larger of a chain of 200 tiny Adds (dispatch) and the
+//                  intercept of the element-wise chain at two sizes (the threads' hand-off of a split op)
 //   run_seconds    one tiny graph run: the fixed cost of a session run (feeds, output copies)
 //   efficiency     per phase, predicted-at-peak time / measured time of a few real blocks:
 //                    forward    their forward graph
@@ -20,7 +27,8 @@ import { RangeProgram } from '../model/llama/program.ts';
 import { childLog } from '../common/log.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import type { Calibration } from '../plan/calibration.ts';
-import type { OpCost } from '../plan/graph-cost.ts';
+import { scaleCost, type OpCost } from '../plan/graph-cost.ts';
+import { atPeakSeconds } from '../plan/stage-model.ts';
 import { blockCosts } from '../plan/unit-costs.ts';
 
 const log = childLog({ component: 'calibrate' });
@@ -59,14 +67,39 @@ async function matmulPeak(threads: number): Promise<number> {
   return (depth * 2 * n ** 3) / t;
 }
 
-async function bandwidth(threads: number): Promise<number> {
-  const n = 16 * 2 ** 20;
-  const g = new Graph('calibrate_add');
-  const a = g.input('a', 'float32', [n]);
-  const b = g.input('b', 'float32', [n]);
-  g.output(g.rename(g.op('Add', [a, b]), 'y'));
-  const t = await timeGraph(g, { a: { dtype: 'float32', shape: [n], data: f32(n) }, b: { dtype: 'float32', shape: [n], data: f32(n) } }, threads, 5);
-  return (3 * 4 * n) / t;
+/**
+ * The chain at n and at n/8 floats, t = ops · (perOp + 12·size/bandwidth): the slope is the bandwidth, the
+ * intercept the fixed cost of an op big enough for ONNX Runtime to split over its threads (their hand-off),
+ * which a chain of tiny ops does not see.
+ */
+async function bandwidth(threads: number, n: number): Promise<{ bandwidth: number; perOp: number }> {
+  const ops = 32;
+  const time = async (size: number) => {
+    const g = new Graph('calibrate_elementwise');
+    const a = g.input('a', 'float32', [size]);
+    const b = g.input('b', 'float32', [size]);
+    let x = a;
+    for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Mul' : 'Add', [x, b]);
+    g.output(g.rename(x, 'y'));
+    return (await timeGraph(g, { a: { dtype: 'float32', shape: [size], data: f32(size) }, b: { dtype: 'float32', shape: [size], data: f32(size, 1) } }, threads, 8)) / ops;
+  };
+  const small = Math.round(n / 8);
+  const [tBig, tSmall] = [await time(n), await time(small)];
+  const bytes = (size: number) => 3 * 4 * size;
+  // Noise can make the small chain look relatively slow or fast: keep both figures physical.
+  const bw = tBig > tSmall ? (bytes(n) - bytes(small)) / (tBig - tSmall) : bytes(n) / tBig;
+  return { bandwidth: bw, perOp: Math.max(0, Math.min(tSmall - bytes(small) / bw, tSmall)) };
+}
+
+async function mathBandwidth(threads: number, shape: number[]): Promise<number> {
+  const ops = 16;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const g = new Graph('calibrate_transcendental');
+  let x = g.input('a', 'float32', shape);
+  for (let i = 0; i < ops; i++) x = g.op(i % 2 ? 'Sigmoid' : 'Softmax', [x], i % 2 ? {} : { axis: -1 });
+  g.output(g.rename(x, 'y'));
+  const t = await timeGraph(g, { a: { dtype: 'float32', shape, data: f32(n) } }, threads, 5);
+  return (ops * 2 * 4 * n) / t;
 }
 
 async function opAndRunSeconds(threads: number): Promise<{ op: number; run: number }> {
@@ -112,11 +145,14 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const threads = o.threads;
   log.info({ threads }, 'measuring MatMul peak, bandwidth and fixed costs');
   const matmul = await matmulPeak(threads);
-  const bw = await bandwidth(threads);
-  const fixed = await opAndRunSeconds(threads);
   const hidden = o.hidden ?? 512;
   const layers = o.layers ?? 3;
   const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
+  const elementwise = await bandwidth(threads, dims.batch * dims.seq * hidden);
+  const bw = elementwise.bandwidth;
+  const mathBw = await mathBandwidth(threads, [dims.batch, hidden / 64, dims.seq, dims.seq]);
+  const fixed = await opAndRunSeconds(threads);
+  fixed.op = Math.max(fixed.op, elementwise.perOp);
   const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
   const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
   const range = { start: 0, end: layers, embed: false, head: false };
@@ -145,12 +181,12 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   await frozen.release();
   await train.release();
 
-  const atPeak = (c: OpCost) => c.flops / matmul + c.bytes / bw;
+  const atPeak = (c: OpCost) => atPeakSeconds({ matmulFlops: matmul, bandwidth: bw, mathBandwidth: mathBw }, c);
   const overhead = (c: OpCost) => c.nodes * fixed.op;
   const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: [], trains: 'block' }, 0, dims);
   const sumOf = (pick: (x: ReturnType<typeof times>) => OpCost, state: 'forward' | 'cross' | 'train'): OpCost => {
     const c = pick(times(state));
-    return { flops: c.flops * layers, bytes: c.bytes * layers, nodes: c.nodes * layers };
+    return scaleCost(c, layers);
   };
   // Efficiencies are relative to the peaks measured in this same run, so a peak measured low (a busy
   // machine) is compensated: predicted time = op counts / (peak · efficiency) reproduces the probe's.
@@ -171,6 +207,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
     threads,
     matmul_flops: matmul,
     bandwidth: bw,
+    math_bandwidth: mathBw,
     op_seconds: fixed.op,
     run_seconds: fixed.run,
     optimizer_seconds_per_param: optimizerSecondsPerParam(),

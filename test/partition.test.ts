@@ -9,7 +9,7 @@ import { Job, JobRefused } from '../coordinator/job.ts';
 import { launch } from '../supervisor/launch.ts';
 import { randomModelConfig } from '../model/hf/init.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
-import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
+import { CPU_DEFAULT, GPUS, type DeviceProfile } from '../plan/devices.ts';
 import { estimateRank, planCost, planPartition } from '../plan/partition.ts';
 import { StageModel, type RunShape } from '../plan/stage-model.ts';
 import { trainedStack } from '../recipe/layout.ts';
@@ -73,7 +73,7 @@ function jobFor(dir: string, workers: number): Job {
   return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i' }, events);
 }
 const TINY = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 };
-const register = (job: Job, id: string, memoryBytes: number) => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device: 'cpu', memoryBytes, rankHint: -1 });
+const register = (job: Job, id: string, memoryBytes: number, device = 'cpu') => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device, memoryBytes, rankHint: -1 });
 
 test('the coordinator refuses a partition that does not fit, naming the rank, the stage and the bytes', async () => {
   const job = jobFor('unused', 2);
@@ -89,6 +89,28 @@ test('the coordinator refuses a partition that does not fit, naming the rank, th
   const [r0, r1] = await Promise.all([register(ok, 'w0', 8 * GiB), register(ok, 'w1', 8 * GiB)]);
   assert.equal(r0.range?.start, 0);
   assert.equal(r1.range?.end, 6);
+});
+
+test('the coordinator prices each worker with its own device: a CUDA worker on the GPU memory model (device memory + CUDA runtime)', async () => {
+  // 1 GiB is plenty for this tiny run as a CPU process (~0.25 GiB of RSS)...
+  const cpuJob = jobFor('unused', 2);
+  const [c0, c1] = await Promise.all([register(cpuJob, 'w0', GiB), register(cpuJob, 'w1', GiB)]);
+  assert.ok(c0.range && c1.range, 'CPU workers with 1 GiB are assigned');
+  // ...but not as CUDA device memory, which must hold the CUDA context and cuBLAS workspace first.
+  const cudaJob = jobFor('unused', 2);
+  const g0 = register(cudaJob, 'w0', GiB, 'cuda');
+  const err = await register(cudaJob, 'w1', GiB, 'cuda').catch((e: Error) => e);
+  await g0.catch(() => {});
+  assert.ok(err instanceof JobRefused, String(err));
+  const needs = Number(/needs (\d+) bytes/.exec(err.message)?.[1]);
+  assert.ok(needs >= GPUS.a10g.deviceRuntimeBytes, `a CUDA rank needs at least the CUDA runtime's ${GPUS.a10g.deviceRuntimeBytes} bytes, got ${err.message}`);
+  assert.match(err.message, /CUDA device memory/);
+  // With room for the runtime the same CUDA workers are assigned, on the split `propipe plan --device` would price.
+  const roomy = jobFor('unused', 2);
+  const [r0, r1] = await Promise.all([register(roomy, 'w0', 3 * GiB, 'cuda'), register(roomy, 'w1', 3 * GiB, 'cuda')]);
+  assert.ok(r0.range && r1.range);
+  // A worker that reports a device the coordinator cannot price is refused with what to do.
+  await assert.rejects(register(jobFor('unused', 2), 'w0', GiB, 'tpu'), /reports device 'tpu': start it with --device cpu or --device cuda/);
 });
 
 test('real processes: workers with too little --memory-gb are refused before loading weights, and stop', async () => {

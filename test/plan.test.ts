@@ -39,6 +39,8 @@ test('op counts come from the graphs: a block forward is 2·tokens·(linear para
   const attention = 2 * 2 * dims.batch * config.numHeads * dims.seq * dims.seq * config.headDim; // QKᵀ and PV
   const fwd = blockCosts(config, { state: 'forward', lora: [], trains: 'block' }, 0, dims);
   assert.equal(fwd.forward.flops, 2 * tokens * linear + attention);
+  // Transcendental element-wise bytes (priced at their own rate): the attention Softmax and SwiGLU's Sigmoid, in + out.
+  assert.equal(fwd.forward.mathBytes, 2 * 4 * (dims.batch * config.numHeads * dims.seq * dims.seq + tokens * config.intermediateSize));
   const train = blockCosts(config, { state: 'train', lora: [], trains: 'block' }, 0, dims);
   assert.equal(train.weightGrad.flops, 2 * tokens * linear);
   const cross = blockCosts(config, { state: 'cross', lora: [], trains: 'block' }, 0, dims);

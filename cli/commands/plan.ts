@@ -29,7 +29,7 @@ function device(f: Flags): DeviceProfile {
 function launchCommand(req: RunRequest, userFlags: string[], changes: Record<string, string>): string {
   const flags = [...userFlags.filter((x) => !Object.keys(changes).some((k) => x.startsWith(`--${k} `))), ...Object.entries(changes).map(([k, v]) => `--${k} ${v}`)];
   const common = `--schedule ${req.schedule} --micro-batches ${req.microBatches} ${flags.join(' ')}`.trim();
-  // The trainer holds frozen weights in float32 today: a half-precision plan is a plan for that feature.
+  // Says which frozen precision was planned (`auto` resolves to the checkpoint's, as the trainer does).
   const note = req.frozenDtype !== 'fp32' ? `   # planned with ${req.frozenDtype} frozen weights` : '';
   if (req.device.kind === 'cpu') return `propipe launch --workers ${req.workers} ${common}${note}`;
   const gb = (req.device.memoryBytes / 2 ** 30).toFixed(0);
@@ -73,7 +73,7 @@ export const planCommand: Command = {
       const c = await calibrate({ threads: f.int('threads', 0) });
       writeCalibration(file, c);
       if (f.bool('json')) console.log(JSON.stringify({ file, ...c }, null, 2));
-      else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s, efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
+      else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s (exp/sigmoid ${((c.math_bandwidth ?? 0) / 1e9).toFixed(1)} GB/s), efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
       return;
     }
     const overrides = runOverrides(f);
