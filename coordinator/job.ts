@@ -13,6 +13,7 @@ import { CPU_DEFAULT, workerDevice, type DeviceProfile } from '../plan/devices.t
 import { stageShape } from '../plan/estimate.ts';
 import { planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
 import { requestFromStack } from '../plan/request.ts';
+import type { FrozenDtype } from '../plan/runtime.ts';
 import { StageModel } from '../plan/stage-model.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
 
@@ -80,6 +81,8 @@ export interface JobOptions {
   microBatches: number;
   natsUrl: string;
   hasVal: boolean;
+  /** Frozen weights as the workers hold them (run.frozen_dtype resolved against the checkpoint); fp32 when absent. */
+  frozenDtype?: FrozenDtype;
   /** The unexpanded base model (the distillation teacher's size); the trained stack's config when absent. */
   base?: ModelConfig;
   /** Partition by cost model that ignores the freeze mask (for comparison runs). */
@@ -156,7 +159,7 @@ export class Job {
   /** The stage's cost and memory model (plan/), priced for the registered workers' memory. */
   private partitionRequest(stage: number, workers: number): PartitionRequest {
     const { run, stack } = this.o;
-    const req = requestFromStack(run, stack, this.o.base ?? stack.config, { device: CPU_DEFAULT as DeviceProfile, workers, microBatches: this.o.microBatches, schedule: this.o.schedule, frozenDtype: 'fp32' });
+    const req = requestFromStack(run, stack, this.o.base ?? stack.config, { device: CPU_DEFAULT as DeviceProfile, workers, microBatches: this.o.microBatches, schedule: this.o.schedule, frozenDtype: this.o.frozenDtype ?? 'fp32' });
     const shape = stageShape(req, stage);
     const model = new StageModel(shape);
     // The mask-blind baseline prices every block as trainable; memory still follows the real mask.

@@ -21,6 +21,7 @@ import { Job, type StepRecord } from './job.ts';
 import type { Telemetry } from './telemetry.ts';
 import { readEvalResults } from '../recipe/eval-tasks.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
+import { resolveFrozenDtype } from '../plan/request.ts';
 
 const log = childLog({ component: 'coordinator' });
 
@@ -101,7 +102,7 @@ export class CoordinatorService {
     this.done = new Promise<void>((r) => (finish = r));
     const incarnation = crypto.randomBytes(6).toString('hex');
     this.job = new Job(
-      { incarnation, jobId: this.jobId, run, stack, base: base.config, workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, natsUrl: o.natsUrl, hasVal: !!run.val_dataset, ignoreMask: o.ignoreMask, staticPartition: o.staticPartition, stepTimeoutMs: o.stepTimeoutMs, resume: resume ? { state: resume.manifest.state, dir: resume.dir } : null },
+      { incarnation, jobId: this.jobId, run, stack, base: base.config, frozenDtype: resolveFrozenDtype(run.frozen_dtype, base.raw), workers: o.workers, schedule: o.schedule, microBatches: o.microBatches, natsUrl: o.natsUrl, hasVal: !!run.val_dataset, ignoreMask: o.ignoreMask, staticPartition: o.staticPartition, stepTimeoutMs: o.stepTimeoutMs, resume: resume ? { state: resume.manifest.state, dir: resume.dir } : null },
       {
         stage: (stage, effectiveStep, trainable) => {
           this.stageInfo = { stage, effectiveStep };

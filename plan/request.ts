@@ -58,3 +58,9 @@ export function requestFromStack(run: RunConfig, stack: TrainedStack, base: Mode
     runtime: o.runtime,
   };
 }
+
+/** The run's frozen_dtype as the workers hold it: 'auto' keeps the checkpoint's half precision. */
+export function resolveFrozenDtype(d: RunConfig['frozen_dtype'], raw: Record<string, unknown>): FrozenDtype {
+  if (d !== 'auto') return d;
+  return raw.torch_dtype === 'bfloat16' ? 'bf16' : raw.torch_dtype === 'float16' ? 'fp16' : 'fp32';
+}

@@ -12,6 +12,8 @@ import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import { CPU_DEFAULT, GPUS, type DeviceProfile } from '../plan/devices.ts';
 import { estimateRank, planCost, planPartition } from '../plan/partition.ts';
 import { StageModel, type RunShape } from '../plan/stage-model.ts';
+import { resolveFrozenDtype } from '../plan/request.ts';
+import type { FrozenDtype } from '../plan/runtime.ts';
 import { trainedStack } from '../recipe/layout.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { makeTiny } from './support/tiny.ts';
@@ -66,11 +68,11 @@ test('memory limits shape the split; no split fitting gives none', () => {
   assert.throws(() => planPartition({ model, workers: Array.from({ length: 13 }, () => cpu()) }), /at most 12 workers/);
 });
 
-function jobFor(dir: string, workers: number): Job {
+function jobFor(dir: string, workers: number, frozenDtype?: FrozenDtype): Job {
   const run = parseRunConfig({ model: dir, dataset: 'x', output_dir: 'y', train_type: 'llamapro', llamapro_new_blocks: 2 });
   const stack = trainedStack(run, randomModelConfig(TINY).config, {}, null);
   const events = { stage() {}, stageEnd() {}, earlyStop() {}, step() {}, eval() {}, commit: () => '', done() {}, recover: () => null };
-  return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i' }, events);
+  return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i', frozenDtype }, events);
 }
 const TINY = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 };
 const register = (job: Job, id: string, memoryBytes: number, device = 'cpu') => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device, memoryBytes, rankHint: -1 });
@@ -89,6 +91,22 @@ test('the coordinator refuses a partition that does not fit, naming the rank, th
   const [r0, r1] = await Promise.all([register(ok, 'w0', 8 * GiB), register(ok, 'w1', 8 * GiB)]);
   assert.equal(r0.range?.start, 0);
   assert.equal(r1.range?.end, 6);
+});
+
+test('the coordinator prices frozen weights as the workers hold them: a bf16 checkpoint (auto) needs fewer bytes than fp32', async () => {
+  assert.equal(resolveFrozenDtype('auto', { torch_dtype: 'bfloat16' }), 'bf16');
+  assert.equal(resolveFrozenDtype('auto', { torch_dtype: 'float16' }), 'fp16');
+  assert.equal(resolveFrozenDtype('auto', {}), 'fp32');
+  assert.equal(resolveFrozenDtype('fp32', { torch_dtype: 'bfloat16' }), 'fp32');
+  const needs = async (d: FrozenDtype) => {
+    const job = jobFor('unused', 2, d);
+    const a = register(job, 'w0', 8 * GiB);
+    const err = await register(job, 'w1', 1).catch((e: Error) => e);
+    await a.catch(() => {});
+    return Number(/needs (\d+) bytes/.exec(String(err))?.[1]);
+  };
+  const [fp32, bf16] = [await needs('fp32'), await needs('bf16')];
+  assert.ok(bf16 > 0 && bf16 < fp32, `bf16 ${bf16} bytes, fp32 ${fp32} bytes`);
 });
 
 test('the coordinator prices each worker with its own device: a CUDA worker on the GPU memory model (device memory + CUDA runtime)', async () => {

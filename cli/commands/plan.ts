@@ -3,7 +3,7 @@ import { cpuProfile, defaultCalibrationFile, readCalibration, withEfficiency, wr
 import { DEVICE_NAMES, GPUS, type DeviceProfile } from '../../plan/devices.ts';
 import { alternatives, planRun, type Alternative, type RunRequest } from '../../plan/estimate.ts';
 import { formatAlternatives, formatReport } from '../../plan/report.ts';
-import { readModelConfig, runRequest } from '../../plan/request.ts';
+import { readModelConfig, resolveFrozenDtype, runRequest } from '../../plan/request.ts';
 import { RUNTIME, type FrozenDtype, type RuntimeFactors } from '../../plan/runtime.ts';
 import { loadRunConfig, RunConfigError, type RunConfig } from '../../recipe/run-config.ts';
 import { calibrate } from '../../tasks/calibrate.ts';
@@ -114,9 +114,3 @@ export const planCommand: Command = {
     console.log(`\n${formatAlternatives(alts, command, report.fits)}`);
   },
 };
-
-/** The run's frozen_dtype as the trainer resolves it: 'auto' keeps the checkpoint's half precision. */
-function resolveFrozenDtype(d: RunConfig['frozen_dtype'], raw: Record<string, unknown>): FrozenDtype {
-  if (d !== 'auto') return d;
-  return raw.torch_dtype === 'bfloat16' ? 'bf16' : raw.torch_dtype === 'float16' ? 'fp16' : 'fp32';
-}
