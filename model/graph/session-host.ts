@@ -43,7 +43,9 @@ class SessionThread {
       else p.resolve(r);
     });
     const fail = (err: Error) => {
-      if (this.worker === w) this.worker = null;
+      // A thread that stop() ended leaves no callers behind, and may already have a successor.
+      if (this.worker !== w) return;
+      this.worker = null;
       for (const p of this.pending.values()) p.reject(new Error(`the ONNX Runtime session thread stopped: ${err.message}; its sessions are gone, create them again`));
       this.pending.clear();
     };
@@ -69,8 +71,16 @@ class SessionThread {
   /** Ends the thread (tests, tools that want a clean exit without waiting for process end). */
   async stop(): Promise<void> {
     const w = this.worker;
+    if (!w) return;
     this.worker = null;
-    await w?.terminate();
+    // Terminating the thread while a native run is in flight aborts the whole process (Napi::Error at
+    // teardown): the thread ends itself once its run has returned, and the runs in flight fail then.
+    const orphans = [...this.pending.values()];
+    this.pending.clear();
+    const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+    w.postMessage({ t: 'stop', id: 0 } satisfies ThreadRequest);
+    await exited;
+    for (const p of orphans) p.reject(new Error('the ONNX Runtime session thread stopped: stopSessionThread() was called; its sessions are gone, create them again'));
   }
 }
 

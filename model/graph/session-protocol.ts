@@ -11,6 +11,8 @@ export type ThreadRequest = { id: number } & (
   | { t: 'release'; session: number }
   | { t: 'share'; ref: number; tensor: HostTensor }
   | { t: 'unshare'; ref: number }
+  /** Release every session and end the thread once the run in flight (if any) has returned. */
+  | { t: 'stop' }
 );
 
 export type ThreadReply = { id: number } & (

@@ -63,6 +63,13 @@ async function handle(m: ThreadRequest): Promise<{ reply: ThreadReply; transfer:
     case 'unshare':
       shared.delete(m.ref);
       return { reply: { id: m.id, done: true }, transfer: [] };
+    case 'stop':
+      for (const s of sessions.values()) await s.release();
+      sessions.clear();
+      shared.clear();
+      // Ends this thread only; no native run is in flight here (runs are synchronous in this thread).
+      setImmediate(() => process.exit(0));
+      return { reply: { id: m.id, done: true }, transfer: [] };
   }
 }
 
