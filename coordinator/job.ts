@@ -11,10 +11,11 @@ import type { ModelConfig } from '../model/hf/config.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
 import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
 import { stageShape } from '../plan/estimate.ts';
-import { planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
+import { PartitionError, planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
 import { requestFromStack } from '../plan/request.ts';
 import { StageModel } from '../plan/stage-model.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
+import { PermanentError, JobAborted } from '../common/errors.ts';
 
 const log = childLog({ component: 'job' });
 
@@ -55,14 +56,6 @@ interface Worker {
   req: RegisterRequest;
   resolve: (a: AssignmentMsg) => void;
   reject: (e: Error) => void;
-}
-
-/** The job cannot run as registered (a worker's memory is too small): workers must not retry. */
-export class JobRefused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'JobRefused';
-  }
 }
 
 interface PendingStep {
@@ -113,6 +106,8 @@ export class Job {
   private capacities: number[] = [];
   /** Why the job was aborted, when it was. */
   abortReason: string | null = null;
+  /** A request that can never succeed ended the job (more workers than blocks, a partition that does not fit). */
+  failure: PermanentError | null = null;
 
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
     this.policy = new StepPolicy(o.run, o.stack.plan.stages.length, o.hasVal, o.resume?.state ?? freshState());
@@ -130,9 +125,11 @@ export class Job {
 
   /** Resolves with this worker's assignment once the expected number of workers has registered. */
   register(req: RegisterRequest): Promise<AssignmentMsg> {
+    // A job that ended for good answers every late registration with why, so the worker stops too.
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.abortReason) return Promise.reject(new JobAborted(`the job was aborted: ${this.abortReason}`));
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
-    if (this.abortReason) return Promise.reject(new JobRefused(this.abortReason));
     return new Promise((resolve, reject) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
       this.waiting.push({ req, resolve, reject });
@@ -147,8 +144,15 @@ export class Job {
   }
 
   private plan(stage: number, workers = this.waiting.length): RankPlan[] {
-    const plan = planPartition(this.partitionRequest(stage, workers));
-    if (!plan.length) throw new JobRefused(this.refusal(stage, workers));
+    let plan: RankPlan[];
+    try {
+      plan = planPartition(this.partitionRequest(stage, workers));
+    } catch (err) {
+      // More workers than blocks: no partition now means none ever.
+      if (err instanceof PartitionError) throw new PermanentError(err.message);
+      throw err;
+    }
+    if (!plan.length) throw new PermanentError(this.refusal(stage, workers));
     return plan;
   }
 
@@ -173,14 +177,19 @@ export class Job {
     return `the run does not fit the workers' memory: stage ${stage + 1}/${this.stages}, rank ${over.r} (worker ${this.waiting[over.r]?.req.workerId ?? over.r}, blocks ${over.p.start}..${over.p.end - 1}) needs ${over.p.memoryBytes} bytes (${gib(over.p.memoryBytes)}) but the worker offers ${req.workers[over.r].memoryBytes} bytes (${gib(req.workers[over.r].memoryBytes)}, its --memory-gb); no split of the ${this.o.stack.config.numLayers} blocks over ${workers} workers fits. Add workers or memory, use --quantize 4bit or fewer micro-batches in flight; \`propipe plan\` shows what fits`;
   }
 
-  /** Ends the job before it starts: every waiting worker is told why, and the coordinator exits. */
-  private refuse(err: JobRefused): void {
-    this.abortReason = err.message;
-    log.error({ reason: err.message }, 'refusing the partition');
-    const workers = this.waiting;
-    this.waiting = [];
-    workers.forEach((w) => w.reject(err));
+  /**
+   * Ends the job for a request that can never succeed (a partition that does not fit, more workers than
+   * blocks): every waiting worker and every rank at the barrier gets the message, as a permanent status,
+   * so it stops instead of registering again.
+   */
+  private stopFor(err: PermanentError): void {
+    log.error({ reason: err.message }, 'the job cannot run as configured: stopping every process');
+    this.failure = err;
     this.phase = 'done';
+    clearTimeout(this.pending.timer);
+    this.waiting.splice(0).forEach((w) => w.reject(err));
+    this.pending.waiters.splice(0).forEach((w) => w.reject(err));
+    // Let those answers reach the workers before the coordinator goes down.
     setTimeout(() => this.events.done(), 500);
   }
 
@@ -194,9 +203,8 @@ export class Job {
       this.o.stack.plan.stages.forEach((_, k) => this.plan(k));
       this.partition = this.plan(this.state.stage);
     } catch (err) {
-      if (!(err instanceof JobRefused)) throw err;
-      this.refuse(err);
-      return;
+      if (err instanceof PermanentError) return this.stopFor(err);
+      throw err;
     }
     this.epoch++;
     const workers = this.waiting;
@@ -243,6 +251,8 @@ export class Job {
     const expected = r.isEval ? this.state.step - 1 : this.state.step;
     if (r.step !== expected) return Promise.reject(new Error(`${r.isEval ? 'evaluation' : 'step'} report for step ${r.step}, the job expects step ${expected}`));
     if (this.phase !== 'running') return Promise.reject(new Error('the job is re-assigning: register again'));
+    // Only the worker the assignment gave this rank may report for it.
+    if (this.ranks[r.rank] !== r.workerId) return Promise.reject(new Error(`worker ${r.workerId} is not rank ${r.rank} of the current assignment: register again`));
     return new Promise((resolve, reject) => {
       this.pending.reports.set(r.rank, r);
       this.pending.waiters.push({ resolve, reject });
@@ -251,9 +261,17 @@ export class Job {
         const { waiters, timer } = this.pending;
         clearTimeout(timer);
         this.pending = { reports: new Map(), waiters: [] };
-        const d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
+        let d: StepDecisionMsg;
+        try {
+          d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
+        } catch (err) {
+          if (!(err instanceof PermanentError)) throw err;
+          this.pending.waiters = waiters;
+          return this.stopFor(err);
+        }
         waiters.forEach((w) => w.resolve(d));
-        if (d.directive !== 'STOP' && d.directive !== 'REASSIGN') this.armTimer(d.step + (d.directive === 'EVALUATE' ? 0 : 1));
+        // Only a job that goes on has a next barrier (an armed timer would also keep an aborted coordinator alive).
+        if (d.directive === 'CONTINUE' || d.directive === 'EVALUATE') this.armTimer(d.step + (d.directive === 'EVALUATE' ? 0 : 1));
       }
     });
   }
@@ -349,7 +367,9 @@ export class Job {
   }
 
   commitShard(s: ShardReportMsg): void {
-    const list = this.shards.get(s.step) ?? [];
+    if (this.pendingCommit?.step !== s.step) throw new Error(`shard report for step ${s.step}, but no checkpoint of step ${s.step} is being committed`);
+    // One shard per rank: a repeated report replaces the earlier one instead of standing in for another rank.
+    const list = (this.shards.get(s.step) ?? []).filter((x) => x.rank !== s.rank);
     list.push(s);
     this.shards.set(s.step, list);
     if (list.length === this.ranks.length && this.pendingCommit?.step === s.step) {

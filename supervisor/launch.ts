@@ -12,6 +12,7 @@ import { RunDisplay } from '../console/run-display.ts';
 import { childLog, logFormat, printLine } from '../common/log.ts';
 import { formatLogLine } from '../common/log-format.ts';
 import { PROPIPE_BIN } from '../common/package-root.ts';
+import { EXIT_ABORTED, FINAL_EXIT_CODES } from '../common/errors.ts';
 import { makeLocalCredentials } from './credentials.ts';
 import { freePort, startNatsServer, waitForPort, type NatsServerProcess } from './nats-server.ts';
 
@@ -42,6 +43,19 @@ export interface LaunchOptions {
   verbose?: boolean;
   /** The run's output_dir: at a terminal, a live progress display follows its metrics.jsonl. */
   outputDir?: string;
+  /** Called when a dead process is started again (tests check an aborted job is not). */
+  onRestart?: (tag: string, code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Called whenever a process starts (chaos tests kill or pause it). */
+  onSpawn?: (tag: string, child: ChildProcess) => void;
+  /** Called whenever a process exits. */
+  onExit?: (tag: string, code: number | null, signal: NodeJS.Signals | null) => void;
+}
+
+export interface LaunchResult {
+  /** 0, or the exit code of the process that ended the job (3 aborted, 4 cannot run as configured, else 1). */
+  code: number;
+  /** That process's error line, when it printed one. */
+  message: string | null;
 }
 
 /** How a child's line reaches the terminal: as is with its tag when logs are JSON, else one readable line. */
@@ -63,11 +77,13 @@ function show(tag: string, line: string, o: LaunchOptions, folded: { lines: numb
   printLine(formatLogLine(record, tag));
 }
 
-function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { lines: number }): void {
+function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { lines: number }, errors: Map<string, string>): void {
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     const rl = readline.createInterface({ input: stream });
     rl.on('line', (line) => {
+      // The CLI's last words (`propipe <command>: why`) explain an exit code.
+      if (stream === child.stderr && line.startsWith('propipe ')) errors.set(tag, line);
       o.onLine?.(tag, line);
       show(tag, line, o, folded);
     });
@@ -75,8 +91,12 @@ function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { 
 }
 
 export async function launch(o: LaunchOptions): Promise<number> {
+  return (await launchJob(o)).code;
+}
+
+export async function launchJob(o: LaunchOptions): Promise<LaunchResult> {
   const creds = o.insecure ? null : makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-creds-')));
-  const nats = await startNatsServer(creds ? { user: creds.natsUser, pass: creds.natsPass } : {});
+  const nats = await startNatsServer(creds ? { user: creds.natsUser, pass: creds.natsPass, tls: { cert: creds.tlsCert, key: creds.tlsKey } } : {});
   o.onNats?.(nats);
   const secure = creds ? ['--tls-cert', creds.tlsCert, '--tls-key', creds.tlsKey, '--tls-ca', creds.tlsCa, '--mtls', '--token-file', creds.tokenFile] : [];
   const port = await freePort();
@@ -86,7 +106,11 @@ export async function launch(o: LaunchOptions): Promise<number> {
   const folded = { lines: 0 };
   const display = o.outputDir && !o.quiet ? new RunDisplay({ note: () => (folded.lines ? `${folded.lines} worker log lines folded (--verbose shows them)` : '') }) : null;
   const follower = display?.enabled ? new MetricsFollower(path.join(o.outputDir!, 'metrics.jsonl'), (r) => display.observe(r)) : null;
+  const errors = new Map<string, string>();
+  /** The first process that ended the job for good, and its exit code. */
+  let final: { tag: string; code: number } | null = null;
   let stopping = false;
+  let grace: NodeJS.Timeout | undefined;
   const stopAll = () => {
     stopping = true;
     live.forEach((c) => c.exitCode === null && c.kill('SIGTERM'));
@@ -108,13 +132,25 @@ export async function launch(o: LaunchOptions): Promise<number> {
       const start = (life: number) => {
         const child = spawn(process.execPath, [BIN, ...args(life)], { stdio: ['ignore', 'pipe', 'pipe'], env: env(life) });
         live.add(child);
-        prefixed(child, tag, o, folded);
+        o.onSpawn?.(tag, child);
+        prefixed(child, tag, o, folded, errors);
         child.once('exit', (code, signal) => {
           live.delete(child);
-          // Exit code 3 means the job itself is over (aborted): restarting would not help.
-          const failed = code !== 0 && code !== 3;
-          if (failed && !stopping && life < restarts) {
+          o.onExit?.(tag, code, signal);
+          // A usage error, an aborted job (3) or one that cannot run as configured (4): restarting
+          // would fail the same way, so every process stops instead.
+          const isFinal = code !== null && FINAL_EXIT_CODES.includes(code);
+          if (isFinal && code !== 0 && !final) {
+            // An aborted job: the others learn it at the same barrier and exit with their own words.
+            // A job that cannot run as configured: nothing is worth waiting for, stop everything now.
+            final = { tag, code };
+            stopping = true;
+            if (code === EXIT_ABORTED) grace = setTimeout(stopAll, 15_000);
+            else stopAll();
+          }
+          if (!isFinal && !stopping && life < restarts) {
             log.warn({ process: tag, code, signal, restart: life + 1 }, 'process died: restarting it');
+            o.onRestart?.(tag, code, signal);
             start(life + 1);
           } else resolve(code ?? 1);
         });
@@ -125,11 +161,13 @@ export async function launch(o: LaunchOptions): Promise<number> {
   try {
     const coordinatorArgs = (life: number) => ['coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), '--job-id', jobId, ...secure, ...o.coordinatorArgs, ...(life > 0 ? ['--resume'] : [])];
     const coordinator = supervise('coord', coordinatorArgs, (life) => ({ ...baseEnv, ...(life === 0 ? o.coordinatorEnv : {}) }));
-    await waitForPort(port, '127.0.0.1', 30_000);
+    // A coordinator that exits before it listens (bad config) ends the launch at once.
+    const early = await Promise.race([waitForPort(port, '127.0.0.1', 30_000).then(() => null), coordinator]);
+    if (early !== null) return { code: early, message: errors.get('coord') ?? null };
     const workers = Array.from({ length: o.workers }, (_, i) =>
       supervise(`w${i}`, () => ['worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...secure, ...(o.workerArgs ?? [])], (life) => ({ ...baseEnv, ...(life === 0 ? (o.workerEnv?.(i) ?? {}) : {}) })).then((code) => {
         // A worker out of restarts would leave the others waiting at a barrier forever.
-        if (code !== 0) stopAll();
+        if (code !== 0 && !stopping) stopAll();
         return code;
       }),
     );
@@ -144,10 +182,13 @@ export async function launch(o: LaunchOptions): Promise<number> {
     clearTimeout(timer);
     const failed = codes.findIndex((c) => c !== 0);
     if (failed >= 0) log.error({ process: `w${failed}`, code: codes[failed] }, 'a worker failed');
-    return coordCode !== 0 || failed >= 0 ? 1 : 0;
+    const ended = final as { tag: string; code: number } | null;
+    if (ended) return { code: ended.code, message: errors.get(ended.tag) ?? null };
+    return { code: coordCode !== 0 || failed >= 0 ? 1 : 0, message: coordCode !== 0 ? (errors.get('coord') ?? null) : failed >= 0 ? (errors.get(`w${failed}`) ?? null) : null };
   } finally {
     follower?.stop();
     display?.stop();
+    clearTimeout(grace);
     stopAll();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

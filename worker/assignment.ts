@@ -16,7 +16,8 @@ import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
 import { openFeed, type DataFeed } from './data-feed.ts';
 import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
-import { JobAborted, RecoverableError } from '../common/errors.ts';
+import { JobAborted, PermanentError, RecoverableError } from '../common/errors.ts';
+import { expectedFrames } from './frame-rule.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRankShards } from './export-ranks.ts';
 import { trainedParts, writeRunAdapter } from './export-run.ts';
@@ -103,7 +104,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   let evalBatches = 0;
   server.mailbox.reset();
   server.resetBelow();
-  server.expect = (kind, s, mb) => (s < step || s > step + 1 ? `frame for step ${s} while this rank is at step ${step}` : mb >= Math.max(M, evalBatches, 1) && kind !== 'EVAL_ACTIVATION' ? `micro-batch ${mb} out of range (${M} per step)` : null);
+  server.expect = expectedFrames(() => step, M, () => evalBatches);
   const link = a.nextPeer ? server.linkUp(a.nextPeer) : null;
   const up = (f: OutFrame) => {
     if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
@@ -150,10 +151,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       step++;
       if (d.save) {
         const file = shardFile(run.output_dir, step, a.rank);
-        crashInSave(step, () => {
-          fs.mkdirSync(path.dirname(file), { recursive: true });
-          fs.writeFileSync(`${file}.tmp-torn`, Buffer.alloc(1024));
-        });
+        crashInSave(step);
         const entry = writeShard(file, rank.values, rank.optimizer, rank.shapes);
         await coord.commitShard({ workerId, rank: a.rank, step, file: entry.file, bytes: entry.bytes, sha256: entry.sha256 });
       }
@@ -170,7 +168,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
           return { stage: info.stage, effectiveStep: info.effectiveStep, trainable: info.trainable, mask: maskFromWire(info.mask) };
         });
         const expected = model.plan.stages[d.stage];
-        if (!sameMask(w.signal.mask, expected.mask) || w.signal.trainable.length !== expected.trainable.length || w.signal.trainable.some((n, i) => n !== expected.trainable[i])) throw new Error(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan (different run config?)`);
+        if (!sameMask(w.signal.mask, expected.mask) || w.signal.trainable.length !== expected.trainable.length || w.signal.trainable.some((n, i) => n !== expected.trainable[i])) throw new PermanentError(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan: the coordinator and this worker see a different model or run config`);
         if (w.signal.effectiveStep !== step) throw new Error(`stage ${d.stage} takes effect after step ${w.signal.effectiveStep}, this rank is at ${step}`);
         log.info({ stage: d.stage, step, via: w.via, waitedMs: Math.round(w.waitedMs) }, 'entering stage');
         stage = d.stage;

@@ -1,5 +1,6 @@
-import { launch } from '../../supervisor/launch.ts';
+import { launchJob } from '../../supervisor/launch.ts';
 import { writeRunReport } from '../run-report.ts';
+import { EXIT_ABORTED, EXIT_PERMANENT, JobAborted, PermanentError } from '../../common/errors.ts';
 import type { Command } from '../command.ts';
 import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
@@ -32,8 +33,13 @@ export const launchCommand: Command = {
       coordinatorArgs.push(args[i]);
     }
     const outputDir = runConfigFromFlags(f).output_dir;
-    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
-    if (code !== 0) throw new Error('the pipelined job failed (see the prefixed logs above)');
+    const { code, message } = await launchJob({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
+    if (code !== 0) {
+      const why = message ? `: ${message}` : ' (see the prefixed logs above)';
+      if (code === EXIT_ABORTED) throw new JobAborted(`the job was aborted${why}`);
+      if (code === EXIT_PERMANENT) throw new PermanentError(`the job cannot run as configured${why}`);
+      throw new Error(`the pipelined job failed${why}`);
+    }
     writeRunReport(outputDir);
   },
 };

@@ -1,0 +1,201 @@
+// The sabotage list: each entry switches one guard off by a text patch, and names the test that must
+// then fail. `npm run test:mutation` applies them one at a time to a scratch copy of the repository.
+export interface Mutant {
+  name: string;
+  file: string;
+  /** Text that must occur exactly once in `file`, and what replaces it. */
+  find: string;
+  replace: string;
+  /** The guarding test: file and name pattern (node --test-name-pattern). */
+  test: string;
+  pattern: string;
+  env?: Record<string, string>;
+}
+
+export const MUTANTS: Mutant[] = [
+  {
+    name: 'resume off (single process)',
+    file: 'coordinator/service.ts',
+    find: 'const resume = run.resume ? latestManifest(run.output_dir) : null;',
+    replace: 'const resume = null as ReturnType<typeof latestManifest>;',
+    test: 'test/trainer.test.ts',
+    pattern: 'resume from a mid-stage checkpoint',
+  },
+  {
+    name: 'resume off (pipeline)',
+    file: 'coordinator/service.ts',
+    find: 'const resume = run.resume ? latestManifest(run.output_dir) : null;',
+    replace: 'const resume = null as ReturnType<typeof latestManifest>;',
+    test: 'test/faults.test.ts',
+    pattern: 'resume with a different number of workers',
+  },
+  {
+    name: 'fail-over restarts from step 0 instead of the last checkpoint',
+    file: 'coordinator/job.ts',
+    find: 'const from = this.events.recover(reason, this.epoch + 1);',
+    replace: 'this.events.recover(reason, this.epoch + 1);\n    const from = null as { state: JobState; dir: string } | null;',
+    test: 'test/faults.test.ts',
+    pattern: 'faults are survived',
+    env: { PROPIPE_TEST_FAULT: 'mid-step' },
+  },
+  {
+    name: 'ReportStep rank check off',
+    file: 'coordinator/job.ts',
+    find: 'if (this.ranks[r.rank] !== r.workerId) return Promise.reject(',
+    replace: 'if (false) return Promise.reject(',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'ReportStep epoch check off',
+    file: 'coordinator/job.ts',
+    find: 'if (r.epoch !== this.epoch) return Promise.reject(',
+    replace: 'if (false) return Promise.reject(',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'ReportStep step check off',
+    file: 'coordinator/job.ts',
+    find: 'if (r.step !== expected) return Promise.reject(',
+    replace: 'if (false) return Promise.reject(',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'CommitShard shard-name check off',
+    file: 'coordinator/service.ts',
+    find: "if (!/^shard-\\d{5}\\.safetensors$/.test(req.file)) throw",
+    replace: 'if (false) throw',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'CommitShard rank check off',
+    file: 'coordinator/service.ts',
+    find: 'if (this.job.rankOf(req.workerId) !== req.rank) throw',
+    replace: 'if (false) throw',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'CommitShard pending-step check off',
+    file: 'coordinator/job.ts',
+    find: 'if (this.pendingCommit?.step !== s.step) throw',
+    replace: 'if (false) throw',
+    test: 'test/fuzz.test.ts',
+    pattern: 'real job',
+  },
+  {
+    name: 'peer Send delivers before the token check',
+    file: 'worker/peer.ts',
+    find: '    const denied = this.denied(call);\n    if (denied) return cb(denied);\n    try {',
+    replace: '    try {\n      const early = new FrameAssembler(this.expect).push(call.request);\n      if (early) this.mailbox.deliver(early);\n    } catch {\n      // sabotage\n    }\n    const denied = this.denied(call);\n    if (denied) return cb(denied);\n    try {',
+    test: 'test/security.test.ts',
+    pattern: 'peer service over mutual TLS',
+  },
+  {
+    name: 'Exchange stream token check off',
+    file: 'worker/peer.ts',
+    find: "    if (denied) {\n      call.emit('error', denied);",
+    replace: "    if (false) {\n      call.emit('error', denied);",
+    test: 'test/security.test.ts',
+    pattern: 'peer service over mutual TLS',
+  },
+  {
+    name: 'Coordinator service token check off',
+    file: 'coordinator/server.ts',
+    find: '    if (denied) return cb(denied);',
+    replace: '    if (false) return cb(denied);',
+    test: 'test/security.test.ts',
+    pattern: 'coordinator service checks the token',
+  },
+  {
+    name: 'mutual TLS does not require client certificates',
+    file: 'proto/security.ts',
+    find: 'sec.tls.mutual);',
+    replace: 'false);',
+    test: 'test/security.test.ts',
+    pattern: 'peer service over mutual TLS',
+  },
+  {
+    name: 'secure-by-default check off',
+    file: 'proto/exposure.ts',
+    find: '  if (insecure || isLoopback(host)) return;',
+    replace: '  return;',
+    test: 'test/security.test.ts',
+    pattern: 'secure by default',
+  },
+  {
+    name: 'frame step check off',
+    file: 'worker/frame-rule.ts',
+    find: 'if (s < at || s > at + 1) return',
+    replace: 'if (false) return',
+    test: 'test/peer.test.ts',
+    pattern: 'answers a bad frame',
+  },
+  {
+    name: 'frame micro-batch check off',
+    file: 'worker/frame-rule.ts',
+    find: "if (kind !== 'EVAL_ACTIVATION' && mb >= Math.max(microBatches, evalBatches(), 1)) return",
+    replace: 'if (false) return',
+    test: 'test/peer.test.ts',
+    pattern: 'answers a bad frame',
+  },
+  {
+    name: 'message size limit off',
+    file: 'proto/load.ts',
+    find: "  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,\n",
+    replace: '',
+    test: 'test/peer.test.ts',
+    pattern: 'PROPIPE_MAX_MESSAGE_MB',
+  },
+  {
+    name: 'NaN guard off (workers apply a non-finite update)',
+    file: 'worker/assignment.ts',
+    find: 'if (!Number.isFinite(d.gradNorm)) return false;',
+    replace: '',
+    test: 'test/faults.test.ts',
+    pattern: 'NaN/Inf never reaches the weights',
+  },
+  {
+    name: 'manifest checksum check off',
+    file: 'recipe/checkpoints.ts',
+    find: 'if (sha256File(f) !== s.sha256) throw',
+    replace: 'if (false) throw',
+    test: 'test/trainer.test.ts',
+    pattern: 'fails its checksum',
+  },
+  {
+    name: 'NATS fallback off (a rank waits for NATS only)',
+    file: 'worker/stage-watcher.ts',
+    find: 'const sig = await fallback();',
+    replace: 'const sig = await viaNats;',
+    test: 'test/faults.test.ts',
+    pattern: 'nats-server restarted',
+  },
+  {
+    name: 'permanent errors treated as transient',
+    file: 'proto/errors.ts',
+    find: 'return err instanceof PermanentError ? grpc.status.FAILED_PRECONDITION : grpc.status.ABORTED;',
+    replace: 'return grpc.status.ABORTED;',
+    test: 'test/exit-codes.test.ts',
+    pattern: 'workers 9',
+  },
+  {
+    name: 'model directory not checked before training',
+    file: 'worker/worker.ts',
+    find: '    model.base.checkAll();\n',
+    replace: '',
+    test: 'test/model-dir.test.ts',
+    pattern: 'missing tensor',
+  },
+  {
+    name: 'launch restarts an aborted job',
+    file: 'common/errors.ts',
+    find: 'export const FINAL_EXIT_CODES: readonly number[] = [0, 2, EXIT_ABORTED, EXIT_PERMANENT];',
+    replace: 'export const FINAL_EXIT_CODES: readonly number[] = [0, 2, EXIT_PERMANENT];',
+    test: 'test/exit-codes.test.ts',
+    pattern: 'diverging pipelined run',
+  },
+];
