@@ -112,6 +112,9 @@ export class Job {
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
     this.policy = new StepPolicy(o.run, o.stack.plan.stages.length, o.hasVal, o.resume?.state ?? freshState());
     this.resumeDir = o.resume?.dir ?? '';
+    // What no worker's memory can change (more workers than blocks) is refused before any registers.
+    this.capacities = Array.from({ length: o.workers }, () => Infinity);
+    this.plan(this.state.stage, o.workers);
   }
 
   /** Where the job stands (the policy's state: what a checkpoint records). */
@@ -130,6 +133,9 @@ export class Job {
     if (this.abortReason) return Promise.reject(new JobAborted(`the job was aborted: ${this.abortReason}`));
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
+    // Ranks register after sending their shard of the checkpoint being committed: one that comes
+    // without it has restarted, and that checkpoint can never complete.
+    else if (this.pendingCommit && !this.shards.get(this.pendingCommit.step)?.some((s) => s.workerId === req.workerId)) this.fail(`worker ${req.workerId} registered again without its shard of checkpoint ${this.pendingCommit.step}`);
     return new Promise((resolve, reject) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
       this.waiting.push({ req, resolve, reject });
@@ -183,7 +189,8 @@ export class Job {
    * so it stops instead of registering again.
    */
   private stopFor(err: PermanentError): void {
-    log.error({ reason: err.message }, 'the job cannot run as configured: stopping every process');
+    // The reason itself is each process's last words (the CLI prints it once, on exit).
+    log.error('the job cannot run as configured: stopping every process');
     this.failure = err;
     this.phase = 'done';
     clearTimeout(this.pending.timer);
@@ -294,7 +301,8 @@ export class Job {
 
   /** Fails the current assignment over: every rank registers again and resumes from the last commit. */
   fail(reason: string): void {
-    if (this.phase !== 'running') return;
+    // Running, or re-assigning after a re-plan but still waiting for that checkpoint's shards.
+    if (this.phase !== 'running' && !(this.phase === 'waiting' && this.pendingCommit)) return;
     log.warn({ reason, epoch: this.epoch }, 'a rank failed: re-assigning the job from the last committed checkpoint');
     this.phase = 'waiting';
     clearTimeout(this.pending.timer);

@@ -54,7 +54,7 @@ function unary<Req, Res>(sec: Security, fn: (req: Req) => Promise<Res> | Res): H
     Promise.resolve()
       .then(() => fn(call.request))
       .then((res) => cb(null, res))
-      .catch((err: Error) => cb({ code: statusOf(err), details: err.message } as grpc.ServiceError));
+      .catch((err: Error) => cb(statusOf(err)));
   };
 }
 
@@ -66,8 +66,17 @@ export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCo
   const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`, o.security);
   const signals = new SignalPublisher(nc, jobId);
   const telemetry = new Telemetry(run.output_dir, run.resume);
-  const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort, o.host) : null;
-  const service = new CoordinatorService({ ...o, jobId, signals, telemetry });
+  let service: CoordinatorService;
+  let metricsPort: number | null;
+  try {
+    metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort, o.host) : null;
+    service = new CoordinatorService({ ...o, jobId, signals, telemetry });
+  } catch (err) {
+    // A job refused as configured (or a port taken) leaves nothing open that would keep the process up.
+    await telemetry.close();
+    await signals.close().catch(() => undefined);
+    throw err;
+  }
   const job = service.job;
   const stack = service.stack;
 

@@ -77,17 +77,23 @@ function show(tag: string, line: string, o: LaunchOptions, folded: { lines: numb
   printLine(formatLogLine(record, tag));
 }
 
-function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { lines: number }, errors: Map<string, string>): void {
+/**
+ * Streams a child's lines with its tag. Its last words (`propipe <command>: why`, the line the CLI
+ * prints before a failing exit) are held back: `lastWords()` returns them, and the caller shows them
+ * only when launch will not repeat them as its own (on a final exit it does, so they print once).
+ */
+function prefixed(child: ChildProcess, tag: string, o: LaunchOptions, folded: { lines: number }): () => string | null {
+  let last: string | null = null;
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     const rl = readline.createInterface({ input: stream });
     rl.on('line', (line) => {
-      // The CLI's last words (`propipe <command>: why`) explain an exit code.
-      if (stream === child.stderr && line.startsWith('propipe ')) errors.set(tag, line);
       o.onLine?.(tag, line);
-      show(tag, line, o, folded);
+      if (stream === child.stderr && line.startsWith('propipe ')) last = line;
+      else show(tag, line, o, folded);
     });
   }
+  return () => last;
 }
 
 export async function launch(o: LaunchOptions): Promise<number> {
@@ -133,20 +139,22 @@ export async function launchJob(o: LaunchOptions): Promise<LaunchResult> {
         const child = spawn(process.execPath, [BIN, ...args(life)], { stdio: ['ignore', 'pipe', 'pipe'], env: env(life) });
         live.add(child);
         o.onSpawn?.(tag, child);
-        prefixed(child, tag, o, folded, errors);
-        child.once('exit', (code, signal) => {
+        const lastWords = prefixed(child, tag, o, folded);
+        child.once('close', (code, signal) => {
           live.delete(child);
           o.onExit?.(tag, code, signal);
+          const words = lastWords();
+          if (words) errors.set(tag, words.replace(/^propipe [\w-]+: /, ''));
           // A usage error, an aborted job (3) or one that cannot run as configured (4): restarting
-          // would fail the same way, so every process stops instead.
+          // would fail the same way, so every process stops instead, and launch says why, once.
           const isFinal = code !== null && FINAL_EXIT_CODES.includes(code);
+          if (words && !(isFinal && code !== 0)) show(tag, words, o, folded);
           if (isFinal && code !== 0 && !final) {
-            // An aborted job: the others learn it at the same barrier and exit with their own words.
-            // A job that cannot run as configured: nothing is worth waiting for, stop everything now.
+            // The others learn it too (at the same barrier, or from the coordinator's answer) and
+            // exit with their own words; whatever is still up after a grace period is stopped.
             final = { tag, code };
             stopping = true;
-            if (code === EXIT_ABORTED) grace = setTimeout(stopAll, 15_000);
-            else stopAll();
+            grace = setTimeout(stopAll, code === EXIT_ABORTED ? 15_000 : 3_000);
           }
           if (!isFinal && !stopping && life < restarts) {
             log.warn({ process: tag, code, signal, restart: life + 1 }, 'process died: restarting it');
@@ -162,7 +170,9 @@ export async function launchJob(o: LaunchOptions): Promise<LaunchResult> {
     const coordinatorArgs = (life: number) => ['coordinator', '--port', String(port), '--nats', nats.url, '--workers', String(o.workers), '--job-id', jobId, ...secure, ...o.coordinatorArgs, ...(life > 0 ? ['--resume'] : [])];
     const coordinator = supervise('coord', coordinatorArgs, (life) => ({ ...baseEnv, ...(life === 0 ? o.coordinatorEnv : {}) }));
     // A coordinator that exits before it listens (bad config) ends the launch at once.
-    const early = await Promise.race([waitForPort(port, '127.0.0.1', 30_000).then(() => null), coordinator]);
+    const exited = new AbortController();
+    void coordinator.then(() => exited.abort());
+    const early = await Promise.race([waitForPort(port, '127.0.0.1', 30_000, exited.signal).then(() => null), coordinator]);
     if (early !== null) return { code: early, message: errors.get('coord') ?? null };
     const workers = Array.from({ length: o.workers }, (_, i) =>
       supervise(`w${i}`, () => ['worker', '--coordinator', `127.0.0.1:${port}`, '--worker-id', `w${i}`, ...secure, ...(o.workerArgs ?? [])], (life) => ({ ...baseEnv, ...(life === 0 ? (o.workerEnv?.(i) ?? {}) : {}) })).then((code) => {
@@ -172,7 +182,7 @@ export async function launchJob(o: LaunchOptions): Promise<LaunchResult> {
       }),
     );
     const coordCode = await coordinator;
-    if (coordCode !== 0) {
+    if (coordCode !== 0 && !final) {
       log.error({ code: coordCode }, 'the coordinator failed');
       stopAll();
     }
@@ -180,10 +190,11 @@ export async function launchJob(o: LaunchOptions): Promise<LaunchResult> {
     const timer = setTimeout(stopAll, 15_000);
     const codes = await Promise.all(workers);
     clearTimeout(timer);
+    const ended = final as { tag: string; code: number } | null;
+    // The coordinator's words when it ended the same way (they name the job's reason first-hand).
+    if (ended) return { code: ended.code, message: errors.get(coordCode === ended.code ? 'coord' : ended.tag) ?? null };
     const failed = codes.findIndex((c) => c !== 0);
     if (failed >= 0) log.error({ process: `w${failed}`, code: codes[failed] }, 'a worker failed');
-    const ended = final as { tag: string; code: number } | null;
-    if (ended) return { code: ended.code, message: errors.get(ended.tag) ?? null };
     return { code: coordCode !== 0 || failed >= 0 ? 1 : 0, message: coordCode !== 0 ? (errors.get('coord') ?? null) : failed >= 0 ? (errors.get(`w${failed}`) ?? null) : null };
   } finally {
     follower?.stop();

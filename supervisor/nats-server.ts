@@ -39,9 +39,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 10_000): Promise<void> {
+/** Resolves once something listens on host:port, or as soon as `stop` is aborted (the caller gave up). */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 10_000, stop?: AbortSignal): Promise<void> {
   const until = Date.now() + timeoutMs;
-  for (;;) {
+  while (!stop?.aborted) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, host, () => {
         s.end();

@@ -43,12 +43,12 @@ test('malformed frames are named precisely', () => {
 test('the peer service answers a bad frame with INVALID_ARGUMENT and keeps delivering good ones', async () => {
   const server = new PeerServer();
   // The worker's own rule, for a rank at step 2 with 2 micro-batches per step.
-  server.expect = expectedFrames(() => 2, 2, () => 0);
+  server.expect = expectedFrames(0, () => 2, 2, () => 0);
   const address = await server.start('127.0.0.1', 0);
   const { Peer } = loadProto();
   const client = new Peer(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
   const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
-  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
   const wrongSize = { ...frame(2), tensor: { ...frame(2).tensor!, shape: [1, 2, 4] } };
   const e1 = await send(wrongSize);
   assert.equal(e1?.code, grpc.status.INVALID_ARGUMENT);
@@ -132,7 +132,7 @@ async function workerPeer(env: Record<string, string>): Promise<{ address: strin
 
 test('PROPIPE_MAX_MESSAGE_MB (default 64) bounds what a worker accepts: larger messages get RESOURCE_EXHAUSTED', async () => {
   const { Peer } = loadProto();
-  const frame = (bytes: number): FrameMsg => ({ kind: 'ACTIVATION', step: 0, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, bytes / 4], data: new Float32Array(bytes / 4) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const frame = (bytes: number): FrameMsg => ({ kind: 'ACTIVATION', step: 0, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, bytes / 4], data: new Float32Array(bytes / 4) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
   const MB = 1024 * 1024;
   for (const [env, under, over] of [[{ PROPIPE_MAX_MESSAGE_MB: '2' }, MB, 3 * MB], [{}, 63 * MB, 65 * MB]] as const) {
     const { address, child } = await workerPeer(env);
@@ -150,4 +150,38 @@ test('PROPIPE_MAX_MESSAGE_MB (default 64) bounds what a worker accepts: larger m
       child.kill('SIGKILL');
     }
   }
+});
+
+test('assignments do not mix: a neighbour ahead keeps its frames, stale frames are dropped, gradients go down the stream of their assignment', async () => {
+  // Rank 1 of assignment 1; rank 0 already runs assignment 2 (it got its assignment first).
+  const server = new PeerServer();
+  server.mailbox.reset(1);
+  const address = await server.start('127.0.0.1', 0);
+  const oldBelow = new Mailbox();
+  const newBelow = new Mailbox();
+  newBelow.reset(2);
+  const oldLink = new PeerLink(address, oldBelow, () => null);
+  const newLink = new PeerLink(address, newBelow, () => null);
+  const act = (epoch: number, marker: number) => ({ kind: 'ACTIVATION' as const, step: 4, microBatch: 0, tensor: { dtype: 'float32' as const, shape: [1, 1, 1], data: Float32Array.of(marker) }, epoch });
+  await oldLink.sendUp(act(1, 1));
+  assert.deepEqual([...(await server.mailbox.take('ACTIVATION', 4, 0)).tensor.data], [1]);
+  await newLink.sendUp(act(2, 2));
+  await oldLink.sendUp(act(1, 3));
+  // Rank 1 joins assignment 2: the frame that came early is there, the one of assignment 1 is not.
+  await new Promise((r) => setTimeout(r, 200));
+  server.mailbox.reset(2);
+  assert.deepEqual([...(await server.mailbox.take('ACTIVATION', 4, 0)).tensor.data], [2]);
+  await oldLink.sendUp(act(1, 4));
+  const nothing = await Promise.race([server.mailbox.take('ACTIVATION', 4, 0).then(() => 'delivered'), new Promise((r) => setTimeout(() => r('nothing'), 300))]);
+  assert.equal(nothing, 'nothing', 'a frame of an earlier assignment never reaches the rank');
+  // Gradients of assignment 2 go down the stream that carried its activations, not the old one.
+  await server.sendDown({ kind: 'GRADIENT', step: 4, microBatch: 0, tensor: { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(-2) }, epoch: 2 });
+  assert.deepEqual([...(await newBelow.take('GRADIENT', 4, 0)).tensor.data], [-2]);
+  // A gradient for an assignment no rank below has reached waits, and ends with the step (the mailbox fails).
+  const waiting = server.sendDown({ kind: 'GRADIENT', step: 4, microBatch: 0, tensor: { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(-3) }, epoch: 3 });
+  server.mailbox.fail(new Error('re-assigning'));
+  await assert.rejects(waiting, /re-assigning/);
+  oldLink.close();
+  newLink.close();
+  await server.stop();
 });

@@ -57,7 +57,7 @@ test('the peer service over mutual TLS: only a client with the job token and a j
   const delivered = spy(server.mailbox);
   const { Peer } = loadProto();
   // Each attempt carries its own marker value, so any frame that got through is identified.
-  const frame = (marker: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(marker) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
+  const frame = (marker: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(marker) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
   const send = (creds: grpc.ChannelCredentials, md: grpc.Metadata, marker: number) => call(Peer, address, creds, 'Send', frame(marker), md);
 
   const none = await send(channelCredentials(sec), new grpc.Metadata(), 101);

@@ -18,6 +18,7 @@ import { openFeed, type DataFeed } from './data-feed.ts';
 import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
 import { JobAborted, PermanentError, RecoverableError } from '../common/errors.ts';
 import { expectedFrames } from './frame-rule.ts';
+import { watchAssignment } from './assignment-watch.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRankShards } from './export-ranks.ts';
 import { trainedParts, writeRunAdapter } from './export-run.ts';
@@ -48,8 +49,6 @@ export interface CoordinatorPort {
 export interface RankTransport {
   readonly mailbox: Mailbox;
   expect: FrameExpectation;
-  /** Forgets the rank below (a new assignment). */
-  resetBelow(): void;
   sendDown(f: OutFrame): Promise<void>;
   /** A stream to the rank above, or null on the last rank. */
   linkUp(address: string): { sendUp(f: OutFrame): Promise<void>; close(): void } | null;
@@ -70,6 +69,8 @@ export interface RankPorts {
   log: Log;
   /** Rank 0's data, when the caller has already opened it (to refuse bad data before writing anything). */
   feed?: DataFeed;
+  /** Ask the coordinator this often whether the assignment still stands (0: never; one process needs not). */
+  watchMs?: number;
 }
 
 /** The update of one step on this rank: AdamW with the layer's LR and the global clip scale. */
@@ -102,15 +103,15 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   let step = a.startStep;
   let stage = a.stage;
   let evalBatches = 0;
-  server.mailbox.reset();
-  server.resetBelow();
-  server.expect = expectedFrames(() => step, M, () => evalBatches);
+  // Frames carry the assignment epoch: a neighbour's frames of this assignment may already be here.
+  server.mailbox.reset(a.epoch);
+  server.expect = expectedFrames(a.epoch, () => step, M, () => evalBatches);
   const link = a.nextPeer ? server.linkUp(a.nextPeer) : null;
   const up = (f: OutFrame) => {
     if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
-    return link!.sendUp(f);
+    return link!.sendUp({ ...f, epoch: a.epoch });
   };
-  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
+  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown({ ...f, epoch: a.epoch }) : undefined };
   const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: server })) : null;
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
   // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
@@ -118,6 +119,11 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     if (sig.command === 'reassign' && (sig.incarnation !== a.incarnation || (sig.epoch ?? 0) > a.epoch)) server.mailbox.fail(new RecoverableError(`re-assigning: ${sig.reason}`));
   };
   await rank.enterStage(stage);
+  // The same, should the signal be lost: the coordinator is asked over gRPC (worker/assignment-watch.ts).
+  const unwatch = watchAssignment(() => coord.status(), a, ports.watchMs ?? 0, (why) => {
+    log.warn({ why, epoch: a.epoch }, 'the assignment no longer stands (no control signal came): dropping the step');
+    server.mailbox.fail(new RecoverableError(`re-assigning: ${why}`));
+  });
 
   try {
     for (;;) {
@@ -177,6 +183,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       }
     }
   } finally {
+    unwatch();
     link?.close();
     tied?.close();
     await rank.release();

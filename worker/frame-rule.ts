@@ -3,9 +3,13 @@
 // is answered with INVALID_ARGUMENT before it reaches the mailbox.
 import type { FrameExpectation } from './peer.ts';
 
-/** The rule for a rank at `step()` running `microBatches` per step (and `evalBatches()` in evaluation). */
-export function expectedFrames(step: () => number, microBatches: number, evalBatches: () => number): FrameExpectation {
-  return (kind, s, mb) => {
+/**
+ * The rule for a rank of assignment `epoch` at `step()` running `microBatches` per step (and
+ * `evalBatches()` in evaluation). Frames of another assignment are the mailbox's to drop or keep.
+ */
+export function expectedFrames(epoch: number, step: () => number, microBatches: number, evalBatches: () => number): FrameExpectation {
+  return (kind, s, mb, e) => {
+    if (e !== epoch) return null;
     const at = step();
     if (s < at || s > at + 1) return `frame for step ${s} while this rank is at step ${at}`;
     if (kind !== 'EVAL_ACTIVATION' && mb >= Math.max(microBatches, evalBatches(), 1)) return `micro-batch ${mb} out of range (${microBatches} per step)`;

@@ -11,13 +11,15 @@ import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
 import { isRecoverable, PermanentError } from '../common/errors.ts';
-import { permanentFromStatus } from '../proto/errors.ts';
+import { finalFromStatus } from '../proto/errors.ts';
 import { checkListener } from '../proto/exposure.ts';
 import { PeerLink, PeerServer } from './peer.ts';
 import { StageWatcher } from './stage-watcher.ts';
 import { prepareModel, type TrainingModel } from './training-model.ts';
 
 const MAX_FAILURES = 30;
+/** How often a rank checks over gRPC that its assignment still stands (worker/assignment-watch.ts). */
+const WATCH_MS = 2000;
 
 async function backoff(failures: number, log: ReturnType<typeof childLog>, err: unknown): Promise<void> {
   const ms = Math.min(3000, 100 * 2 ** Math.min(failures, 5));
@@ -43,6 +45,11 @@ export interface WorkerOptions {
   security?: Security;
   /** Serve the peer service without TLS and a token on a non-loopback address (proto/exposure.ts). */
   insecure?: boolean;
+}
+
+/** A lost connection or a transient refusal: register again. Not a job that is over for good. */
+function retryable(err: unknown): boolean {
+  return isRecoverable(err) && !finalFromStatus(err);
 }
 
 /** A model this worker cannot load (missing, or not the one config.json describes) never will be. */
@@ -79,9 +86,8 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8), rankHint: o.rankHint ?? -1 });
       } catch (err) {
         // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
-        // A status that says the request can never succeed stops this worker instead (proto/errors.ts).
-        const permanent = permanentFromStatus(err);
-        if (permanent || !isRecoverable(err) || ++failures > MAX_FAILURES) throw permanent ?? err;
+        // A status that says the job is over for good stops this worker instead (proto/errors.ts).
+        if (!retryable(err) || ++failures > MAX_FAILURES) throw finalFromStatus(err) ?? err;
         await backoff(failures, log, err);
         continue;
       }
@@ -90,13 +96,11 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       nats ??= await connectNats(a.natsUrl, workerId, sec);
       watcher ??= new StageWatcher(nats, a.jobId, o.natsDelayMs ?? 0);
       try {
-        const outcome = await runAssignment(a, run, model, { coord, transport, stages: watcher, workerId, stageTimeoutMs: o.stageTimeoutMs ?? 5000, log });
+        const outcome = await runAssignment(a, run, model, { coord, transport, stages: watcher, workerId, stageTimeoutMs: o.stageTimeoutMs ?? 5000, log, watchMs: WATCH_MS });
         if (outcome === 'stop') return;
         failures = 0;
       } catch (err) {
-        // A status that says the request can never succeed stops this worker instead (proto/errors.ts).
-        const permanent = permanentFromStatus(err);
-        if (permanent || !isRecoverable(err) || ++failures > MAX_FAILURES) throw permanent ?? err;
+        if (!retryable(err) || ++failures > MAX_FAILURES) throw finalFromStatus(err) ?? err;
         await backoff(failures, log, err);
       }
     }
