@@ -7,7 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import YAML from 'yaml';
 import { launch } from '../supervisor/launch.ts';
-import { startNatsServer } from '../supervisor/nats-server.ts';
+import { startNatsServer, type NatsServerProcess } from '../supervisor/nats-server.ts';
 import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import { Trainer } from '../local/trainer.ts';
 import { maxRelError } from './support/compare.ts';
@@ -31,6 +31,8 @@ const FAULTS = [
   { name: 'kill -9 of a worker while it writes its checkpoint shard', workerEnv: { 0: { PROPIPE_TEST_CRASH_IN_SAVE: '4' } } },
   { name: 'kill -9 of the coordinator', coordinatorEnv: { PROPIPE_TEST_COORD_CRASH_AT_STEP: '3' } },
   { name: 'a worker stalled past the step timeout', workerEnv: { 1: { PROPIPE_TEST_STALL_AT_STEP: '5', PROPIPE_TEST_STALL_MS: '6000' } } },
+  // The fail-over's `reassign` signal is lost: the other rank, waiting for the stalled one's frames, learns it over gRPC.
+  { name: 'a worker stalled past the step timeout while nats-server is down', natsDownAfterStep: 3, workerEnv: { 1: { PROPIPE_TEST_STALL_AT_STEP: '5', PROPIPE_TEST_STALL_MS: '6000' } } },
 ] as const;
 
 test('faults are survived and the run ends with the uninterrupted weights', async (t) => {
@@ -46,6 +48,8 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
       fs.writeFileSync(file, YAML.stringify({ ...run, output_dir: out }));
       const lines: string[] = [];
       const t0 = Date.now();
+      let nats: NatsServerProcess | null = null;
+      let natsDown = false;
       const code = await launch({
         workers: 2,
         coordinatorArgs: ['--config', file, '--step-timeout-ms', '2500', '--static-partition'],
@@ -53,9 +57,17 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
         workerEnv: (i) => ('workerEnv' in fault ? ((fault.workerEnv as Record<number, Record<string, string>>)[i] ?? {}) : {}),
         quiet: true,
         env: { PROPIPE_LOG_LEVEL: 'info' },
-        onLine: (tag, line) => lines.push(`${tag} ${line}`),
+        onNats: (n) => (nats = n),
+        onLine: (tag, line) => {
+          lines.push(`${tag} ${line}`);
+          if ('natsDownAfterStep' in fault && !natsDown && tag === 'coord' && line.includes('"msg":"train"') && JSON.parse(line).step === fault.natsDownAfterStep) {
+            natsDown = true;
+            void nats!.stop();
+          }
+        },
       });
       assert.equal(code, 0, lines.slice(-30).join('\n'));
+      if (natsDown) assert.ok(lines.some((l) => l.includes('the assignment no longer stands')), 'a rank learned of the fail-over over gRPC');
       sameWeights(reference.finalDir, path.join(out, 'final'));
       const log = records(out);
       const steps = log.filter((r) => typeof r.loss === 'number');
