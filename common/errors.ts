@@ -32,6 +32,15 @@ export class PermanentError extends Error {
   }
 }
 
+/** The job this process came for is already over (it finished): nothing to do, and not an error (exit 0). */
+export class JobFinished extends Error {
+  readonly exitCode = 0;
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobFinished';
+  }
+}
+
 /** gRPC failures (coordinator restarted, barrier rejected) and lost links are survivable. */
 export function isRecoverable(err: unknown): boolean {
   return err instanceof RecoverableError || (typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number');

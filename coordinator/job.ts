@@ -15,7 +15,7 @@ import { PartitionError, planPartition, unconstrainedPartition, type PartitionRe
 import { requestFromStack } from '../plan/request.ts';
 import { StageModel } from '../plan/stage-model.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
-import { PermanentError, JobAborted } from '../common/errors.ts';
+import { JobAborted, JobFinished, PermanentError } from '../common/errors.ts';
 
 const log = childLog({ component: 'job' });
 
@@ -131,6 +131,7 @@ export class Job {
     // A job that ended for good answers every late registration with why, so the worker stops too.
     if (this.failure) return Promise.reject(this.failure);
     if (this.abortReason) return Promise.reject(new JobAborted(`the job was aborted: ${this.abortReason}`));
+    if (this.phase === 'done') return Promise.reject(new JobFinished(`job ${this.o.jobId} has finished at step ${this.state.step}: nothing left to do`));
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
     // Ranks register after sending their shard of the checkpoint being committed: one that comes

@@ -10,6 +10,9 @@ import { test } from 'node:test';
 import YAML from 'yaml';
 import { launchJob } from '../supervisor/launch.ts';
 import { makeTiny, poisonTensor } from './support/tiny.ts';
+import { jobFor, register } from './support/job.ts';
+import { JobAborted, JobFinished, PermanentError } from '../common/errors.ts';
+import { finalFromStatus, statusOf } from '../proto/errors.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
 
@@ -85,4 +88,23 @@ test('a diverging pipelined run: coordinator and every worker exit 3, nothing re
   const cli = await propipe(['launch', '--workers', '2', '--insecure', '--config', `${out}.yaml`]);
   assert.equal(cli.status, 3, cli.stderr.slice(-2000));
   assert.match(cli.stderr, /propipe launch: the job was aborted: /);
+});
+
+test('the end of a job, on the wire: a worker that registers after it is told so and what to exit with, instead of retrying', () => {
+  const over = (err: Error) => finalFromStatus({ ...statusOf(err), message: err.message });
+  // Aborted (3) and cannot run as configured (4) are final; a job being re-assigned is retried.
+  assert.ok(over(new JobAborted('nan')) instanceof JobAborted);
+  assert.ok(over(new PermanentError('too big')) instanceof PermanentError);
+  assert.equal(over(new Error('the job is re-assigning: register again')), null);
+  // A finished job answers a late registration with JobFinished (the worker exits 0).
+  const job = jobFor('unused', 1);
+  job.finishExport();
+  return register(job, 'late', 8 * 2 ** 30).then(
+    () => assert.fail('a finished job assigned a late worker'),
+    (err: Error) => {
+      assert.ok(err instanceof JobFinished, String(err));
+      const answer = over(err);
+      assert.ok(answer instanceof JobFinished && answer.exitCode === 0, String(answer));
+    },
+  );
 });

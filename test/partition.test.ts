@@ -6,15 +6,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Job } from '../coordinator/job.ts';
+import { jobFor, register } from './support/job.ts';
 import { PermanentError } from '../common/errors.ts';
 import { randomModelConfig } from '../model/hf/init.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
 import { estimateRank, planCost, planPartition } from '../plan/partition.ts';
 import { StageModel, type RunShape } from '../plan/stage-model.ts';
-import { trainedStack } from '../recipe/layout.ts';
-import { parseRunConfig } from '../recipe/run-config.ts';
 import { makeTiny } from './support/tiny.ts';
 
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
@@ -68,14 +66,6 @@ test('memory limits shape the split; no split fitting gives none', () => {
   assert.throws(() => planPartition({ model, workers: Array.from({ length: 13 }, () => cpu()) }), /at most 12 workers/);
 });
 
-function jobFor(dir: string, workers: number): Job {
-  const run = parseRunConfig({ model: dir, dataset: 'x', output_dir: 'y', train_type: 'llamapro', llamapro_new_blocks: 2 });
-  const stack = trainedStack(run, randomModelConfig(TINY).config, {}, null);
-  const events = { stage() {}, stageEnd() {}, earlyStop() {}, step() {}, eval() {}, commit: () => '', done() {}, recover: () => null };
-  return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i' }, events);
-}
-const TINY = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 };
-const register = (job: Job, id: string, memoryBytes: number) => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device: 'cpu', memoryBytes, rankHint: -1 });
 
 test('the coordinator refuses a partition that does not fit, naming the rank, the stage and the bytes', async () => {
   const job = jobFor('unused', 2);

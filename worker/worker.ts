@@ -7,15 +7,16 @@ import { childLog } from '../common/log.ts';
 import type { AssignmentMsg } from '../proto/messages.ts';
 import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import { closeNats, connectNats } from '../proto/signals.ts';
-import { parseRunConfig, type RunConfig } from '../recipe/run-config.ts';
+import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
-import { isRecoverable, PermanentError } from '../common/errors.ts';
+import { isRecoverable, JobFinished } from '../common/errors.ts';
 import { finalFromStatus } from '../proto/errors.ts';
 import { checkListener } from '../proto/exposure.ts';
 import { PeerLink, PeerServer } from './peer.ts';
 import { StageWatcher } from './stage-watcher.ts';
-import { prepareModel, type TrainingModel } from './training-model.ts';
+import type { TrainingModel } from './training-model.ts';
+import { openTrainingModel } from './open-model.ts';
 
 const MAX_FAILURES = 30;
 /** How often a rank checks over gRPC that its assignment still stands (worker/assignment-watch.ts). */
@@ -52,18 +53,6 @@ function retryable(err: unknown): boolean {
   return isRecoverable(err) && !finalFromStatus(err);
 }
 
-/** A model this worker cannot load (missing, or not the one config.json describes) never will be. */
-function loadModelOrStop(run: RunConfig): TrainingModel {
-  try {
-    const model = prepareModel(run);
-    // Headers only: a missing tensor or a wrong shape anywhere stops the job now, not at some stage.
-    model.base.checkAll();
-    return model;
-  } catch (err) {
-    throw new PermanentError(`this worker cannot load the model ${run.model}: ${(err as Error).message}`);
-  }
-}
-
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const workerId = o.workerId ?? `${os.hostname()}-${process.pid}-${crypto.randomBytes(2).toString('hex')}`;
   const log = childLog({ component: 'worker', worker: workerId });
@@ -87,12 +76,14 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       } catch (err) {
         // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
         // A status that says the job is over for good stops this worker instead (proto/errors.ts).
-        if (!retryable(err) || ++failures > MAX_FAILURES) throw finalFromStatus(err) ?? err;
+        const final = finalFromStatus(err);
+        if (final instanceof JobFinished) return log.info({ why: final.message }, 'the job is over: nothing to do');
+        if (!retryable(err) || ++failures > MAX_FAILURES) throw final ?? err;
         await backoff(failures, log, err);
         continue;
       }
       const run = parseRunConfig(JSON.parse(a.runConfigJson), 'the coordinator’s run config');
-      model ??= loadModelOrStop(run);
+      model ??= openTrainingModel(run);
       nats ??= await connectNats(a.natsUrl, workerId, sec);
       watcher ??= new StageWatcher(nats, a.jobId, o.natsDelayMs ?? 0);
       try {

@@ -225,7 +225,7 @@ export const MUTANTS: Mutant[] = [
   },
   {
     name: 'model directory not checked before training',
-    file: 'worker/worker.ts',
+    file: 'worker/open-model.ts',
     find: '    model.base.checkAll();\n',
     replace: '',
     test: 'test/model-dir.test.ts',
