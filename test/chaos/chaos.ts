@@ -139,7 +139,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       }
     },
     onLine: (tag, line) => {
-      if (process.env.CHAOS_DEBUG_LOG) fs.appendFileSync(process.env.CHAOS_DEBUG_LOG, `${Date.now()} ${tag} ${line}\n`);
       if (tag !== 'coord' || !line.includes('"msg":"train"')) return;
       const step = (JSON.parse(line) as { step: number }).step;
       recordStep(step);

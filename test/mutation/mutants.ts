@@ -177,7 +177,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'permanent errors treated as transient (answered ABORTED)',
     file: 'proto/errors.ts',
-    find: 'if (!(err instanceof PermanentError || err instanceof JobAborted)) return',
+    find: 'if (!(err instanceof PermanentError || err instanceof JobAborted || err instanceof JobFinished)) return',
     replace: 'if (true) return',
     test: 'test/partition.test.ts',
     pattern: 'memory-gb too small',

@@ -92,7 +92,7 @@ export class NetnsLab {
 /** Runs a command inside a namespace; every output line goes to `lines`, prefixed with `name`. */
 export function inNs(ns: string, args: string[], lines: string[], name: string, env: NodeJS.ProcessEnv = { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info' }): ChildProcess {
   const child = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  for (const s of [child.stdout!, child.stderr!]) readline.createInterface({ input: s }).on("line", (l) => { lines.push(`${name} ${l}`); if (process.env.CHAOS_DEBUG_LOG) fs.appendFileSync(process.env.CHAOS_DEBUG_LOG + ".k8s", `${Date.now()} ${name} ${l}\n`); });
+  for (const s of [child.stdout!, child.stderr!]) readline.createInterface({ input: s }).on('line', (l) => lines.push(`${name} ${l}`));
   return child;
 }
 
