@@ -2,6 +2,7 @@
 // kill -9 of the coordinator, and a stalled worker. Each run must end with the weights of an
 // uninterrupted run (deterministic data order and seeds, restart from the last committed checkpoint).
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -31,13 +32,15 @@ const FAULTS = [
   { name: 'kill -9 of a worker while it writes its checkpoint shard', workerEnv: { 0: { PROPIPE_TEST_CRASH_IN_SAVE: '4' } } },
   { name: 'kill -9 of the coordinator', coordinatorEnv: { PROPIPE_TEST_COORD_CRASH_AT_STEP: '3' } },
   { name: 'a worker stalled past the step timeout', workerEnv: { 1: { PROPIPE_TEST_STALL_AT_STEP: '5', PROPIPE_TEST_STALL_MS: '6000' } } },
-  // The fail-over's `reassign` signal is lost: the other rank, waiting for the stalled one's frames, learns it over gRPC.
-  { name: 'a worker stalled past the step timeout while nats-server is down', natsDownAfterStep: 3, workerEnv: { 1: { PROPIPE_TEST_STALL_AT_STEP: '5', PROPIPE_TEST_STALL_MS: '6000' } } },
+  // The fail-over's `reassign` signal is lost: rank 1, waiting for activations that rank 0 died before
+  // sending (its stream from below just ends), learns it over gRPC. NATS comes back after the fail-over,
+  // for the restarted rank 0 to connect.
+  { name: 'kill -9 of rank 0 while nats-server is down', natsDownAfterStep: 3, killRank0AfterStep: 5 },
 ] as const;
 
 test('faults are survived and the run ends with the uninterrupted weights', async (t) => {
   const tiny = await makeTiny();
-  const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, steps_per_stage: 4, save_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 2, seed: 5 };
+  const run = { model: tiny.model, dataset: tiny.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, steps_per_stage: 4, save_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 2, seed: 5, logging_steps: 1 };
   const reference = await new Trainer({ ...run, output_dir: path.join(tiny.root, 'reference') }).train();
 
   const only = process.env.PROPIPE_TEST_FAULT;
@@ -50,6 +53,10 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
       const t0 = Date.now();
       let nats: NatsServerProcess | null = null;
       let natsDown = false;
+      const rankOf = new Map<string, number>();
+      const children = new Map<string, ChildProcess>();
+      let killed = false;
+      let natsBack: Promise<NatsServerProcess> | null = null;
       const code = await launch({
         workers: 2,
         coordinatorArgs: ['--config', file, '--step-timeout-ms', '2500', '--static-partition'],
@@ -58,15 +65,30 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
         quiet: true,
         env: { PROPIPE_LOG_LEVEL: 'info' },
         onNats: (n) => (nats = n),
+        onSpawn: (tag, child) => children.set(tag, child),
         onLine: (tag, line) => {
           lines.push(`${tag} ${line}`);
-          if ('natsDownAfterStep' in fault && !natsDown && tag === 'coord' && line.includes('"msg":"train"') && JSON.parse(line).step === fault.natsDownAfterStep) {
+          if (line.includes('"msg":"assigned"')) rankOf.set(tag, JSON.parse(line).rank);
+          if (!('natsDownAfterStep' in fault) || tag !== 'coord') return;
+          if (killed && !natsBack && line.includes('a rank failed: re-assigning')) {
+            const old = nats!;
+            natsBack = new Promise((r) => setTimeout(r, 1000)).then(() => startNatsServer({ ...old.options, port: old.port }));
+          }
+          if (!line.includes('"msg":"train"')) return;
+          const step = JSON.parse(line).step;
+          if (!natsDown && step === fault.natsDownAfterStep) {
             natsDown = true;
             void nats!.stop();
           }
+          if (!killed && step === fault.killRank0AfterStep) {
+            killed = true;
+            children.get([...rankOf].find(([, r]) => r === 0)![0])!.kill('SIGKILL');
+          }
         },
       });
+      await (natsBack as Promise<NatsServerProcess> | null)?.then((n) => n.stop());
       assert.equal(code, 0, lines.slice(-30).join('\n'));
+      if ('natsDownAfterStep' in fault) assert.ok(natsDown && killed, 'nats-server was stopped and rank 0 killed');
       if (natsDown) assert.ok(lines.some((l) => l.includes('the assignment no longer stands')), 'a rank learned of the fail-over over gRPC');
       sameWeights(reference.finalDir, path.join(out, 'final'));
       const log = records(out);

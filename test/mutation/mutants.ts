@@ -205,7 +205,7 @@ export const MUTANTS: Mutant[] = [
     replace: '    if (false) {',
     test: 'test/faults.test.ts',
     pattern: 'faults are survived',
-    env: { PROPIPE_TEST_FAULT: 'nats-server is down' },
+    env: { PROPIPE_TEST_FAULT: 'while nats-server is down' },
   },
   {
     name: 'frames of another assignment taken as this one\'s',
