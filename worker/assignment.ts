@@ -106,13 +106,15 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   // Frames carry the assignment epoch: a neighbour's frames of this assignment may already be here.
   server.mailbox.reset(a.epoch);
   server.expect = expectedFrames(a.epoch, () => step, M, () => evalBatches);
-  const link = a.nextPeer ? server.linkUp(a.nextPeer) : null;
+  // Every frame this rank sends, on any link, carries its assignment epoch.
+  const send = stampedTransport(server, a.epoch);
+  const link = a.nextPeer ? send.linkUp(a.nextPeer) : null;
   const up = (f: OutFrame) => {
     if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
-    return link!.sendUp({ ...f, epoch: a.epoch });
+    return link!.sendUp(f);
   };
-  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown({ ...f, epoch: a.epoch }) : undefined };
-  const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: server })) : null;
+  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? send.sendDown : undefined };
+  const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: send })) : null;
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
   // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
   watcher.onControl = (sig) => {
@@ -188,6 +190,17 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
     tied?.close();
     await rank.release();
   }
+}
+
+/** The transport's sending side, with `epoch` stamped on every frame (the receiver takes only its own). */
+function stampedTransport(t: RankTransport, epoch: number): Pick<RankTransport, 'sendDown' | 'linkUp'> {
+  return {
+    sendDown: (f) => t.sendDown({ ...f, epoch }),
+    linkUp: (address) => {
+      const l = t.linkUp(address);
+      return l && { sendUp: (f: OutFrame) => l.sendUp({ ...f, epoch }), close: () => l.close() };
+    },
+  };
 }
 
 /** Spans in absolute milliseconds, so every rank's timeline lines up in one trace. */
