@@ -29,7 +29,7 @@ export interface RealStep {
   release(): Promise<void>;
 }
 
-const inFrame = (f: OutFrame): InFrame => ({ ...f, labels: f.labels ?? null, inputIds: f.inputIds ?? null, positionIds: f.positionIds ?? null, teacher: f.teacher ?? null, stepTokens: f.stepTokens ?? 0 });
+const inFrame = (f: OutFrame): InFrame => ({ ...f, labels: f.labels ?? null, inputIds: f.inputIds ?? null, positionIds: f.positionIds ?? null, teacher: f.teacher ?? null, stepTokens: f.stepTokens ?? 0, epoch: f.epoch ?? 0 });
 
 /**
  * `base` (with `seed`'s random weights) trained as `trainType`; LLaMA Pro adds `newBlocks` on the fly.

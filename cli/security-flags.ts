@@ -8,6 +8,7 @@ export const SECURITY_FLAGS: FlagSpecs = {
   'tls-ca': { type: 'string', description: 'PEM CA that signed the peers’ certificates' },
   mtls: { type: 'boolean', description: 'mutual TLS: require and present client certificates' },
   'token-file': { type: 'string', description: 'file with the job’s bearer token, checked on every call (or set PROPIPE_TOKEN)' },
+  insecure: { type: 'boolean', description: 'allow a non-loopback --host (or NATS URL) without TLS and a token, on a network you trust' },
 };
 
 export function securityOptions(f: Flags): Security {

@@ -11,11 +11,13 @@ import type { ModelConfig } from '../model/hf/config.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
 import { CPU_DEFAULT, workerDevice, type DeviceProfile } from '../plan/devices.ts';
 import { stageShape } from '../plan/estimate.ts';
-import { planPartition, unconstrainedPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
+import { PartitionError, planPartition, type PartitionRequest, type RankPlan } from '../plan/partition.ts';
+import { memoryRefusal } from './refusal.ts';
 import { requestFromStack } from '../plan/request.ts';
 import type { FrozenDtype } from '../plan/runtime.ts';
 import { StageModel } from '../plan/stage-model.ts';
 import type { ScheduleKind } from '../recipe/schedule-kind.ts';
+import { JobAborted, JobFinished, PermanentError } from '../common/errors.ts';
 
 const log = childLog({ component: 'job' });
 
@@ -56,14 +58,6 @@ interface Worker {
   req: RegisterRequest;
   resolve: (a: AssignmentMsg) => void;
   reject: (e: Error) => void;
-}
-
-/** The job cannot run as registered (a worker's memory is too small): workers must not retry. */
-export class JobRefused extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'JobRefused';
-  }
 }
 
 interface PendingStep {
@@ -116,10 +110,15 @@ export class Job {
   private capacities: { device: string; memoryBytes: number }[] = [];
   /** Why the job was aborted, when it was. */
   abortReason: string | null = null;
+  /** A request that can never succeed ended the job (more workers than blocks, a partition that does not fit). */
+  failure: PermanentError | null = null;
 
   constructor(readonly o: JobOptions, private readonly events: JobEvents) {
     this.policy = new StepPolicy(o.run, o.stack.plan.stages.length, o.hasVal, o.resume?.state ?? freshState());
     this.resumeDir = o.resume?.dir ?? '';
+    // What no worker's memory can change (more workers than blocks) is refused before any registers.
+    this.capacities = Array.from({ length: o.workers }, () => ({ device: 'cpu', memoryBytes: Infinity }));
+    this.plan(this.state.stage, o.workers);
   }
 
   /** Where the job stands (the policy's state: what a checkpoint records). */
@@ -133,10 +132,16 @@ export class Job {
 
   /** Resolves with this worker's assignment once the expected number of workers has registered. */
   register(req: RegisterRequest): Promise<AssignmentMsg> {
+    // A job that ended for good answers every late registration with why, so the worker stops too.
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.abortReason) return Promise.reject(new JobAborted(`the job was aborted: ${this.abortReason}`));
+    if (this.phase === 'done') return Promise.reject(new JobFinished(`job ${this.o.jobId} has finished at step ${this.state.step}: nothing left to do`));
+    if (!['', 'cpu', 'cuda'].includes(req.device)) return Promise.reject(new PermanentError(`worker ${req.workerId} reports device '${req.device}': start it with --device cpu or --device cuda`));
     // A worker registering while the job runs has restarted or lost its assignment: fail over.
     if (this.phase === 'running') this.fail(`worker ${req.workerId} registered again`);
-    if (this.abortReason) return Promise.reject(new JobRefused(this.abortReason));
-    if (!['', 'cpu', 'cuda'].includes(req.device)) return Promise.reject(new JobRefused(`worker ${req.workerId} reports device '${req.device}': start it with --device cpu or --device cuda`));
+    // Ranks register after sending their shard of the checkpoint being committed: one that comes
+    // without it has restarted, and that checkpoint can never complete.
+    else if (this.pendingCommit && !this.shards.get(this.pendingCommit.step)?.some((s) => s.workerId === req.workerId)) this.fail(`worker ${req.workerId} registered again without its shard of checkpoint ${this.pendingCommit.step}`);
     return new Promise((resolve, reject) => {
       this.waiting = this.waiting.filter((w) => w.req.workerId !== req.workerId);
       this.waiting.push({ req, resolve, reject });
@@ -151,8 +156,15 @@ export class Job {
   }
 
   private plan(stage: number, workers = this.waiting.length): RankPlan[] {
-    const plan = planPartition(this.partitionRequest(stage, workers));
-    if (!plan.length) throw new JobRefused(this.refusal(stage, workers));
+    let plan: RankPlan[];
+    try {
+      plan = planPartition(this.partitionRequest(stage, workers));
+    } catch (err) {
+      // More workers than blocks: no partition now means none ever.
+      if (err instanceof PartitionError) throw new PermanentError(err.message);
+      throw err;
+    }
+    if (!plan.length) throw new PermanentError(memoryRefusal(this.partitionRequest(stage, workers), stage, this.stages, this.waiting.map((w) => w.req.workerId), this.o.stack.config.numLayers));
     return plan;
   }
 
@@ -169,23 +181,21 @@ export class Job {
     return { model, costModel, workers: this.capacities.slice(0, workers).map((c) => workerDevice(c.device, c.memoryBytes)) };
   }
 
-  /** Which rank of which stage does not fit, by how much: the time-balanced split priced without limits. */
-  private refusal(stage: number, workers: number): string {
-    const req = this.partitionRequest(stage, workers);
-    const free = unconstrainedPartition(req);
-    const over = free.map((p, r) => ({ r, p, by: p.memoryBytes - req.workers[r].memoryBytes })).sort((a, b) => b.by - a.by)[0];
-    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
-    return `the run does not fit the workers' memory: stage ${stage + 1}/${this.stages}, rank ${over.r} (worker ${this.waiting[over.r]?.req.workerId ?? over.r}, blocks ${over.p.start}..${over.p.end - 1}) needs ${over.p.memoryBytes} bytes (${gib(over.p.memoryBytes)}) but the worker offers ${req.workers[over.r].memoryBytes} bytes (${gib(req.workers[over.r].memoryBytes)}, its --memory-gb${req.workers[over.r].kind === 'gpu' ? ' of CUDA device memory, which includes the CUDA runtime' : ''}); no split of the ${this.o.stack.config.numLayers} blocks over ${workers} workers fits. Add workers or memory, use --quantize 4bit or fewer micro-batches in flight; \`propipe plan\` shows what fits`;
-  }
 
-  /** Ends the job before it starts: every waiting worker is told why, and the coordinator exits. */
-  private refuse(err: JobRefused): void {
-    this.abortReason = err.message;
-    log.error({ reason: err.message }, 'refusing the partition');
-    const workers = this.waiting;
-    this.waiting = [];
-    workers.forEach((w) => w.reject(err));
+  /**
+   * Ends the job for a request that can never succeed (a partition that does not fit, more workers than
+   * blocks): every waiting worker and every rank at the barrier gets the message, as a permanent status,
+   * so it stops instead of registering again.
+   */
+  private stopFor(err: PermanentError): void {
+    // The reason itself is each process's last words (the CLI prints it once, on exit).
+    log.error('the job cannot run as configured: stopping every process');
+    this.failure = err;
     this.phase = 'done';
+    clearTimeout(this.pending.timer);
+    this.waiting.splice(0).forEach((w) => w.reject(err));
+    this.pending.waiters.splice(0).forEach((w) => w.reject(err));
+    // Let those answers reach the workers before the coordinator goes down.
     setTimeout(() => this.events.done(), 500);
   }
 
@@ -199,9 +209,8 @@ export class Job {
       this.o.stack.plan.stages.forEach((_, k) => this.plan(k));
       this.partition = this.plan(this.state.stage);
     } catch (err) {
-      if (!(err instanceof JobRefused)) throw err;
-      this.refuse(err);
-      return;
+      if (err instanceof PermanentError) return this.stopFor(err);
+      throw err;
     }
     this.epoch++;
     const workers = this.waiting;
@@ -248,6 +257,8 @@ export class Job {
     const expected = r.isEval ? this.state.step - 1 : this.state.step;
     if (r.step !== expected) return Promise.reject(new Error(`${r.isEval ? 'evaluation' : 'step'} report for step ${r.step}, the job expects step ${expected}`));
     if (this.phase !== 'running') return Promise.reject(new Error('the job is re-assigning: register again'));
+    // Only the worker the assignment gave this rank may report for it.
+    if (this.ranks[r.rank] !== r.workerId) return Promise.reject(new Error(`worker ${r.workerId} is not rank ${r.rank} of the current assignment: register again`));
     return new Promise((resolve, reject) => {
       this.pending.reports.set(r.rank, r);
       this.pending.waiters.push({ resolve, reject });
@@ -256,9 +267,17 @@ export class Job {
         const { waiters, timer } = this.pending;
         clearTimeout(timer);
         this.pending = { reports: new Map(), waiters: [] };
-        const d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
+        let d: StepDecisionMsg;
+        try {
+          d = reports[0].isEval ? this.afterEval(reports) : this.afterStep(reports);
+        } catch (err) {
+          if (!(err instanceof PermanentError)) throw err;
+          this.pending.waiters = waiters;
+          return this.stopFor(err);
+        }
         waiters.forEach((w) => w.resolve(d));
-        if (d.directive !== 'STOP' && d.directive !== 'REASSIGN') this.armTimer(d.step + (d.directive === 'EVALUATE' ? 0 : 1));
+        // Only a job that goes on has a next barrier (an armed timer would also keep an aborted coordinator alive).
+        if (d.directive === 'CONTINUE' || d.directive === 'EVALUATE') this.armTimer(d.step + (d.directive === 'EVALUATE' ? 0 : 1));
       }
     });
   }
@@ -281,7 +300,8 @@ export class Job {
 
   /** Fails the current assignment over: every rank registers again and resumes from the last commit. */
   fail(reason: string): void {
-    if (this.phase !== 'running') return;
+    // Running, or re-assigning after a re-plan but still waiting for that checkpoint's shards.
+    if (this.phase !== 'running' && !(this.phase === 'waiting' && this.pendingCommit)) return;
     log.warn({ reason, epoch: this.epoch }, 'a rank failed: re-assigning the job from the last committed checkpoint');
     this.phase = 'waiting';
     clearTimeout(this.pending.timer);
@@ -354,7 +374,9 @@ export class Job {
   }
 
   commitShard(s: ShardReportMsg): void {
-    const list = this.shards.get(s.step) ?? [];
+    if (this.pendingCommit?.step !== s.step) throw new Error(`shard report for step ${s.step}, but no checkpoint of step ${s.step} is being committed`);
+    // One shard per rank: a repeated report replaces the earlier one instead of standing in for another rank.
+    const list = (this.shards.get(s.step) ?? []).filter((x) => x.rank !== s.rank);
     list.push(s);
     this.shards.set(s.step, list);
     if (list.length === this.ranks.length && this.pendingCommit?.step === s.step) {

@@ -5,10 +5,12 @@ import crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { childLog } from '../common/log.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
+import { statusOf } from '../proto/errors.ts';
+import { checkListener, checkNatsUrl } from '../proto/exposure.ts';
 import { checkToken, serverCredentials, type Security } from '../proto/security.ts';
 import type { ExportReportMsg, RegisterRequest, ShardReportMsg, StepReportMsg } from '../proto/messages.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
-import { JobRefused, type Job } from './job.ts';
+import type { Job } from './job.ts';
 import { CoordinatorService } from './service.ts';
 import { connectNats, SignalPublisher } from '../proto/signals.ts';
 import { Telemetry } from './telemetry.ts';
@@ -30,6 +32,8 @@ export interface CoordinatorOptions {
   staticPartition?: boolean;
   stepTimeoutMs?: number;
   security?: Security;
+  /** Serve without TLS and a token on a non-loopback address (proto/exposure.ts). */
+  insecure?: boolean;
 }
 
 export interface RunningCoordinator {
@@ -50,19 +54,29 @@ function unary<Req, Res>(sec: Security, fn: (req: Req) => Promise<Res> | Res): H
     Promise.resolve()
       .then(() => fn(call.request))
       .then((res) => cb(null, res))
-      // A refused job is final (ABORTED: workers stop instead of registering again).
-      .catch((err: Error) => cb({ code: err instanceof JobRefused ? grpc.status.ABORTED : grpc.status.FAILED_PRECONDITION, details: err.message } as grpc.ServiceError));
+      .catch((err: Error) => cb(statusOf(err)));
   };
 }
 
 export async function startCoordinator(o: CoordinatorOptions): Promise<RunningCoordinator> {
   const run = o.run;
+  checkListener('coordinator', o.host, o.security ?? {}, !!o.insecure);
+  checkNatsUrl(o.natsUrl, !!o.insecure);
   const jobId = o.jobId ?? crypto.randomBytes(4).toString('hex');
-  const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`);
+  const nc = await connectNats(o.natsUrl, `coordinator-${jobId}`, o.security);
   const signals = new SignalPublisher(nc, jobId);
   const telemetry = new Telemetry(run.output_dir, run.resume);
-  const metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort, o.host) : null;
-  const service = new CoordinatorService({ ...o, jobId, signals, telemetry });
+  let service: CoordinatorService;
+  let metricsPort: number | null;
+  try {
+    metricsPort = o.metricsPort !== undefined ? await telemetry.serve(o.metricsPort, o.host) : null;
+    service = new CoordinatorService({ ...o, jobId, signals, telemetry });
+  } catch (err) {
+    // A job refused as configured (or a port taken) leaves nothing open that would keep the process up.
+    await telemetry.close();
+    await signals.close().catch(() => undefined);
+    throw err;
+  }
   const job = service.job;
   const stack = service.stack;
 

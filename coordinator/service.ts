@@ -173,7 +173,7 @@ export class CoordinatorService {
 
   status(): JobStatusMsg {
     const job = this.job;
-    return { jobId: this.jobId, state: job.phase, step: job.state.step, stage: job.state.stage, workers: job.partition.length, lastLoss: job.lastLoss, lastCheckpoint: job.lastCheckpoint };
+    return { jobId: this.jobId, state: job.phase, step: job.state.step, stage: job.state.stage, workers: job.partition.length, lastLoss: job.lastLoss, lastCheckpoint: job.lastCheckpoint, epoch: job.epoch, incarnation: job.o.incarnation };
   }
 
   currentStage(): StageInfoMsg {

@@ -23,8 +23,6 @@ export class NoNeighbours implements RankTransport {
   readonly mailbox = new Mailbox();
   expect: FrameExpectation = () => null;
 
-  resetBelow(): void {}
-
   sendDown(f: OutFrame): Promise<void> {
     throw new Error(`a single rank has no rank below to send ${f.kind} of step ${f.step} to`);
   }

@@ -12,7 +12,7 @@ import { openFeed } from '../worker/data-feed.ts';
 import { JobAborted } from '../common/errors.ts';
 import { memoryReport, type MemoryReport } from '../worker/quantization.ts';
 import { StageWatcher } from '../worker/stage-watcher.ts';
-import { prepareModel } from '../worker/training-model.ts';
+import { openTrainingModel } from '../worker/open-model.ts';
 import { inProcessCoordinator, NoNeighbours } from './in-process.ts';
 
 const log = childLog({ component: 'trainer' });
@@ -32,7 +32,7 @@ export class Trainer {
 
   async train(): Promise<TrainResult> {
     const run = this.run;
-    const model = prepareModel(run);
+    const model = openTrainingModel(run);
     // Bad data is refused before anything is written.
     const feed = await openFeed(run, model);
     const watcher = new StageWatcher(null, WORKER_ID);

@@ -66,6 +66,8 @@ export interface OutFrame {
   /** Distillation: the teacher's hidden state, same dtype and shape as `tensor`, chunked with it. */
   teacher?: WireTensor;
   stepTokens?: number;
+  /** The sender's assignment epoch (0 outside a pipeline job). */
+  epoch?: number;
 }
 
 /** Splits a frame's payload into chunks of at most `chunkBytes`; labels travel with the first chunk. */
@@ -91,6 +93,7 @@ export function encodeFrames(f: OutFrame, chunkBytes = DEFAULT_CHUNK_BYTES): Fra
       stepTokens: f.stepTokens ?? 0,
       chunk: c,
       chunks,
+      epoch: f.epoch ?? 0,
     });
   }
   return frames;
@@ -106,6 +109,7 @@ export interface InFrame {
   positionIds: WireTensor | null;
   teacher: WireTensor | null;
   stepTokens: number;
+  epoch: number;
 }
 
 const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION', 'EMBED_GRAD']);
@@ -132,7 +136,7 @@ interface Partial {
 export class FrameAssembler {
   private readonly partial = new Map<string, Partial>();
 
-  constructor(private readonly expect: (kind: FrameKind, step: number, microBatch: number) => string | null = () => null) {}
+  constructor(private readonly expect: (kind: FrameKind, step: number, microBatch: number, epoch: number) => string | null = () => null) {}
 
   /** Returns the frame when its last chunk arrives; throws FrameError on anything malformed. */
   push(m: FrameMsg): InFrame | null {
@@ -141,10 +145,10 @@ export class FrameAssembler {
     if (!Number.isInteger(m.chunks) || m.chunks < 1 || m.chunks > MAX_CHUNKS || !Number.isInteger(m.chunk) || m.chunk < 0 || m.chunk >= m.chunks) {
       throw new FrameError(`frame chunk ${m.chunk} of ${m.chunks} is out of range`);
     }
-    const why = this.expect(m.kind, m.step, m.microBatch);
+    const why = this.expect(m.kind, m.step, m.microBatch, m.epoch ?? 0);
     if (why) throw new FrameError(why);
     if (!m.tensor) throw new FrameError('frame has no tensor');
-    const key = `${m.kind}:${m.step}:${m.microBatch}`;
+    const key = `${m.kind}:${m.step}:${m.microBatch}@${m.epoch ?? 0}`;
     let p = this.partial.get(key);
     if (!p) {
       if (m.chunk !== 0) throw new FrameError(`chunk ${m.chunk} of ${key} arrived before chunk 0`);
@@ -189,7 +193,7 @@ export class FrameAssembler {
     const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
     const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
     const positionIds = first.positionIds && first.positionIds.data.length > 0 ? decodeTensor(first.positionIds, `${key} position_ids`) : null;
-    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, teacher, stepTokens: first.stepTokens };
+    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, teacher, stepTokens: first.stepTokens, epoch: first.epoch ?? 0 };
   }
 
   pending(): number {

@@ -37,6 +37,11 @@ export interface FrameMsg {
    * chunk c of both carries the same byte range.
    */
   teacher: TensorMsg | null;
+  /**
+   * The sender's assignment epoch: a frame of an earlier assignment is dropped, one of a later
+   * assignment waits for this rank to get there (neighbours start a new assignment at different times).
+   */
+  epoch: number;
 }
 
 export interface FrameAckMsg {
@@ -175,6 +180,9 @@ export interface JobStatusMsg {
   workers: number;
   lastLoss: number;
   lastCheckpoint: string;
+  /** The current assignment and coordinator process: a rank whose own differ missed a re-assignment. */
+  epoch: number;
+  incarnation: string;
 }
 
 export interface StageRequest {

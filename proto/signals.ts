@@ -1,7 +1,9 @@
 // Control signals on NATS (part of the wire contract), per job: stage transitions, early stop, stop/abort. Workers also learn the
 // stage at the step barrier, so a late NATS message delays a rank instead of letting it run stale.
+import { isIP } from 'node:net';
 import { connect, JSONCodec, type NatsConnection } from 'nats';
 import type { FreezeMask } from '../recipe/freeze-mask.ts';
+import type { Security } from './security.ts';
 
 export interface StageSignal {
   stage: number;
@@ -41,11 +43,19 @@ export async function closeNats(nc: NatsConnection, timeoutMs = 2000): Promise<v
   if (!nc.isClosed()) await nc.close().catch(() => undefined);
 }
 
-/** Connects to NATS; `nats://user:pass@host:port` or `nats://token@host:port` carry the credentials. */
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+/**
+ * Connects to NATS; `nats://user:pass@host:port` or `nats://token@host:port` carry the credentials, and
+ * `tls://` requires TLS, verified against the job's CA (and presenting this process's certificate
+ * under mutual TLS) when it has one, else the system's CAs.
+ */
+export async function connectNats(url: string, name: string, sec: Security = {}): Promise<NatsConnection> {
   const u = new URL(url);
   const auth = u.password ? { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } : u.username ? { token: decodeURIComponent(u.username) } : {};
-  return connect({ servers: `${u.protocol}//${u.host}`, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...auth });
+  // An IP is checked against the certificate's IP names without SNI (Node refuses an IP as server name).
+  const sni = isIP(u.hostname.replace(/^\[|\]$/g, '')) ? { servername: '' } : {};
+  const tls = u.protocol === 'tls:' ? { tls: { ...sni, ...(sec.tls ? { ca: sec.tls.ca.toString(), ...(sec.tls.mutual ? { cert: sec.tls.cert.toString(), key: sec.tls.key.toString() } : {}) } : {}) } } : {};
+  const servers = u.protocol === 'tls:' ? u.host : `${u.protocol}//${u.host}`;
+  return connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...auth, ...tls });
 }
 
 export class SignalPublisher {

@@ -39,9 +39,10 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 10_000): Promise<void> {
+/** Resolves once something listens on host:port, or as soon as `stop` is aborted (the caller gave up). */
+export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 10_000, stop?: AbortSignal): Promise<void> {
   const until = Date.now() + timeoutMs;
-  for (;;) {
+  while (!stop?.aborted) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect(port, host, () => {
         s.end();
@@ -58,22 +59,34 @@ export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 
 export interface NatsServerProcess {
   url: string;
   port: number;
+  /** What it was started with (a restart on the same port takes the same). */
+  options: NatsServerOptions;
   child: ChildProcess;
   stop(): Promise<void>;
 }
 
-export async function startNatsServer(opts: { port?: number; user?: string; pass?: string } = {}): Promise<NatsServerProcess> {
+export interface NatsServerOptions {
+  port?: number;
+  user?: string;
+  pass?: string;
+  /** PEM certificate and key files: clients must speak TLS (the URL is tls://). */
+  tls?: { cert: string; key: string };
+}
+
+export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServerProcess> {
   const bin = ensureNatsServer();
   const port = opts.port ?? (await freePort());
   const args = ['-a', '127.0.0.1', '-p', String(port)];
   if (opts.user && opts.pass) args.push('--user', opts.user, '--pass', opts.pass);
+  if (opts.tls) args.push('--tls', '--tlscert', opts.tls.cert, '--tlskey', opts.tls.key);
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr?.on('data', () => undefined);
   await waitForPort(port);
   return {
     // Credentials ride in the URL, which only travels to workers over the job's TLS channel.
-    url: opts.user && opts.pass ? `nats://${opts.user}:${opts.pass}@127.0.0.1:${port}` : `nats://127.0.0.1:${port}`,
+    url: `${opts.tls ? 'tls' : 'nats'}://${opts.user && opts.pass ? `${opts.user}:${opts.pass}@` : ''}127.0.0.1:${port}`,
     port,
+    options: opts,
     child,
     stop: async () => {
       if (child.exitCode !== null) return;

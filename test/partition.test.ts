@@ -2,11 +2,12 @@
 // memory limits hold, and a partition that does not fit is refused, naming rank, stage and bytes,
 // before any worker loads weights (through the coordinator's Job API and through real processes).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Job, JobRefused } from '../coordinator/job.ts';
-import { launch } from '../supervisor/launch.ts';
+import { jobFor, register } from './support/job.ts';
+import { PermanentError } from '../common/errors.ts';
 import { randomModelConfig } from '../model/hf/init.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import { CPU_DEFAULT, GPUS, type DeviceProfile } from '../plan/devices.ts';
@@ -14,12 +15,11 @@ import { estimateRank, planCost, planPartition } from '../plan/partition.ts';
 import { StageModel, type RunShape } from '../plan/stage-model.ts';
 import { resolveFrozenDtype } from '../plan/request.ts';
 import type { FrozenDtype } from '../plan/runtime.ts';
-import { trainedStack } from '../recipe/layout.ts';
-import { parseRunConfig } from '../recipe/run-config.ts';
 import { makeTiny } from './support/tiny.ts';
 
 const { config } = randomModelConfig({ layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 512 });
 const GiB = 2 ** 30;
+const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
 const cpu = (memoryBytes = 8 * GiB): DeviceProfile => ({ ...CPU_DEFAULT, memoryBytes });
 const names = (layers: number[]) => layers.flatMap((l) => layerParamSpecs(config, l).map((p) => p.name));
 const shape = (trainable: number[]): RunShape => ({
@@ -68,24 +68,16 @@ test('memory limits shape the split; no split fitting gives none', () => {
   assert.throws(() => planPartition({ model, workers: Array.from({ length: 13 }, () => cpu()) }), /at most 12 workers/);
 });
 
-function jobFor(dir: string, workers: number, frozenDtype?: FrozenDtype): Job {
-  const run = parseRunConfig({ model: dir, dataset: 'x', output_dir: 'y', train_type: 'llamapro', llamapro_new_blocks: 2 });
-  const stack = trainedStack(run, randomModelConfig(TINY).config, {}, null);
-  const events = { stage() {}, stageEnd() {}, earlyStop() {}, step() {}, eval() {}, commit: () => '', done() {}, recover: () => null };
-  return new Job({ jobId: 'j', run, stack, workers, schedule: '1f1b', microBatches: 2, natsUrl: '', hasVal: false, incarnation: 'i', frozenDtype }, events);
-}
-const TINY = { layers: 4, hidden: 64, heads: 4, kvHeads: 2, intermediate: 160, vocab: 512 };
-const register = (job: Job, id: string, memoryBytes: number, device = 'cpu') => job.register({ workerId: id, peerAddress: `127.0.0.1:1${id.length}`, device, memoryBytes, rankHint: -1 });
 
 test('the coordinator refuses a partition that does not fit, naming the rank, the stage and the bytes', async () => {
   const job = jobFor('unused', 2);
   const a = register(job, 'w0', 8 * GiB);
   const b = register(job, 'w1', 40 * 2 ** 20);
   const err = await b.catch((e: Error) => e);
-  assert.ok(err instanceof JobRefused, String(err));
+  assert.ok(err instanceof PermanentError, String(err));
   assert.match(err.message, /stage 1\/\d+, rank 1 \(worker w1, blocks \d+\.\.\d+\) needs \d+ bytes .* offers 41943040 bytes/);
-  await assert.rejects(a, JobRefused);
-  assert.equal(job.abortReason, err.message);
+  await assert.rejects(a, PermanentError);
+  assert.equal(job.failure?.message, err.message);
   // With enough memory the same job is assigned.
   const ok = jobFor('unused', 2);
   const [r0, r1] = await Promise.all([register(ok, 'w0', 8 * GiB), register(ok, 'w1', 8 * GiB)]);
@@ -119,7 +111,7 @@ test('the coordinator prices each worker with its own device: a CUDA worker on t
   const g0 = register(cudaJob, 'w0', GiB, 'cuda');
   const err = await register(cudaJob, 'w1', GiB, 'cuda').catch((e: Error) => e);
   await g0.catch(() => {});
-  assert.ok(err instanceof JobRefused, String(err));
+  assert.ok(err instanceof PermanentError, String(err));
   const needs = Number(/needs (\d+) bytes/.exec(err.message)?.[1]);
   assert.ok(needs >= GPUS.a10g.deviceRuntimeBytes, `a CUDA rank needs at least the CUDA runtime's ${GPUS.a10g.deviceRuntimeBytes} bytes, got ${err.message}`);
   assert.match(err.message, /CUDA device memory/);
@@ -131,19 +123,15 @@ test('the coordinator prices each worker with its own device: a CUDA worker on t
   await assert.rejects(register(jobFor('unused', 2), 'w0', GiB, 'tpu'), /reports device 'tpu': start it with --device cpu or --device cuda/);
 });
 
-test('real processes: workers with too little --memory-gb are refused before loading weights, and stop', async () => {
+test('propipe launch --memory-gb too small: refused before any worker loads weights, exit 4 naming rank, stage and bytes', async () => {
   const { root, model, train: dataset } = await makeTiny();
   try {
-    const cfg = path.join(root, 'run.yaml');
-    fs.writeFileSync(cfg, `model: ${model}\ndataset: ${dataset}\noutput_dir: ${path.join(root, 'out')}\ntrain_type: llamapro\nllamapro_new_blocks: 2\nmax_steps: 2\n`);
-    const lines: string[] = [];
-    const code = await launch({ workers: 2, coordinatorArgs: ['--config', cfg], workerArgs: ['--memory-gb', '0.01'], quiet: true, insecure: true, restarts: 0, onLine: (tag, l) => lines.push(`${tag} ${l}`) });
-    assert.notEqual(code, 0);
-    const refused = lines.find((l) => l.startsWith('coord') && l.includes('does not fit'));
-    assert.ok(refused, lines.slice(-20).join('\n'));
-    assert.match(refused, /stage 1\/\d+, rank \d \(worker w\d, blocks \d+\.\.\d+\) needs \d+ bytes .*offers 10737418 bytes/);
-    assert.ok(!lines.some((l) => l.includes('"assigned"')), 'no worker got an assignment (none loaded weights)');
-    assert.ok(lines.some((l) => /^w\d .*refused the job/.test(l)), 'workers say why they stop');
+    const r = spawnSync(process.execPath, [BIN, 'launch', '--workers', '2', '--memory-gb', '0.01', '--insecure', '--model', model, '--dataset', dataset, '--output-dir', path.join(root, 'out'), '--llamapro-new-blocks', '2', '--max-steps', '2'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info' } });
+    assert.equal(r.status, 4, r.stderr.slice(-3000));
+    assert.match(r.stderr, /propipe launch: the job cannot run as configured: the run does not fit the workers' memory: stage 1\/\d+, rank \d \(worker w\d, blocks \d+\.\.\d+\) needs \d+ bytes .*offers 10737418 bytes/);
+    assert.doesNotMatch(r.stderr, /"assigned"/, 'no worker got an assignment (none loaded weights)');
+    assert.doesNotMatch(r.stderr, /registering again/, 'no worker retried');
+    assert.equal(r.stderr.match(/does not fit the workers' memory/g)?.length, 1, 'the reason is printed once');
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }

@@ -1,14 +1,19 @@
 // Frames between ranks: chunking round-trips, and a malformed frame is rejected with
 // INVALID_ARGUMENT while the worker's peer service keeps serving.
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import readline from 'node:readline';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { encodeFrames, FrameAssembler, FrameError, tensorMsg } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';
 import { Mailbox } from '../worker/mailbox.ts';
+import { expectedFrames } from '../worker/frame-rule.ts';
 import { PeerLink, PeerServer } from '../worker/peer.ts';
 
+const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
 const floats = (n: number) => Float32Array.from({ length: n }, (_, i) => i * 0.5 - 3);
 
 test('a chunked activation with labels reassembles exactly', () => {
@@ -37,19 +42,28 @@ test('malformed frames are named precisely', () => {
 
 test('the peer service answers a bad frame with INVALID_ARGUMENT and keeps delivering good ones', async () => {
   const server = new PeerServer();
-  server.expect = (_k, step) => (step > 10 ? `frame for step ${step} while this rank is at step 0` : null);
+  // The worker's own rule, for a rank at step 2 with 2 micro-batches per step.
+  server.expect = expectedFrames(0, () => 2, 2, () => 0);
   const address = await server.start('127.0.0.1', 0);
   const { Peer } = loadProto();
   const client = new Peer(address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
   const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
-  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
-  const wrongSize = { ...frame(1), tensor: { ...frame(1).tensor!, shape: [1, 2, 4] } };
+  const frame = (step: number, data = floats(6)): FrameMsg => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 2, 3], data }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
+  const wrongSize = { ...frame(2), tensor: { ...frame(2).tensor!, shape: [1, 2, 4] } };
   const e1 = await send(wrongSize);
   assert.equal(e1?.code, grpc.status.INVALID_ARGUMENT);
   assert.match(e1!.details, /16 \* 4|× 4 bytes = 32, but 24 bytes arrived/);
   const e2 = await send(frame(99));
   assert.equal(e2?.code, grpc.status.INVALID_ARGUMENT);
-  assert.match(e2!.details, /step 99/);
+  assert.match(e2!.details, /frame for step 99 while this rank is at step 2/);
+  const stale = await send(frame(1));
+  assert.equal(stale?.code, grpc.status.INVALID_ARGUMENT, 'a frame of a step already done');
+  assert.match(stale!.details, /frame for step 1 while this rank is at step 2/);
+  const mb = await send({ ...frame(2), microBatch: 2 });
+  assert.equal(mb?.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(mb!.details, /micro-batch 2 out of range \(2 per step\)/);
+  assert.equal(await send({ ...frame(3), microBatch: 1 }), null, 'the next step and the last micro-batch are accepted');
+  assert.equal((await server.mailbox.take('ACTIVATION', 3, 1)).microBatch, 1);
   assert.equal(await send(frame(2)), null);
   const got = await server.mailbox.take('ACTIVATION', 2, 0);
   assert.deepEqual(got.tensor.data, floats(6));
@@ -99,17 +113,75 @@ test('backpressure waits leave no listeners behind', async () => {
   }
 });
 
-test('a message above the configured size limit is refused with RESOURCE_EXHAUSTED; the service keeps working', async () => {
-  const limit = { 'grpc.max_receive_message_length': 1024 * 1024, 'grpc.max_send_message_length': 8 * 1024 * 1024 };
-  const server = new PeerServer(grpc.ServerCredentials.createInsecure(), undefined, limit);
-  const address = await server.start('127.0.0.1', 0);
+/** A real `propipe worker` (its peer service is up while it waits for a coordinator) and its peer address. */
+async function workerPeer(env: Record<string, string>): Promise<{ address: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', '127.0.0.1:1', '--worker-id', 'size-test'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info', ...env } });
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the worker did not log its peer address within 20 s')), 20_000);
+    readline.createInterface({ input: child.stderr! }).on('line', (l) => {
+      const peer = l.includes('"msg":"registering"') ? (JSON.parse(l) as { peer?: string }).peer : undefined;
+      if (peer) {
+        clearTimeout(timer);
+        resolve(peer);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the worker exited (${code}) before serving`)));
+  });
+  return { address, child };
+}
+
+test('PROPIPE_MAX_MESSAGE_MB (default 64) bounds what a worker accepts: larger messages get RESOURCE_EXHAUSTED', async () => {
   const { Peer } = loadProto();
-  const client = new Peer(address, grpc.credentials.createInsecure(), limit) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
-  const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
-  const frame = (n: number): FrameMsg => ({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, n], data: new Float32Array(n) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1 });
-  const big = await send(frame(512 * 1024));
-  assert.equal(big?.code, grpc.status.RESOURCE_EXHAUSTED);
-  assert.equal(await send(frame(16)), null);
-  client.close();
+  const frame = (bytes: number): FrameMsg => ({ kind: 'ACTIVATION', step: 0, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, bytes / 4], data: new Float32Array(bytes / 4) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
+  const MB = 1024 * 1024;
+  for (const [env, under, over] of [[{ PROPIPE_MAX_MESSAGE_MB: '2' }, MB, 3 * MB], [{}, 63 * MB, 65 * MB]] as const) {
+    const { address, child } = await workerPeer(env);
+    try {
+      // The client itself sends anything, so the limit met is the worker's.
+      const client = new Peer(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': -1 }) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
+      const send = (f: FrameMsg) => new Promise<grpc.ServiceError | null>((r) => client.Send(f, (e) => r(e)));
+      const big = await send(frame(over));
+      assert.equal(big?.code, grpc.status.RESOURCE_EXHAUSTED, `${over / MB} MB with ${JSON.stringify(env)}: ${big?.details}`);
+      // Under the limit the frame reaches the frame checks (this worker has no assignment, so it is accepted).
+      const small = await send(frame(under));
+      assert.notEqual(small?.code, grpc.status.RESOURCE_EXHAUSTED, `${under / MB} MB with ${JSON.stringify(env)}: ${small?.details}`);
+      client.close();
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }
+});
+
+test('assignments do not mix: a neighbour ahead keeps its frames, stale frames are dropped, gradients go down the stream of their assignment', async () => {
+  // Rank 1 of assignment 1; rank 0 already runs assignment 2 (it got its assignment first).
+  const server = new PeerServer();
+  server.mailbox.reset(1);
+  const address = await server.start('127.0.0.1', 0);
+  const oldBelow = new Mailbox();
+  const newBelow = new Mailbox();
+  newBelow.reset(2);
+  const oldLink = new PeerLink(address, oldBelow, () => null);
+  const newLink = new PeerLink(address, newBelow, () => null);
+  const act = (epoch: number, marker: number) => ({ kind: 'ACTIVATION' as const, step: 4, microBatch: 0, tensor: { dtype: 'float32' as const, shape: [1, 1, 1], data: Float32Array.of(marker) }, epoch });
+  await oldLink.sendUp(act(1, 1));
+  assert.deepEqual([...(await server.mailbox.take('ACTIVATION', 4, 0)).tensor.data], [1]);
+  await newLink.sendUp(act(2, 2));
+  await oldLink.sendUp(act(1, 3));
+  // Rank 1 joins assignment 2: the frame that came early is there, the one of assignment 1 is not.
+  await new Promise((r) => setTimeout(r, 200));
+  server.mailbox.reset(2);
+  assert.deepEqual([...(await server.mailbox.take('ACTIVATION', 4, 0)).tensor.data], [2]);
+  await oldLink.sendUp(act(1, 4));
+  const nothing = await Promise.race([server.mailbox.take('ACTIVATION', 4, 0).then(() => 'delivered'), new Promise((r) => setTimeout(() => r('nothing'), 300))]);
+  assert.equal(nothing, 'nothing', 'a frame of an earlier assignment never reaches the rank');
+  // Gradients of assignment 2 go down the stream that carried its activations, not the old one.
+  await server.sendDown({ kind: 'GRADIENT', step: 4, microBatch: 0, tensor: { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(-2) }, epoch: 2 });
+  assert.deepEqual([...(await newBelow.take('GRADIENT', 4, 0)).tensor.data], [-2]);
+  // A gradient for an assignment no rank below has reached waits, and ends with the step (the mailbox fails).
+  const waiting = server.sendDown({ kind: 'GRADIENT', step: 4, microBatch: 0, tensor: { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(-3) }, epoch: 3 });
+  server.mailbox.fail(new Error('re-assigning'));
+  await assert.rejects(waiting, /re-assigning/);
+  oldLink.close();
+  newLink.close();
   await server.stop();
 });

@@ -89,7 +89,7 @@ describe('ms-swift spellings', () => {
     const both = propipe(['sft', '--model', model, '--dataset', dataset, '--output_dir', path.join(tmp, 'o2'), '--use_llamapro', 'true', '--train_type', 'lora', '--lora_rank', '2']);
     assert.match(both.stderr, /use_llamapro true and train_type "lora" disagree: give one of them/);
     const wrongType = propipe(['sft', ...seedArgs(path.join(tmp, 'o3')), '--model_type', 'qwen2_5']);
-    assert.equal(wrongType.status, 1);
+    assert.equal(wrongType.status, 4, 'a model that does not match is permanent (exit 4)');
     assert.match(wrongType.stderr, /model_type 'qwen2_5' does not match .*config\.json, whose model_type is 'llama'/);
     assert.ok(!fs.existsSync(path.join(tmp, 'o3', 'final')));
     assert.ok(modelTypeMatches('llama3_1', 'llama') && modelTypeMatches('qwen2_5', 'qwen2') && modelTypeMatches('Mistral', 'mistral'));

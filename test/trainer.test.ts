@@ -10,6 +10,7 @@ import { mergeAdapter } from '../model/hf/merge.ts';
 import { openCheckpoint } from '../model/hf/checkpoint.ts';
 import type { RunConfigInput } from '../recipe/run-config.ts';
 import { Trainer } from '../local/trainer.ts';
+import { readMetrics, stepRecords } from './support/continuation.ts';
 import { makeTiny } from './support/tiny.ts';
 
 function tensorsEqual(a: string, b: string, nameB: (n: string) => string = (n) => n): void {
@@ -57,6 +58,17 @@ test('resume from a mid-stage checkpoint reaches the same weights as an uninterr
   const resumed = await new Trainer({ ...cfg(cut), resume: true }).train();
   assert.equal(resumed.steps, 10);
   tensorsEqual(whole.finalDir, resumed.finalDir);
+  // It continued rather than trained again: steps 1..6 once (first run), then 7..10 (resumed run).
+  const cutSteps = stepRecords(readMetrics(cut));
+  assert.deepEqual(cutSteps.map((r) => r.step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'no step trained twice');
+  // The resumed steps see the data and the learning rate of the uninterrupted run's same steps.
+  const wholeSteps = stepRecords(readMetrics(path.join(t.root, 'whole')));
+  for (const i of [6, 7, 8, 9]) {
+    assert.equal(cutSteps[i].lr, wholeSteps[i].lr, `learning rate of step ${i + 1}`);
+    assert.equal(cutSteps[i].tokens, wholeSteps[i].tokens, `tokens of step ${i + 1}`);
+    assert.equal(cutSteps[i].loss, wholeSteps[i].loss, `loss of step ${i + 1} (same batch, same weights)`);
+  }
+  assert.notEqual(cutSteps[6].lr, cutSteps[0].lr, 'the schedule is not back at its start');
 });
 
 test('a checkpoint whose shard fails its checksum is skipped for the previous one', async () => {

@@ -16,7 +16,9 @@ import { stageSteps } from '../recipe/stage-length.ts';
 import { readShards, shardFile, writeShard } from './checkpoint.ts';
 import { openFeed, type DataFeed } from './data-feed.ts';
 import { crashInSave, crashPoint, poisonPoint, stallPoint } from './faults.ts';
-import { JobAborted, RecoverableError } from '../common/errors.ts';
+import { JobAborted, PermanentError, RecoverableError } from '../common/errors.ts';
+import { expectedFrames } from './frame-rule.ts';
+import { watchAssignment } from './assignment-watch.ts';
 import { runEval, runStep, type Links, type Span, type StepResult } from './executor.ts';
 import { exportRankShards } from './export-ranks.ts';
 import { trainedParts, writeRunAdapter } from './export-run.ts';
@@ -47,8 +49,6 @@ export interface CoordinatorPort {
 export interface RankTransport {
   readonly mailbox: Mailbox;
   expect: FrameExpectation;
-  /** Forgets the rank below (a new assignment). */
-  resetBelow(): void;
   sendDown(f: OutFrame): Promise<void>;
   /** A stream to the rank above, or null on the last rank. */
   linkUp(address: string): { sendUp(f: OutFrame): Promise<void>; close(): void } | null;
@@ -69,6 +69,8 @@ export interface RankPorts {
   log: Log;
   /** Rank 0's data, when the caller has already opened it (to refuse bad data before writing anything). */
   feed?: DataFeed;
+  /** Ask the coordinator this often whether the assignment still stands (0: never; one process needs not). */
+  watchMs?: number;
 }
 
 /** The update of one step on this rank: AdamW with the layer's LR and the global clip scale. */
@@ -101,22 +103,29 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
   let step = a.startStep;
   let stage = a.stage;
   let evalBatches = 0;
-  server.mailbox.reset();
-  server.resetBelow();
-  server.expect = (kind, s, mb) => (s < step || s > step + 1 ? `frame for step ${s} while this rank is at step ${step}` : mb >= Math.max(M, evalBatches, 1) && kind !== 'EVAL_ACTIVATION' ? `micro-batch ${mb} out of range (${M} per step)` : null);
-  const link = a.nextPeer ? server.linkUp(a.nextPeer) : null;
+  // Frames carry the assignment epoch: a neighbour's frames of this assignment may already be here.
+  server.mailbox.reset(a.epoch);
+  server.expect = expectedFrames(a.epoch, () => step, M, () => evalBatches);
+  // Every frame this rank sends, on any link, carries its assignment epoch.
+  const send = stampedTransport(server, a.epoch);
+  const link = a.nextPeer ? send.linkUp(a.nextPeer) : null;
   const up = (f: OutFrame) => {
     if (f.kind === 'ACTIVATION' && f.tensor.dtype === 'float32') poisonPoint(f.step, f.tensor.data);
     return link!.sendUp(f);
   };
-  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? (f) => server.sendDown(f) : undefined };
-  const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: server })) : null;
+  const links: Links = { mailbox: server.mailbox, up: link ? up : undefined, down: a.rank > 0 ? send.sendDown : undefined };
+  const tied = rank.tiedEmbedding ? new TiedEmbedding(a.rank === 0, rank.shapes.get(EMBEDDING)!, server.mailbox, tiedPeer({ ...a, up: links.up, transport: send })) : null;
   feed?.startStage(stage, { epoch: a.positionEpoch, index: a.positionIndex });
   // A failed rank elsewhere: drop this step at once instead of waiting on frames that will not come.
   watcher.onControl = (sig) => {
     if (sig.command === 'reassign' && (sig.incarnation !== a.incarnation || (sig.epoch ?? 0) > a.epoch)) server.mailbox.fail(new RecoverableError(`re-assigning: ${sig.reason}`));
   };
   await rank.enterStage(stage);
+  // The same, should the signal be lost: the coordinator is asked over gRPC (worker/assignment-watch.ts).
+  const unwatch = watchAssignment(() => coord.status(), a, ports.watchMs ?? 0, (why) => {
+    log.warn({ why, epoch: a.epoch }, 'the assignment no longer stands (no control signal came): dropping the step');
+    server.mailbox.fail(new RecoverableError(`re-assigning: ${why}`));
+  });
 
   try {
     for (;;) {
@@ -150,10 +159,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       step++;
       if (d.save) {
         const file = shardFile(run.output_dir, step, a.rank);
-        crashInSave(step, () => {
-          fs.mkdirSync(path.dirname(file), { recursive: true });
-          fs.writeFileSync(`${file}.tmp-torn`, Buffer.alloc(1024));
-        });
+        crashInSave(step);
         const entry = writeShard(file, rank.values, rank.optimizer, rank.shapes);
         await coord.commitShard({ workerId, rank: a.rank, step, file: entry.file, bytes: entry.bytes, sha256: entry.sha256 });
       }
@@ -170,7 +176,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
           return { stage: info.stage, effectiveStep: info.effectiveStep, trainable: info.trainable, mask: maskFromWire(info.mask) };
         });
         const expected = model.plan.stages[d.stage];
-        if (!sameMask(w.signal.mask, expected.mask) || w.signal.trainable.length !== expected.trainable.length || w.signal.trainable.some((n, i) => n !== expected.trainable[i])) throw new Error(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan (different run config?)`);
+        if (!sameMask(w.signal.mask, expected.mask) || w.signal.trainable.length !== expected.trainable.length || w.signal.trainable.some((n, i) => n !== expected.trainable[i])) throw new PermanentError(`stage ${d.stage}: the signalled freeze mask differs from this worker's stage plan: the coordinator and this worker see a different model or run config`);
         if (w.signal.effectiveStep !== step) throw new Error(`stage ${d.stage} takes effect after step ${w.signal.effectiveStep}, this rank is at ${step}`);
         log.info({ stage: d.stage, step, via: w.via, waitedMs: Math.round(w.waitedMs) }, 'entering stage');
         stage = d.stage;
@@ -179,10 +185,22 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       }
     }
   } finally {
+    unwatch();
     link?.close();
     tied?.close();
     await rank.release();
   }
+}
+
+/** The transport's sending side, with `epoch` stamped on every frame (the receiver takes only its own). */
+function stampedTransport(t: RankTransport, epoch: number): Pick<RankTransport, 'sendDown' | 'linkUp'> {
+  return {
+    sendDown: (f) => t.sendDown({ ...f, epoch }),
+    linkUp: (address) => {
+      const l = t.linkUp(address);
+      return l && { sendUp: (f: OutFrame) => l.sendUp({ ...f, epoch }), close: () => l.close() };
+    },
+  };
 }
 
 /** Spans in absolute milliseconds, so every rank's timeline lines up in one trace. */

@@ -3,12 +3,18 @@ import * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
 
+/**
+ * A coordinator that restarted is found within 2 s of listening again: grpc-js would otherwise back its
+ * reconnect attempts off towards 2 minutes, and every worker would wait that long after a fail-over.
+ */
+const COORDINATOR_CHANNEL: grpc.ChannelOptions = { ...CHANNEL_OPTIONS, 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 2000 };
+
 export class CoordinatorClient {
   private readonly client: grpc.Client;
 
   constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), private readonly metadata = new grpc.Metadata()) {
     const { Coordinator } = loadProto();
-    this.client = new Coordinator(address, credentials, CHANNEL_OPTIONS);
+    this.client = new Coordinator(address, credentials, COORDINATOR_CHANNEL);
   }
 
   private call<Req, Res>(method: string, req: Req, deadlineMs?: number): Promise<Res> {

@@ -1,5 +1,7 @@
 // The fault-injection hooks the integration tests use to kill or stall a worker at a chosen point (environment variables,
 // read once; they do nothing unless set).
+import fs from 'node:fs';
+
 const env = (name: string) => {
   const v = process.env[name];
   return v === undefined ? undefined : Number(v);
@@ -22,12 +24,25 @@ export function crashPoint(step: number): void {
   if (CRASH_AT_STEP === step) kill9();
 }
 
-/** While writing the checkpoint shard of `step`: leave a torn file, then kill -9. */
-export function crashInSave(step: number, write: () => void): void {
-  if (CRASH_IN_SAVE === step) {
-    write();
-    kill9();
-  }
+/**
+ * Arms a kill -9 inside the checkpoint write of `step`: the next file write of this process (the
+ * shard's temp file: length prefix, header, then the tensors) dies after its second write call, with
+ * the prefix and header synced to disk and no tensor data (a rank with no trainable tensors has none),
+ * so the crash tears the real shard write.
+ */
+export function crashInSave(step: number): void {
+  if (CRASH_IN_SAVE !== step) return;
+  const write = fs.writeSync as (fd: number, ...rest: unknown[]) => number;
+  let calls = 0;
+  (fs as { writeSync: unknown }).writeSync = (fd: number, ...rest: unknown[]) => {
+    const n = write(fd, ...rest);
+    // Writes to stdout and stderr (the logger) are not the shard.
+    if (fd > 2 && ++calls === 2) {
+      fs.fsyncSync(fd);
+      kill9();
+    }
+    return n;
+  };
 }
 
 let stalled = false;

@@ -12,13 +12,13 @@ import { Mailbox } from './mailbox.ts';
 
 const log = childLog({ component: 'peer' });
 
-export type FrameExpectation = (kind: FrameKind, step: number, microBatch: number) => string | null;
+export type FrameExpectation = (kind: FrameKind, step: number, microBatch: number, epoch: number) => string | null;
 
-async function writeAll(stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg> | grpc.ServerDuplexStream<FrameMsg, FrameMsg>, frames: FrameMsg[]): Promise<void> {
+async function writeAll(stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg> | grpc.ServerDuplexStream<FrameMsg, FrameMsg>, frames: FrameMsg[], mailbox: Mailbox): Promise<void> {
   for (const f of frames) {
     if (stream.destroyed) throw new RecoverableError('the peer stream is closed');
-    // A peer that died never drains: wait for whichever comes first.
-    if (!stream.write(f)) await drainOrClose(stream);
+    // A peer that died never drains: wait for whichever comes first, or for the step to be dropped.
+    if (!stream.write(f)) await mailbox.until(drainOrClose(stream));
   }
 }
 
@@ -56,7 +56,8 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = { ...CHANNEL_OPTIONS, '
 export class PeerServer {
   readonly mailbox = new Mailbox();
   private readonly server: grpc.Server;
-  private fromBelow: grpc.ServerDuplexStream<FrameMsg, FrameMsg> | null = null;
+  /** The stream of the rank below that carried its latest assignment's frames, with that epoch. */
+  private below: { epoch: number; call: grpc.ServerDuplexStream<FrameMsg, FrameMsg> } | null = null;
   private belowWaiters: (() => void)[] = [];
   expect: FrameExpectation = () => null;
   chunkBytes: number | undefined;
@@ -102,7 +103,7 @@ export class PeerServer {
     const denied = this.denied(call);
     if (denied) return cb(denied);
     try {
-      const f = new FrameAssembler(this.expect).push(call.request);
+      const f = new FrameAssembler(this.rule).push(call.request);
       if (!f) return cb({ code: grpc.status.INVALID_ARGUMENT, details: 'Send takes unchunked frames only' } as grpc.ServiceError);
       this.mailbox.deliver(f);
       cb(null, { step: f.step, microBatch: f.microBatch });
@@ -117,13 +118,17 @@ export class PeerServer {
       call.emit('error', denied);
       return;
     }
-    this.fromBelow = call;
-    this.belowWaiters.splice(0).forEach((w) => w());
-    const assembler = new FrameAssembler(this.expect);
+    const assembler = new FrameAssembler(this.rule);
     call.on('data', (m: FrameMsg) => {
       try {
         const f = assembler.push(m);
-        if (f) this.mailbox.deliver(f);
+        if (!f) return;
+        // Gradients of an assignment go down the stream that brought its activations.
+        if (!this.below || f.epoch >= this.below.epoch) {
+          this.below = { epoch: f.epoch, call };
+          this.belowWaiters.splice(0).forEach((w) => w());
+        }
+        this.mailbox.deliver(f);
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'rejected a frame from the rank below');
         if (err instanceof FrameError) call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: err.message });
@@ -133,15 +138,15 @@ export class PeerServer {
     call.on('error', () => undefined);
   }
 
-  /** Forgets the rank below (a new assignment): gradients wait for its new stream. */
-  resetBelow(): void {
-    this.fromBelow = null;
-  }
+  /** The current rule, whenever a frame arrives (a stream outlives the assignment it was opened in). */
+  private readonly rule: FrameExpectation = (kind, step, mb, epoch) => this.expect(kind, step, mb, epoch);
 
-  /** Sends gradients down to the rank below on its open stream. */
+  /** Sends gradients down to the rank below, on the stream of the frame's assignment. */
   async sendDown(f: OutFrame): Promise<void> {
-    while (!this.fromBelow) await new Promise<void>((r) => this.belowWaiters.push(r));
-    await writeAll(this.fromBelow, encodeFrames(f, this.chunkBytes));
+    const epoch = f.epoch ?? 0;
+    // The rank below may not be there yet, or never come (it died, the job is re-assigned): the step's end ends the wait.
+    while (this.below?.epoch !== epoch) await this.mailbox.until(new Promise<void>((r) => this.belowWaiters.push(r)));
+    await writeAll(this.below.call, encodeFrames(f, this.chunkBytes), this.mailbox);
   }
 
   async stop(): Promise<void> {
@@ -155,7 +160,7 @@ export class PeerLink {
   private readonly stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg>;
   chunkBytes: number | undefined;
 
-  constructor(address: string, mailbox: Mailbox, expect: FrameExpectation, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), metadata = new grpc.Metadata(), options: grpc.ChannelOptions = PEER_CHANNEL_OPTIONS) {
+  constructor(address: string, private readonly mailbox: Mailbox, expect: FrameExpectation, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), metadata = new grpc.Metadata(), options: grpc.ChannelOptions = PEER_CHANNEL_OPTIONS) {
     const { Peer } = loadProto();
     this.client = new Peer(address, credentials, options);
     this.stream = (this.client as unknown as { Exchange(md: grpc.Metadata): grpc.ClientDuplexStream<FrameMsg, FrameMsg> }).Exchange(metadata);
@@ -172,7 +177,7 @@ export class PeerLink {
   }
 
   async sendUp(f: OutFrame): Promise<void> {
-    await writeAll(this.stream, encodeFrames(f, this.chunkBytes));
+    await writeAll(this.stream, encodeFrames(f, this.chunkBytes), this.mailbox);
   }
 
   close(): void {

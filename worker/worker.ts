@@ -10,14 +10,17 @@ import { closeNats, connectNats } from '../proto/signals.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
-import { isRecoverable, JobAborted } from '../common/errors.ts';
+import { isRecoverable, JobFinished } from '../common/errors.ts';
+import { finalFromStatus } from '../proto/errors.ts';
+import { checkListener } from '../proto/exposure.ts';
 import { PeerLink, PeerServer } from './peer.ts';
 import { StageWatcher } from './stage-watcher.ts';
-import { prepareModel, type TrainingModel } from './training-model.ts';
+import type { TrainingModel } from './training-model.ts';
+import { openTrainingModel } from './open-model.ts';
 
 const MAX_FAILURES = 30;
-/** gRPC status ABORTED: the coordinator's answer to a job that cannot run as registered. */
-const ABORTED = 10;
+/** How often a rank checks over gRPC that its assignment still stands (worker/assignment-watch.ts). */
+const WATCH_MS = 2000;
 
 async function backoff(failures: number, log: ReturnType<typeof childLog>, err: unknown): Promise<void> {
   const ms = Math.min(3000, 100 * 2 ** Math.min(failures, 5));
@@ -41,12 +44,20 @@ export interface WorkerOptions {
   /** Test hook: hold back every NATS stage delivery by this much. */
   natsDelayMs?: number;
   security?: Security;
+  /** Serve the peer service without TLS and a token on a non-loopback address (proto/exposure.ts). */
+  insecure?: boolean;
+}
+
+/** A lost connection or a transient refusal: register again. Not a job that is over for good. */
+function retryable(err: unknown): boolean {
+  return isRecoverable(err) && !finalFromStatus(err);
 }
 
 export async function runWorker(o: WorkerOptions): Promise<void> {
   const workerId = o.workerId ?? `${os.hostname()}-${process.pid}-${crypto.randomBytes(2).toString('hex')}`;
   const log = childLog({ component: 'worker', worker: workerId });
   const sec = o.security ?? {};
+  checkListener('worker peer service', o.host, sec, !!o.insecure);
   const server = new PeerServer(serverCredentials(sec), (md) => checkToken(sec, md));
   const bound = await server.start(o.host, o.port);
   const peerAddress = o.advertiseHost ? `${o.advertiseHost}:${bound.slice(bound.lastIndexOf(':') + 1)}` : bound;
@@ -63,23 +74,24 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
         log.info({ coordinator: o.coordinator, peer: peerAddress }, 'registering');
         a = await coord.register({ workerId, peerAddress, device: o.device, memoryBytes: o.memoryBytes ?? Math.floor(os.totalmem() * 0.8), rankHint: o.rankHint ?? -1 });
       } catch (err) {
-        // The coordinator refused the job (it does not fit): registering again cannot help.
-        if ((err as { code?: unknown }).code === ABORTED) throw new JobAborted(`the coordinator refused the job: ${(err as { details?: string }).details ?? (err as Error).message}`);
         // The coordinator is restarting or unreachable: keep trying with backoff, as a pod would.
-        if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
+        // A status that says the job is over for good stops this worker instead (proto/errors.ts).
+        const final = finalFromStatus(err);
+        if (final instanceof JobFinished) return log.info({ why: final.message }, 'the job is over: nothing to do');
+        if (!retryable(err) || ++failures > MAX_FAILURES) throw final ?? err;
         await backoff(failures, log, err);
         continue;
       }
       const run = parseRunConfig(JSON.parse(a.runConfigJson), 'the coordinator’s run config');
-      model ??= prepareModel(run);
-      nats ??= await connectNats(a.natsUrl, workerId);
+      model ??= openTrainingModel(run);
+      nats ??= await connectNats(a.natsUrl, workerId, sec);
       watcher ??= new StageWatcher(nats, a.jobId, o.natsDelayMs ?? 0);
       try {
-        const outcome = await runAssignment(a, run, model, { coord, transport, stages: watcher, workerId, stageTimeoutMs: o.stageTimeoutMs ?? 5000, log });
+        const outcome = await runAssignment(a, run, model, { coord, transport, stages: watcher, workerId, stageTimeoutMs: o.stageTimeoutMs ?? 5000, log, watchMs: WATCH_MS });
         if (outcome === 'stop') return;
         failures = 0;
       } catch (err) {
-        if (!isRecoverable(err) || ++failures > MAX_FAILURES) throw err;
+        if (!retryable(err) || ++failures > MAX_FAILURES) throw finalFromStatus(err) ?? err;
         await backoff(failures, log, err);
       }
     }

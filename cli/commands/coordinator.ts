@@ -40,9 +40,11 @@ export const coordinatorCommand: Command = {
       jobId: f.str('job-id'),
       stepTimeoutMs: f.int('step-timeout-ms', 300_000),
       security: securityOptions(f),
+      insecure: f.bool('insecure'),
     });
     await c.done;
     await c.close();
+    if (c.job.failure) throw c.job.failure;
     if (c.job.abortReason) throw new JobAborted(c.job.abortReason);
     log.info({ step: c.job.state.step }, 'job finished');
   },

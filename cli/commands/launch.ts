@@ -1,10 +1,11 @@
-import { launch } from '../../supervisor/launch.ts';
+import { launchJob } from '../../supervisor/launch.ts';
 import { writeRunReport } from '../run-report.ts';
+import { EXIT_ABORTED, EXIT_PERMANENT, JobAborted, PermanentError } from '../../common/errors.ts';
 import type { Command } from '../command.ts';
 import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
 
-const OWN = new Set(['workers', 'insecure', 'verbose']);
+const OWN = new Set(['workers', 'insecure', 'verbose', 'memory-gb']);
 
 export const launchCommand: Command = {
   name: 'launch',
@@ -15,25 +16,32 @@ export const launchCommand: Command = {
     config: { type: 'string', description: 'YAML run file' },
     'metrics-port': { type: 'string', description: 'serve the coordinator’s Prometheus metrics on this port' },
     insecure: { type: 'boolean', description: 'no TLS, token or NATS password (default: throwaway credentials for this run)' },
+    'memory-gb': { type: 'string', description: 'memory each worker offers the planner (default: 80% of the machine)' },
     verbose: { type: 'boolean', description: 'at a terminal, show every worker log line (by default they are folded under the progress display; warnings always show)' },
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
   },
   async run(f) {
-    // Everything but --workers goes to the coordinator as given.
+    // Everything but launch's own flags goes to the coordinator as given.
     const args = process.argv.slice(process.argv.indexOf('launch') + 1);
     const coordinatorArgs: string[] = [];
     for (let i = 0; i < args.length; i++) {
       const name = args[i].replace(/^--/, '').split('=')[0];
       if (OWN.has(name)) {
-        if (name === 'workers' && !args[i].includes('=')) i++;
+        if ((name === 'workers' || name === 'memory-gb') && !args[i].includes('=')) i++;
         continue;
       }
       coordinatorArgs.push(args[i]);
     }
     const outputDir = runConfigFromFlags(f).output_dir;
-    const code = await launch({ workers: f.int('workers', 2), coordinatorArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
-    if (code !== 0) throw new Error('the pipelined job failed (see the prefixed logs above)');
+    const workerArgs = f.has('memory-gb') ? ['--memory-gb', String(f.num('memory-gb'))] : [];
+    const { code, message } = await launchJob({ workers: f.int('workers', 2), coordinatorArgs, workerArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
+    if (code !== 0) {
+      const why = message ? `: ${message}` : ' (see the prefixed logs above)';
+      if (code === EXIT_ABORTED) throw new JobAborted(`the job was aborted${why}`);
+      if (code === EXIT_PERMANENT) throw new PermanentError(`the job cannot run as configured${why}`);
+      throw new Error(`the pipelined job failed${why}`);
+    }
     writeRunReport(outputDir);
   },
 };

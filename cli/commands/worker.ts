@@ -33,6 +33,7 @@ export const workerCommand: Command = {
       rankHint: f.has('rank-hint') ? f.int('rank-hint') : undefined,
       stageTimeoutMs: f.int('stage-timeout-ms', 5000),
       security: securityOptions(f),
+      insecure: f.bool('insecure'),
       natsDelayMs: process.env.PROPIPE_TEST_NATS_DELAY_MS ? Number(process.env.PROPIPE_TEST_NATS_DELAY_MS) : undefined,
     });
   },

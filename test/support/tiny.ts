@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRandomModel } from '../../model/hf/init.ts';
 import { Rng } from '../../common/rng.ts';
+import { openSafetensors } from '../../model/hf/safetensors-read.ts';
+import { writeSafetensors } from '../../model/hf/safetensors-write.ts';
 
 export interface Tiny {
   root: string;
@@ -25,4 +27,13 @@ export async function makeTiny(opts: { layers?: number; tie?: boolean; qkvBias?:
   fs.writeFileSync(train, lines(24));
   fs.writeFileSync(val, lines(8));
   return { root, model, train, val };
+}
+
+/** Rewrites one tensor of a single-file model with NaN everywhere (a model that can only diverge). */
+export function poisonTensor(modelDir: string, name: string): void {
+  const file = path.join(modelDir, 'model.safetensors');
+  const f = openSafetensors(file);
+  const tensors = f.names().map((n) => ({ name: n, dtype: f.dtype(n), shape: f.shape(n), data: n === name ? new Float32Array(f.shape(n).reduce((a, b) => a * b, 1)).fill(NaN) : new Uint8Array(f.readRaw(n).bytes) }));
+  f.close();
+  writeSafetensors(file, tensors);
 }
