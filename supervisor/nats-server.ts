@@ -80,8 +80,24 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   if (opts.user && opts.pass) args.push('--user', opts.user, '--pass', opts.pass);
   if (opts.tls) args.push('--tls', '--tlscert', opts.tls.cert, '--tlskey', opts.tls.key);
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  child.stderr?.on('data', () => undefined);
-  await waitForPort(port);
+  let said = '';
+  child.stderr?.on('data', (d: Buffer) => (said = (said + d.toString()).slice(-2000)));
+  // A server that exits at once (the port taken, a bad certificate) says why instead of a 10 s wait.
+  const gone = new AbortController();
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code) => {
+      gone.abort();
+      reject(new Error(`nats-server exited with code ${code} before listening on 127.0.0.1:${port}: ${said.trim().split('\n').slice(-3).join(' | ') || 'no output'}`));
+    }),
+  );
+  exited.catch(() => undefined);
+  try {
+    await Promise.race([waitForPort(port, '127.0.0.1', 10_000, gone.signal), exited]);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  if (gone.signal.aborted) await exited;
   return {
     // Credentials ride in the URL, which only travels to workers over the job's TLS channel.
     url: `${opts.tls ? 'tls' : 'nats'}://${opts.user && opts.pass ? `${opts.user}:${opts.pass}@` : ''}127.0.0.1:${port}`,

@@ -177,3 +177,10 @@ test('security options are all-or-nothing for TLS and name missing files', () =>
   assert.throws(() => loadSecurity({ tlsCert: '/x.crt' }), /--tls-cert, --tls-key and --tls-ca together/);
   assert.throws(() => loadSecurity({ tokenFile: '/nonexistent/token' }), /cannot read the token file \/nonexistent\/token/);
 });
+
+test('a nats-server that cannot start says why at once (here: a missing certificate), instead of a 10 s wait', async () => {
+  const t0 = Date.now();
+  const missing = path.join(os.tmpdir(), 'propipe-no-such-cert.pem');
+  await assert.rejects(startNatsServer({ tls: { cert: missing, key: missing } }), /nats-server exited with code \d+ before listening on 127\.0\.0\.1:\d+: .*propipe-no-such-cert/);
+  assert.ok(Date.now() - t0 < 8000, `refused after ${Date.now() - t0} ms`);
+});

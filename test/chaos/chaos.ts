@@ -113,8 +113,18 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     } else if (kind === 'restart nats') {
       const old = nats!;
       await old.stop();
-      await sleep(1000);
-      nats = await startNatsServer({ ...old.options, port: old.port });
+      // Clients reconnect to the same URL, so the port must be the same; on a busy machine it can be
+      // briefly taken (an ephemeral port of another connection): try again rather than end the run.
+      for (let attempt = 1; ; attempt++) {
+        await sleep(1000);
+        try {
+          nats = await startNatsServer({ ...old.options, port: old.port });
+          break;
+        } catch (err) {
+          if (attempt === 5) throw err;
+          say(`nats-server did not come back on port ${old.port} (${(err as Error).message}); trying again`);
+        }
+      }
     }
     busy = false;
   };
