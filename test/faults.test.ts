@@ -35,6 +35,8 @@ const FAULTS = [
   // The fail-over's `reassign` signal is lost: rank 1, waiting for activations that rank 0 died before
   // sending (its stream from below just ends), learns it over gRPC.
   { name: 'kill -9 of rank 0 while nats-server is down', natsDownAfterStep: 3, killRank0AfterStep: 5 },
+  // The restarted rank registers and trains with NATS still down: signals reach it over gRPC alone.
+  { name: 'rank 0 restarted while nats-server stays down', natsDownAfterStep: 3, killRank0AfterStep: 5, natsStaysDown: true },
 ] as const;
 
 test('faults are survived and the run ends with the uninterrupted weights', async (t) => {
@@ -71,7 +73,7 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
           if (!('natsDownAfterStep' in fault)) return;
           // NATS comes back (for the restarted rank 0 to connect) only once the other rank found out
           // over gRPC: no signal buffered meanwhile can tell it first.
-          if (killed && !natsBack && line.includes('the assignment no longer stands')) {
+          if (killed && !natsBack && !('natsStaysDown' in fault) && line.includes('the assignment no longer stands')) {
             const old = nats!;
             natsBack = startNatsServer({ ...old.options, port: old.port });
           }
@@ -91,6 +93,7 @@ test('faults are survived and the run ends with the uninterrupted weights', asyn
       assert.equal(code, 0, lines.slice(-30).join('\n'));
       if ('natsDownAfterStep' in fault) assert.ok(natsDown && killed, 'nats-server was stopped and rank 0 killed');
       if (natsDown) assert.ok(lines.some((l) => l.includes('the assignment no longer stands')), 'a rank learned of the fail-over over gRPC');
+      if ('natsStaysDown' in fault) assert.ok(!natsBack && lines.some((l) => l.includes('NATS is unreachable')), 'the restarted rank trained without NATS');
       sameWeights(reference.finalDir, path.join(out, 'final'));
       const log = records(out);
       const steps = log.filter((r) => typeof r.loss === 'number');

@@ -15,13 +15,17 @@ export class StageWatcher {
   onControl: (sig: ControlSignal) => void = () => undefined;
 
   /**
-   * Without a NATS connection the watcher is fed by `deliver` alone (the single-process run).
+   * Without a NATS connection the watcher is fed by `deliver` alone (the single-process run, or a
+   * worker whose NATS is not up yet: `attach` subscribes once it is).
    * `delayMs` holds every delivery back (a test hook that simulates a slow NATS link to this rank).
    */
-  constructor(nc: NatsConnection | null, jobId: string, private readonly delayMs = 0) {
-    if (!nc) return;
-    const sub = nc.subscribe(subjects(jobId).stage);
-    const control = nc.subscribe(subjects(jobId).control);
+  constructor(nc: NatsConnection | null, private readonly jobId: string, private readonly delayMs = 0) {
+    if (nc) this.attach(nc);
+  }
+
+  attach(nc: NatsConnection): void {
+    const sub = nc.subscribe(subjects(this.jobId).stage);
+    const control = nc.subscribe(subjects(this.jobId).control);
     this.subs.push(sub, control);
     void (async () => {
       for await (const m of sub) {

@@ -6,7 +6,7 @@ import os from 'node:os';
 import { childLog } from '../common/log.ts';
 import type { AssignmentMsg } from '../proto/messages.ts';
 import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
-import { closeNats, connectNats } from '../proto/signals.ts';
+import { BackgroundNats } from './nats-background.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
 import { CoordinatorClient } from './coordinator-client.ts';
@@ -65,7 +65,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const transport: RankTransport = Object.assign(server, { linkUp: (address: string) => new PeerLink(address, server.mailbox, server.expect, channelCredentials(sec), callMetadata(sec)) });
   let model: TrainingModel | null = null;
   let watcher: StageWatcher | null = null;
-  let nats: Awaited<ReturnType<typeof connectNats>> | null = null;
+  let nats: BackgroundNats | null = null;
   let failures = 0;
   try {
     for (;;) {
@@ -84,8 +84,10 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
       }
       const run = parseRunConfig(JSON.parse(a.runConfigJson), 'the coordinator’s run config');
       model ??= openTrainingModel(run);
-      nats ??= await connectNats(a.natsUrl, workerId, sec);
-      watcher ??= new StageWatcher(nats, a.jobId, o.natsDelayMs ?? 0);
+      if (!watcher) {
+        const w = (watcher = new StageWatcher(null, a.jobId, o.natsDelayMs ?? 0));
+        nats = new BackgroundNats(a.natsUrl, workerId, sec, log, (nc) => w.attach(nc));
+      }
       try {
         const outcome = await runAssignment(a, run, model, { coord, transport, stages: watcher, workerId, stageTimeoutMs: o.stageTimeoutMs ?? 5000, log, watchMs: WATCH_MS });
         if (outcome === 'stop') return;
@@ -97,7 +99,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     }
   } finally {
     watcher?.close();
-    if (nats) await closeNats(nats);
+    await nats?.close();
     coord.close();
     await server.stop();
   }
