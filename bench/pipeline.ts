@@ -9,7 +9,7 @@
 //
 //   node --import tsx bench/pipeline.ts [--workers 1,2,3,4] [--micro 1,2,4,8] [--steps 6] [--skip 2] [--batch 4] [--threads 1]
 //        [--new-blocks 4] [--compare-workers 2,3] [--compare-micro 8] [--compare-steps 10] [--compare-repeats 2]
-//        [--compare-new-blocks 1] [--overlap-steps 5] [--only zb|overlap] [--quick]
+//        [--compare-new-blocks 1] [--overlap-steps 5] [--only zb|overlap|stages] [--quick]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,7 @@ import { isMain } from './common.ts';
 import { roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
 import { compareZeroBubble } from './pipeline-zb.ts';
 import { overlapOnLargeModel } from './pipeline-overlap.ts';
+import { freezeAwareByStage } from './pipeline-stages.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };
 const SEQ = 128;
@@ -354,9 +355,11 @@ async function main(): Promise<void> {
     .map((r) => ({ workers: r.workers, microBatches: r.microBatches, stepSeconds: r.stepSeconds, bytesPerStepPerLink: r.bytesPerStepPerLink, frameBytes: r.frameBytes, frameLatencyMs: r.frameLatencyMs, ranks: r.ranks }));
 
   // 4. ZB-H1 against 1F1B on a full fine-tune and a LLaMA Pro + LoRA job.
-  const zeroBubble = only === 'overlap' ? null : await compareZeroBubble({ root, model, dataset, skip, batch, threads, quick, log });
+  const zeroBubble = only === 'overlap' || only === 'stages' ? null : await compareZeroBubble({ root, model, dataset, skip, batch, threads, quick, log });
   // 5. Transfers behind compute on a model where compute dominates: sessions in the thread vs on the main thread.
-  const overlapLarge = only === 'zb' ? null : await overlapOnLargeModel({ root, steps: Number(flag('overlap-steps', '5')), skip, batch: 1, repeats: quick ? 1 : 2, log });
+  const overlapLarge = only === 'zb' || only === 'stages' ? null : await overlapOnLargeModel({ root, steps: Number(flag('overlap-steps', '5')), skip, batch: 1, repeats: quick ? 1 : 2, log });
+  // 6. Freeze-aware against mask-blind per stage of a bottom-up walk, on the large model.
+  const byStage = only === 'zb' || only === 'overlap' ? null : await freezeAwareByStage({ root, steps: Number(flag('overlap-steps', '5')), skip, repeats: quick ? 1 : 2, stages: quick ? [2] : [0, 1, 2, 3], log });
 
   const out = {
     bench: 'pipeline',
@@ -385,6 +388,7 @@ async function main(): Promise<void> {
     overlap,
     zeroBubble,
     overlapLarge,
+    freezeAwareByStage: byStage,
     totalSeconds: round((performance.now() - started) / 1000, 1),
   };
   fs.rmSync(root, { recursive: true, force: true });

@@ -1,0 +1,73 @@
+// Section 6 of bench/pipeline.ts: where does the freeze-aware partition pay? The large model of
+// section 5 (hidden 512, 16 blocks + 4 LLaMA Pro blocks, one per group), P = 2, M = 8, one job per
+// stage of the bottom-up walk (stage k trains new block k alone), each run with the freeze-aware
+// partition and with `--ignore-mask` (blocks split evenly), alternately so drifting load hits both.
+//
+// Why the gain depends on the stage: blocks below the lowest trainable one run forward only (F), blocks
+// above it forward + recompute + backward (≈ 4F). A mask-blind even split leaves one rank with most of
+// the backward work; the gain is largest when that imbalance is largest, i.e. when the frozen prefix is
+// about half the stack. With the trainable block at the very top both halves are mostly forward-only
+// (little to balance); with it at the bottom both halves carry backward (already balanced).
+//
+//   node --import tsx bench/pipeline-stages.ts [--steps 5] [--repeats 1] [--stages 0,1,2,3]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRandomModel } from '../model/hf/init.ts';
+import { Rng } from '../common/rng.ts';
+import { isMain } from './common.ts';
+import { runJob, type JobResult } from './pipeline.ts';
+import { LARGE_MODEL } from './pipeline-overlap.ts';
+
+const SEQ = 128;
+const NEW_BLOCKS = 4;
+const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+const brief = (r: JobResult) => ({ tokensPerSec: r.tokensPerSec, stepSeconds: r.stepSeconds, partition: r.partition, bubbleSchedule: r.bubbleSchedule, computePerRank: r.ranks.map((k) => k.compute), plannedCostShare: r.ranks.map((k) => k.plannedCostShare) });
+
+export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void }) {
+  const model = path.join(o.root, 'base-stages');
+  await createRandomModel(model, { ...LARGE_MODEL, seed: 1 });
+  const M = 8;
+  const rng = new Rng(13);
+  const dataset = path.join(o.root, 'train-stages.jsonl');
+  fs.writeFileSync(dataset, Array.from({ length: M * o.steps }, () => JSON.stringify({ input_ids: Array.from({ length: SEQ }, () => 3 + rng.nextInt(LARGE_MODEL.vocab - 3)) })).join('\n') + '\n');
+  const layers = LARGE_MODEL.layers + NEW_BLOCKS;
+  const per = LARGE_MODEL.layers / NEW_BLOCKS;
+  const rows = [];
+  for (const stage of o.stages) {
+    // The new block of group k sits after its group's originals: layer (k + 1) · (per + 1) − 1.
+    const trainableLayer = (stage + 1) * (per + 1) - 1;
+    const job = { root: o.root, model, dataset, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: 1, threads: 1, newBlocks: NEW_BLOCKS, groups: NEW_BLOCKS, run: { stage_order: String(stage), blocks_per_group: 1 } };
+    const aware: JobResult[] = [];
+    const ignore: JobResult[] = [];
+    for (let i = 0; i < o.repeats; i++) {
+      aware.push(await runJob({ ...job, name: `stage${stage}-aware-${i}`, ignoreMask: false }));
+      ignore.push(await runJob({ ...job, name: `stage${stage}-ignore-${i}`, ignoreMask: true }));
+    }
+    const rate = (rs: JobResult[]) => mean(rs.map((r) => r.tokensPerSec));
+    const row = { stage, trainableLayer, frozenPrefix: trainableLayer, layers, freezeAware: rate(aware), ignoreMask: rate(ignore), speedup: round(rate(aware) / rate(ignore)), runs: { aware: aware.map(brief), ignore: ignore.map(brief) } };
+    rows.push(row);
+    o.log(`stage ${stage} (trainable layer ${trainableLayer} of ${layers}): freeze-aware ${row.freezeAware.toFixed(0)} tokens/s [${aware[0].partition.join(' | ')}] vs ignore-mask ${row.ignoreMask.toFixed(0)} [${ignore[0].partition.join(' | ')}]: ×${row.speedup}`);
+  }
+  return { model: { ...LARGE_MODEL, newBlocks: NEW_BLOCKS, seq: SEQ, microBatchSize: 1, microBatches: M, workers: 2, schedule: '1f1b' }, stages: rows };
+}
+
+if (isMain(import.meta.url)) {
+  const argv = process.argv.slice(2);
+  const flag = (name: string, def: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 && i + 1 < argv.length ? argv[i + 1] : def;
+  };
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-stages-'));
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const stages = flag('stages', '0,1,2,3').split(',').map(Number);
+  freezeAwareByStage({ root, steps: Number(flag('steps', '5')), skip: 2, repeats: Number(flag('repeats', '1')), stages, log })
+    .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-stages', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
+    .finally(() => fs.rmSync(root, { recursive: true, force: true }))
+    .catch((err) => {
+      process.stderr.write(`${(err as Error).stack ?? err}\n`);
+      process.exit(1);
+    });
+}
