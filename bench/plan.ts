@@ -20,9 +20,9 @@ import { stageOnSplit } from '../plan/estimate.ts';
 import { runRequest } from '../plan/request.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { calibrate } from '../tasks/calibrate.ts';
-import { info, median, printJson, round } from './common.ts';
+import { info, isMain, median, printJson, round } from './common.ts';
 
-const SHAPES: Record<string, RandomModelOptions & { batch: number; seq: number; steps?: number; types?: string[] }> = {
+export const SHAPES: Record<string, RandomModelOptions & { batch: number; seq: number; steps?: number; types?: string[] }> = {
   S: { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 4096, batch: 4, seq: 128 },
   M: { layers: 8, hidden: 512, heads: 8, kvHeads: 4, intermediate: 1376, vocab: 8192, batch: 4, seq: 128 },
   // 255M parameters; LLaMA Pro and LoRA only by default (a full fine-tune holds ~8 GB and takes minutes per step here).
@@ -186,7 +186,9 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((err) => {
-  process.stderr.write(`${(err as Error).stack ?? err}\n`);
-  process.exit(1);
-});
+if (isMain(import.meta.url)) {
+  main().catch((err) => {
+    process.stderr.write(`${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  });
+}

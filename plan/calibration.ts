@@ -14,7 +14,11 @@ export const calibrationSchema = z.object({
   cpu_model: z.string(),
   cores: z.number().int().positive(),
   threads: z.number().int().nonnegative(),
-  /** What was measured, and the figures the cpu profile takes from it. */
+  /** 'cpu': measured in CPU time and scaled by `parallelism` (tasks/calibrate.ts); absent: wall time (older files). */
+  clock: z.literal('cpu').optional(),
+  /** The sessions' speed-up from their threads, measured on the probe (CPU time over wall time). */
+  parallelism: z.number().positive().optional(),
+  /** What was measured, and the figures the cpu profile takes from it (quiet-machine wall rates). */
   matmul_flops: z.number().positive(),
   bandwidth: z.number().positive(),
   /** Element-wise ops with exp/sigmoid per element (absent in files written before it was measured). */
@@ -22,6 +26,8 @@ export const calibrationSchema = z.object({
   op_seconds: z.number().nonnegative(),
   run_seconds: z.number().nonnegative(),
   optimizer_seconds_per_param: z.number().nonnegative(),
+  /** The gradient sum of a second micro-batch (absent in files written before it was measured). */
+  accumulate_seconds_per_param: z.number().nonnegative().optional(),
   efficiency: phaseSchema,
   /** The block shape and timings the efficiencies were solved from. */
   probe: z.record(z.string(), z.unknown()),
@@ -62,6 +68,7 @@ export function cpuProfile(c: Calibration | null, memoryBytes: number): DevicePr
     opSeconds: c.op_seconds,
     runSeconds: c.run_seconds,
     optimizerSecondsPerParam: c.optimizer_seconds_per_param,
+    accumulateSecondsPerParam: c.accumulate_seconds_per_param ?? CPU_DEFAULT.accumulateSecondsPerParam,
     efficiency: { ...c.efficiency },
     source: `calibrated ${c.measured_at} on ${c.cpu_model} (${c.threads || c.cores} threads)`,
   };

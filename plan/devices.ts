@@ -22,8 +22,10 @@ export interface DeviceProfile {
   opSeconds: number;
   /** Host <-> device copies per run (PCIe), bytes/s; Infinity on CPU. */
   hostLink: number;
-  /** Host AdamW + gradient accumulation + clipping, seconds per trainable parameter per step. */
+  /** Host AdamW + the global norm's sum of squares, seconds per trainable parameter per step. */
   optimizerSecondsPerParam: number;
+  /** Host sum of one more micro-batch's gradients into the step's (worker/executor.ts), seconds per parameter. */
+  accumulateSecondsPerParam: number;
   /** Activation/gradient frames between neighbouring ranks, bytes/s. */
   peerLink: number;
   /** Fixed cost per session run (feeds, output copies into JS), seconds. */
@@ -38,9 +40,11 @@ const T = 1e12;
 
 /**
  * Host-side figures every device shares: the optimizer runs in Node on the host and frames go over
- * gRPC. Measured on this machine (bench:train's AdamW, bench:transfer's 16 MB peer frames: 670 MB/s).
+ * gRPC. Measured on this machine: AdamW + sum of squares 6.9–7 ns and the gradient sum 2.5–3 ns per
+ * parameter (bench/plan-profile.ts, 7.9 M parameters in 75 tensors, CPU time), bench:transfer's 16 MB
+ * peer frames 670 MB/s.
  */
-const HOST = { optimizerSecondsPerParam: 6e-9, peerLink: 670e6, runSeconds: 1e-3 };
+const HOST = { optimizerSecondsPerParam: 7e-9, accumulateSecondsPerParam: 2.5e-9, peerLink: 670e6, runSeconds: 1e-3 };
 
 /** Assumed efficiencies of ONNX Runtime's CUDA kernels on unfused fp32 graphs (override with --efficiency). */
 const GPU_EFFICIENCY: Record<Phase, number> = { forward: 0.45, recompute: 0.45, inputGrad: 0.4, weightGrad: 0.4 };
@@ -72,15 +76,23 @@ export const GPUS: Record<string, DeviceProfile> = {
 
 export const DEVICE_NAMES = ['cpu', ...Object.keys(GPUS)] as const;
 
-/** This machine before calibration: the MatMul peak and efficiencies measured by the README's benchmarks. */
+/**
+ * One thread of this machine before calibration (what the coordinator balances CPU workers with): the
+ * figures of `propipe plan --calibrate --threads 1` in CPU time (tasks/calibrate.ts), rounded from six
+ * calibrations at load averages of 6–8 (MatMul 96–102 GFLOP per CPU second, element-wise chain
+ * 71–79 GB/s, Softmax/Sigmoid 17–23 GB/s, efficiencies 0.80–0.98 / 0.64–0.86 / 0.68–0.86). The ratios
+ * between them are what balance ranks: a slow element-wise rate (8 GB/s, the DRAM figure this profile
+ * had) priced the loss and the input gradients ~9× too high against MatMuls and split a 20-block
+ * LLaMA Pro job 10 | 10 where rank 0's forward + recompute made it 1.2× rank 1.
+ */
 export const CPU_DEFAULT: Omit<DeviceProfile, 'memoryBytes'> = {
   name: 'cpu',
   kind: 'cpu',
-  matmulFlops: 384e9,
-  bandwidth: 8e9,
-  mathBandwidth: 8e9,
-  efficiency: { forward: 0.6, recompute: 0.6, inputGrad: 0.45, weightGrad: 0.45 },
-  opSeconds: 20e-6,
+  matmulFlops: 97e9,
+  bandwidth: 73e9,
+  mathBandwidth: 20e9,
+  efficiency: { forward: 0.9, recompute: 0.9, inputGrad: 0.75, weightGrad: 0.8 },
+  opSeconds: 0.3e-6,
   hostLink: Infinity,
   ...HOST,
   deviceRuntimeBytes: 0,

@@ -4,6 +4,11 @@
 //                                 of which mathBytes for ops that evaluate exp/log/sigmoid per element
 //                                 (Softmax, Sigmoid, Exp, ...): they run far below memory bandwidth on a
 //                                 CPU (Softmax 4 GB/s against Add's 39 GB/s here), so devices price them apart
+//   GroupQueryAttention (forward-only blocks on CPU: q [b, t, heads·d], k/v [b, T, kv·d])
+//                                 flops = 4 · b · heads · t · T · d   (Q·Kᵀ and P·V over every key: the CPU
+//                                 kernel multiplies the whole score matrix and masks in its softmax),
+//                                 bytes = its inputs and outputs, plus mathBytes = 8 · b · heads · t · T (the
+//                                 softmax over the scores, read and written once inside the kernel)
 //   shape-only ops (Reshape, Shape, Identity, Unsqueeze, Squeeze, constants) cost nothing
 // and `nodes` counts the ops that do work (each has a fixed launch overhead). Pure: no ONNX Runtime.
 import { BYTES_PER_ELEMENT } from '../model/graph/dtype.ts';
@@ -92,6 +97,13 @@ export function nodeCost(g: Graph, n: Node, shapes: ConcreteShapes): OpCost {
   }
   let bytes = 0;
   for (const v of [...n.inputs, ...n.outputs]) if (v) bytes += shapes.numel(v) * BYTES_PER_ELEMENT[g.info(v).dtype];
+  if (n.op === 'GroupQueryAttention') {
+    const [b, t, width] = shapes.of(n.inputs[0]);
+    const keys = shapes.of(n.inputs[1])[1];
+    const heads = n.attrs.num_heads as number;
+    const scores = b * heads * t * keys;
+    return { flops: 4 * scores * (width / heads), bytes: bytes + 8 * scores, mathBytes: 8 * scores, nodes: 1 };
+  }
   return { flops: 0, bytes, mathBytes: TRANSCENDENTAL.has(n.op) ? bytes : 0, nodes: 1 };
 }
 

@@ -44,6 +44,15 @@ export const RUNTIME = {
    * 256), 2.0 (512); re-fitted on `npm run bench:plan` after it (memory pattern off): 1.0.
    */
   backwardArenaFactor: 1.0,
+  /**
+   * Run outputs (gradients, activations) awaiting V8's collector: onnxruntime-node returns every output
+   * as a fresh ArrayBuffer and V8 collects them only once about 64 MiB of them were allocated since its
+   * last collection (its external-memory limit), so up to that much of the previous runs' outputs stays
+   * resident beside the live ones. Counted as min(this, the bytes a step's runs return). Measured:
+   * S full fine-tune, 2 micro-batches of 31.6 MB of gradients: JS ArrayBuffers peak at 4 gradient sets
+   * (2 live), 3 with a forced collection after each step (bench/plan-profile.ts notes).
+   */
+  collectorSlackBytes: 64 * 2 ** 20,
   /** A forward run's working set, in multiples of its largest value. */
   forwardWorkingValues: 4,
 } as const;

@@ -12,6 +12,8 @@
 //             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
+//   each step + P_stage · (optimizer + (M − 1) · accumulate)   (host: AdamW and the norm's sum of squares;
+//                                                              the gradient sums of micro-batches 2..M)
 //   ZB-H1 (zb1) runs the backward as two graphs (model/autodiff/split.ts): B = recompute + inputGrad
 //   (+ the loss on the last rank), W = weightGrad, each with its own runSeconds; on a GPU the stash B
 //   hands to W crosses the host link twice. The schedule simulation places W in the bubbles.
@@ -27,7 +29,8 @@
 //                    + ZB-H1: the stash of each micro-batch whose W is deferred (rank r defers r)
 //   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
 //                    value, and on the head the in-flight teacher hidden states (its logits: headCosts)
-//   runtime          processBytes (CPU) or deviceRuntimeBytes (GPU)
+//   runtime          processBytes + uncollected outputs, min(collectorSlackBytes, M · (4 · P_stage + 2 · frame))
+//                    (CPU; on a GPU that is host memory), or deviceRuntimeBytes (GPU)
 // On a GPU, AdamW state, the JS copies and in-flight inputs live in host memory (reported apart).
 import type { ModelConfig } from '../model/hf/config.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
@@ -208,13 +211,14 @@ export class StageModel {
     return i === this.lowest ? 'train-bottom' : 'train';
   }
 
-  block(i: number, backwardRank: boolean): PhaseCosts {
+  /** `forwardKernels`: forward-only blocks run ONNX Runtime's fused attention (CPU graphs; plan/unit-costs.ts). */
+  block(i: number, backwardRank: boolean, forwardKernels = false): PhaseCosts {
     const state = backwardRank ? this.blockState(i) : 'forward';
     const l = this.layers[i];
-    const key = `${state}|${l.trains}|${l.lora.join(',')}`;
+    const key = `${state}|${l.trains}|${l.lora.join(',')}|${forwardKernels}`;
     let c = this.blockCache.get(key);
     if (!c) {
-      c = blockCosts(this.s.config, { state, lora: l.lora, trains: l.trains === 'lora' ? 'lora' : 'block' }, this.s.loraRank, this.dims);
+      c = blockCosts(this.s.config, { state, lora: l.lora, trains: l.trains === 'lora' ? 'lora' : 'block' }, this.s.loraRank, this.dims, forwardKernels);
       this.blockCache.set(key, c);
     }
     return c;
@@ -234,8 +238,8 @@ export class StageModel {
     return this.once('embed', () => embedCosts(this.s.config, this.embed.trains, this.dims));
   }
 
-  teacher(): TeacherUnits {
-    return this.once('teacher', () => teacherUnits(this.s.base, this.dims));
+  teacher(forwardKernels: boolean): TeacherUnits {
+    return this.once(`teacher|${forwardKernels}`, () => teacherUnits(this.s.base, this.dims, forwardKernels));
   }
 
   private readonly times = new WeakMap<DeviceProfile, Map<PhaseCosts, { forward: number; backward: number; weight: number }>>();
@@ -266,7 +270,7 @@ export class StageModel {
     const L = this.layers.length;
     const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), wgt: new Float64Array(L + 1), stash: new Float64Array(L + 1), saved: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
     for (let i = 0; i < L; i++) {
-      const u = this.block(i, backward);
+      const u = this.block(i, backward, device.kind === 'cpu');
       const sec = this.unitSeconds(device, u);
       const l = this.layers[i];
       t.fwd[i + 1] = t.fwd[i] + sec.forward;
@@ -332,7 +336,7 @@ export class StageModel {
     const runsForward = !(head && backward);
     let teacherSeconds = 0;
     if (this.s.distill && (!head || backward)) {
-      const tu = this.teacher();
+      const tu = this.teacher(device.kind === 'cpu');
       const originals = ((end - start) * this.s.base.numLayers) / c.numLayers;
       teacherSeconds = originals * phaseSeconds(device, 'forward', tu.block) + (embed ? phaseSeconds(device, 'forward', tu.embed) : 0);
       teacherSeconds += device.runSeconds + 2 * frame * linkRate + (sendsUp ? frame / device.peerLink : 0);
@@ -366,16 +370,19 @@ export class StageModel {
     const stashes = backward && wgt > 0 ? deferred * stash : 0;
     let teacher = 0;
     if (this.s.distill) {
-      const tu = this.teacher();
+      const tu = this.teacher(device.kind === 'cpu');
       teacher = rt.forwardWorkingValues * tu.blockPeakBytes + (head ? inFlight * frame : 0);
     }
+    // Outputs of earlier runs not yet collected: a step's runs return each micro-batch's gradients and frames.
+    const uncollected = Math.min(rt.collectorSlackBytes, this.s.microBatches * (4 * stageParams + 2 * frame));
     const gpu = device.kind === 'gpu';
     const memory: MemoryBreakdown = gpu
       ? { frozenWeights: frozenSessions, trainableWeights: 4 * stageParams, gradients: 4 * stageParams, optimizer: 0, activations: arena, teacher, runtime: device.deviceRuntimeBytes }
-      : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena + stashes, teacher, runtime: rt.processBytes };
+      : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena + stashes, teacher, runtime: rt.processBytes + uncollected };
     const memoryBytes = Math.ceil(sum(Object.values(memory)));
-    const hostBytes = gpu ? rt.processBytes + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs + stashes : memoryBytes;
-    const optimizerSeconds = stageParams * device.optimizerSecondsPerParam;
+    const hostBytes = gpu ? rt.processBytes + uncollected + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs + stashes : memoryBytes;
+    // Host work per step: AdamW + sum of squares once, and each micro-batch after the first summed into the first's gradients.
+    const optimizerSeconds = stageParams * (device.optimizerSecondsPerParam + (this.s.microBatches - 1) * device.accumulateSecondsPerParam);
     return { forwardSeconds, backwardSeconds, backwardInputSeconds, backwardWeightSeconds, optimizerSeconds, trainableParams: stageParams, memory, memoryBytes, hostBytes };
   }
 }

@@ -11,6 +11,9 @@
 //   'train'         its tensors (or LoRA adapters) train:       recompute + inputGrad + weightGrad
 //   'train-bottom'  trains, and nothing below needs gradients:  recompute + weightGrad
 // Blocks of one model have the same shapes, so one graph per (state, adapters) serves every layer.
+// A 'forward' block is built as the ranks build it: no gradient passes through it, so on CPU its
+// attention is ONNX Runtime's GroupQueryAttention (model/llama/attention.ts, `noGradBelow`), and its
+// recompute inside a backward graph is the same fused form; CUDA graphs keep the standard ops.
 import { backward } from '../model/autodiff/backward.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
 import type { Graph, Node } from '../model/graph/graph.ts';
@@ -62,7 +65,7 @@ interface Built {
   forwardNodes: number;
 }
 
-function build(config: ModelConfig, range: BlockRange, layer: number | null, lora: readonly string[], loraRank: number, opts: { logits?: boolean; distill?: boolean }): Built {
+function build(config: ModelConfig, range: BlockRange, layer: number | null, lora: readonly string[], loraRank: number, opts: { logits?: boolean; distill?: boolean; noGradBelow?: number }): Built {
   const names = new Set<string>();
   const binder = new ParamBinder({
     // Every parameter is a graph input: no weights are needed to count ops.
@@ -72,7 +75,7 @@ function build(config: ModelConfig, range: BlockRange, layer: number | null, lor
     },
     lora: lora.length && layer !== null ? { rank: loraRank, alpha: loraRank, linears: new Set(lora.map((m) => `model.layers.${layer}.${m}`)) } satisfies LoraSpec : null,
   });
-  const { graph, seed, hiddenIn } = buildRangeGraph(config, range, binder, { logits: opts.logits, distill: opts.distill ? { weight: 1, temperature: 1 } : null });
+  const { graph, seed, hiddenIn } = buildRangeGraph(config, range, binder, { logits: opts.logits, distill: opts.distill ? { weight: 1, temperature: 1 } : null, noGradBelow: opts.noGradBelow });
   return { graph, seed, hiddenIn, binder, params: names, forwardNodes: graph.nodes.length };
 }
 
@@ -142,14 +145,18 @@ function cached<T>(key: unknown[], f: () => T): T {
   return cache.get(k) as T;
 }
 
-/** One decoder block in `spec`'s state, for a micro-batch of `batch` × `seq` tokens. */
-export function blockCosts(config: ModelConfig, spec: UnitSpec, loraRank: number, dims: { batch: number; seq: number }): PhaseCosts {
-  return cached(['block', config, spec, loraRank, dims], () => countBlock(config, spec, loraRank, dims));
+/**
+ * One decoder block in `spec`'s state, for a micro-batch of `batch` × `seq` tokens; `forwardKernels`:
+ * a 'forward' block runs the forward-only kernels (CPU), as the ranks build it.
+ */
+export function blockCosts(config: ModelConfig, spec: UnitSpec, loraRank: number, dims: { batch: number; seq: number }, forwardKernels = false): PhaseCosts {
+  const fused = forwardKernels && spec.state === 'forward';
+  return cached(['block', config, spec, loraRank, dims, fused], () => countBlock(config, spec, loraRank, dims, fused));
 }
 
-function countBlock(config: ModelConfig, spec: UnitSpec, loraRank: number, dims: { batch: number; seq: number }): PhaseCosts {
+function countBlock(config: ModelConfig, spec: UnitSpec, loraRank: number, dims: { batch: number; seq: number }, fused: boolean): PhaseCosts {
   const layer = 0;
-  const b = build(config, { start: layer, end: layer + 1, embed: false, head: false }, layer, spec.lora, loraRank, {});
+  const b = build(config, { start: layer, end: layer + 1, embed: false, head: false }, layer, spec.lora, loraRank, { noGradBelow: fused ? layer + 1 : layer });
   const hidden = b.hiddenIn!;
   const weights = spec.state === 'cross' || spec.state === 'forward' ? [] : blockTrainables(config, layer, spec, loraRank);
   const fwd = forwardOnly(b, dims, weights);
@@ -197,12 +204,12 @@ export interface TeacherUnits {
 }
 
 /** The frozen forward units of the distillation teacher, which every rank runs over its own original blocks (its head is in headCosts). */
-export function teacherUnits(base: ModelConfig, dims: { batch: number; seq: number }): TeacherUnits {
-  return cached(['teacher', base, dims], () => countTeacher(base, dims));
+export function teacherUnits(base: ModelConfig, dims: { batch: number; seq: number }, forwardKernels = false): TeacherUnits {
+  return cached(['teacher', base, dims, forwardKernels], () => countTeacher(base, dims, forwardKernels));
 }
 
-function countTeacher(base: ModelConfig, dims: { batch: number; seq: number }): TeacherUnits {
-  const block = forwardOnly(build(base, { start: 0, end: 1, embed: false, head: false }, 0, [], 0, {}), dims);
+function countTeacher(base: ModelConfig, dims: { batch: number; seq: number }, fused: boolean): TeacherUnits {
+  const block = forwardOnly(build(base, { start: 0, end: 1, embed: false, head: false }, 0, [], 0, { noGradBelow: fused ? 1 : 0 }), dims);
   const embed = forwardOnly(build(base, { start: 0, end: 0, embed: true, head: false }, null, [], 0, {}), dims);
   return { embed: embed.forward, block: block.forward, blockPeakBytes: block.peakValueBytes };
 }

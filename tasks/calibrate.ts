@@ -17,8 +17,16 @@
 //                    inputGrad  the frozen backward (recompute + input gradient) minus the recompute
 //                    weightGrad the trainable backward minus the frozen one
 //   optimizer      AdamW + gradient sum of squares on the host, per parameter
+//   accumulate     one micro-batch's gradients summed into the step's (accumulateGrads), per parameter
+// Every time is this process's CPU time (user + system, all of ONNX Runtime's threads), not wall time:
+// the machine may be shared, and a run that waits for a core costs wall time but no CPU time (wall
+// figures of the same MatMul chain moved 68–198 GFLOP/s between calibrations at a load average of 3–5;
+// its CPU rate does not). The profile's figures are then quiet-machine wall rates: CPU rates times the
+// speed-up the sessions' threads give (`parallelism`: the probe's CPU time over its wall time in its
+// least disturbed sample, between 1 and the thread count; exactly 1 with one thread). Per-op and
+// per-run fixed costs run on one thread and stay CPU seconds.
 import os from 'node:os';
-import { AdamW, sumOfSquares } from '../model/train/adamw.ts';
+import { accumulateGrads, AdamW, sumOfSquares } from '../model/train/adamw.ts';
 import { Graph } from '../model/graph/graph.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
@@ -33,14 +41,25 @@ import { blockCosts } from '../plan/unit-costs.ts';
 
 const log = childLog({ component: 'calibrate' });
 
-async function best(fn: () => Promise<unknown>, reps: number): Promise<number> {
+/** CPU seconds of this process (every thread). */
+export function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** Wall and CPU seconds of one call. */
+async function clock(fn: () => unknown): Promise<{ wall: number; cpu: number }> {
+  const w = performance.now();
+  const c = cpuSeconds();
+  await fn();
+  return { wall: (performance.now() - w) / 1000, cpu: cpuSeconds() - c };
+}
+
+/** The least CPU time of `reps` calls after one warm-up. */
+async function best(fn: () => unknown, reps: number): Promise<number> {
   await fn();
   let t = Infinity;
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    t = Math.min(t, (performance.now() - t0) / 1000);
-  }
+  for (let i = 0; i < reps; i++) t = Math.min(t, (await clock(fn)).cpu);
   return t;
 }
 
@@ -116,20 +135,20 @@ async function opAndRunSeconds(threads: number): Promise<{ op: number; run: numb
   return { op: Math.max(0, (many - one) / 199), run: one };
 }
 
-function optimizerSecondsPerParam(): number {
+/** Host work per parameter: AdamW + the norm's sum of squares, and one more micro-batch's gradient sum. */
+async function hostSecondsPerParam(): Promise<{ optimizer: number; accumulate: number }> {
   const n = 4 * 2 ** 20;
   const p = f32(n);
   const grad = f32(n, 1e-3);
   const opt = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
-  opt.update('w', p, grad, 1e-4);
-  let t = Infinity;
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
+  const optimizer = await best(() => {
     sumOfSquares([grad]);
     opt.update('w', p, grad, 1e-4);
-    t = Math.min(t, (performance.now() - t0) / 1000);
-  }
-  return t / n;
+  }, 3);
+  const into = new Map([['w', f32(n)]]);
+  const more = new Map([['w', grad]]);
+  const accumulate = await best(() => accumulateGrads(into, more), 3);
+  return { optimizer: optimizer / n, accumulate: accumulate / n };
 }
 
 export interface CalibrateOptions {
@@ -168,19 +187,23 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   // Interleaved and medians: on a shared machine the three see the same load, as a training step would.
   const runs = { forward: () => frozen.forward(feed, none), cross: () => frozen.backward(feed, none, seed), train: () => train.backward(feed, weights, seed) };
   const samples: Record<keyof typeof runs, number[]> = { forward: [], cross: [], train: [] };
+  let parallelism = 1;
   for (let rep = 0; rep < 6; rep++) {
     for (const [k, fn] of Object.entries(runs) as [keyof typeof runs, () => Promise<unknown>][]) {
-      const t0 = performance.now();
-      await fn();
-      if (rep > 0) samples[k].push((performance.now() - t0) / 1000);
+      const t = await clock(fn);
+      if (rep === 0) continue;
+      samples[k].push(t.cpu);
+      parallelism = Math.max(parallelism, t.cpu / t.wall);
     }
   }
+  parallelism = Math.min(parallelism, threads || os.availableParallelism());
   const tForward = median(samples.forward);
   const tCross = median(samples.cross);
   const tTrain = median(samples.train);
   await frozen.release();
   await train.release();
 
+  // Efficiencies in CPU time against the CPU rates; the profile's rates are quiet wall rates (× parallelism).
   const atPeak = (c: OpCost) => atPeakSeconds({ matmulFlops: matmul, bandwidth: bw, mathBandwidth: mathBw }, c);
   const overhead = (c: OpCost) => c.nodes * fixed.op;
   const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: [], trains: 'block' }, 0, dims);
@@ -198,6 +221,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const inputGrad = eff(sumOf((x) => x.inputGrad, 'cross'), tCross - fixed.run - recomputeSeconds);
   // The weight-gradient share is a difference of two timings: when noise swamps it, use the input-gradient figure.
   const weightGrad = tTrain - tCross > 0.1 * tTrain ? eff(sumOf((x) => x.weightGrad, 'train'), tTrain - tCross) : inputGrad;
+  const host = await hostSecondsPerParam();
   const cpus = os.cpus();
   return {
     version: 1,
@@ -205,13 +229,16 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
     cpu_model: cpus[0]?.model ?? 'unknown',
     cores: cpus.length,
     threads,
-    matmul_flops: matmul,
-    bandwidth: bw,
-    math_bandwidth: mathBw,
+    clock: 'cpu',
+    parallelism,
+    matmul_flops: matmul * parallelism,
+    bandwidth: bw * parallelism,
+    math_bandwidth: mathBw * parallelism,
     op_seconds: fixed.op,
     run_seconds: fixed.run,
-    optimizer_seconds_per_param: optimizerSecondsPerParam(),
+    optimizer_seconds_per_param: host.optimizer,
+    accumulate_seconds_per_param: host.accumulate,
     efficiency: { forward, recompute: forward, inputGrad, weightGrad },
-    probe: { layers, hidden, ...dims, forward_seconds: tForward, frozen_backward_seconds: tCross, trainable_backward_seconds: tTrain, samples, load_average: os.loadavg() },
+    probe: { layers, hidden, ...dims, cpu_seconds: { forward: tForward, frozen_backward: tCross, trainable_backward: tTrain }, samples, load_average: os.loadavg() },
   };
 }

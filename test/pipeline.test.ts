@@ -13,7 +13,7 @@ import { losses, sameWeights } from './support/runs.ts';
 import { makeTiny } from './support/tiny.ts';
 
 test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B with a delayed NATS rank', async () => {
-  const t = await makeTiny();
+  const t = await makeTiny({ layers: 8 });
   const run = { model: t.model, dataset: t.train, val_dataset: t.val, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', distill_weight: 0.3, steps_per_stage: 3, eval_steps: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 3, logging_steps: 1, seed: 11 };
   const local = await new Trainer({ ...run, output_dir: path.join(t.root, 'local') }).train();
   const ref = losses(path.join(t.root, 'local'));
