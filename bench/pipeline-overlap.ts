@@ -4,7 +4,9 @@
 // (PROPIPE_SESSION_THREAD=0), alternately so drifting load on the shared machine hits both alike.
 // Reports the measured bubble against theory (P-1)/(M+P-1) and each rank's time blocked in sends.
 //
-//   node --import tsx bench/pipeline-overlap.ts [--steps 5] [--repeats 1] [--batch 1]
+//   node --import tsx bench/pipeline-overlap.ts [--steps 5] [--repeats 1] [--batch 1] [--layers 16] [--modes thread,mainThread]
+// (--modes mainThread alone is the short variant; --layers 28 gives 32 blocks, whose cut can balance the
+// ranks within a few per cent: at 20 blocks one block is ~5 % of a rank.)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -39,17 +41,21 @@ function summary(r: JobResult) {
   };
 }
 
-export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void }) {
+type Mode = 'thread' | 'mainThread';
+
+export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void; layers?: number; modes?: readonly Mode[] }) {
   const model = path.join(o.root, 'base-large');
-  await createRandomModel(model, { ...LARGE_MODEL, seed: 1 });
+  const shape = { ...LARGE_MODEL, layers: o.layers ?? LARGE_MODEL.layers };
+  await createRandomModel(model, { ...shape, seed: 1 });
   const rng = new Rng(11);
   const M = 8;
   const dataset = path.join(o.root, 'train-large.jsonl');
   const examples = M * o.steps * o.batch;
   fs.writeFileSync(dataset, Array.from({ length: examples }, () => JSON.stringify({ input_ids: Array.from({ length: SEQ }, () => 3 + rng.nextInt(LARGE_MODEL.vocab - 3)) })).join('\n') + '\n');
-  const runs: Record<'thread' | 'mainThread', ReturnType<typeof summary>[]> = { thread: [], mainThread: [] };
+  const runs: Record<Mode, ReturnType<typeof summary>[]> = { thread: [], mainThread: [] };
+  const modes = o.modes ?? (['thread', 'mainThread'] as const);
   for (let i = 0; i < o.repeats; i++) {
-    for (const mode of ['thread', 'mainThread'] as const) {
+    for (const mode of modes) {
       const env = { PROPIPE_SESSION_THREAD: mode === 'thread' ? '1' : '0' };
       const r = await runJob({ root: o.root, model, dataset, name: `overlap-${mode}-${i}`, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: o.batch, threads: 1, newBlocks: 4, groups: 4, ignoreMask: false, env });
       const s = summary(r);
@@ -57,12 +63,13 @@ export async function overlapOnLargeModel(o: { root: string; steps: number; skip
       o.log(`large model P=2 M=8, sessions ${mode}: ${s.tokensPerSec} tokens/s, step ${s.stepSeconds} s, bubble ${s.bubble} (schedule ${s.bubbleSchedule}, simulated ${s.bubbleSimulated}, theory ${s.bubbleTheory}), send blocked ${(100 * s.sendBlockedFrac).toFixed(2)} % of the step`);
     }
   }
-  const avg = (mode: 'thread' | 'mainThread', k: 'bubbleSchedule' | 'bubble' | 'tokensPerSec' | 'sendBlockedFrac') => round(mean(runs[mode].map((r) => r[k])), 4);
+  const avg = (mode: Mode, k: 'bubbleSchedule' | 'bubble' | 'bubbleSimulated' | 'tokensPerSec' | 'sendBlockedFrac') => round(mean(runs[mode].map((r) => r[k])), 4);
+  const of = (mode: Mode) => (runs[mode].length ? { bubbleSchedule: avg(mode, 'bubbleSchedule'), bubble: avg(mode, 'bubble'), bubbleSimulated: avg(mode, 'bubbleSimulated'), tokensPerSec: avg(mode, 'tokensPerSec'), sendBlockedFrac: avg(mode, 'sendBlockedFrac') } : null);
   return {
-    model: { ...LARGE_MODEL, newBlocks: 4, seq: SEQ, microBatchSize: o.batch, microBatches: M, workers: 2 },
+    model: { ...shape, newBlocks: 4, seq: SEQ, microBatchSize: o.batch, microBatches: M, workers: 2 },
     theory: round(1 / (M + 1)),
-    sessionThread: { bubbleSchedule: avg('thread', 'bubbleSchedule'), bubble: avg('thread', 'bubble'), tokensPerSec: avg('thread', 'tokensPerSec'), sendBlockedFrac: avg('thread', 'sendBlockedFrac') },
-    mainThread: { bubbleSchedule: avg('mainThread', 'bubbleSchedule'), bubble: avg('mainThread', 'bubble'), tokensPerSec: avg('mainThread', 'tokensPerSec'), sendBlockedFrac: avg('mainThread', 'sendBlockedFrac') },
+    sessionThread: of('thread'),
+    mainThread: of('mainThread'),
     runs,
   };
 }
@@ -75,7 +82,9 @@ if (isMain(import.meta.url)) {
   };
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-overlap-'));
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  overlapOnLargeModel({ root, steps: Number(flag('steps', '5')), skip: 2, batch: Number(flag('batch', '1')), repeats: Number(flag('repeats', '1')), log })
+  const modes = flag('modes', 'thread,mainThread').split(',') as Mode[];
+  for (const m of modes) if (m !== 'thread' && m !== 'mainThread') throw new Error(`--modes: '${m}' is not thread or mainThread`);
+  overlapOnLargeModel({ root, steps: Number(flag('steps', '5')), skip: 2, batch: Number(flag('batch', '1')), repeats: Number(flag('repeats', '1')), layers: Number(flag('layers', String(LARGE_MODEL.layers))), modes, log })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-overlap', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
     .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {
