@@ -25,6 +25,7 @@ import { runRequest } from '../plan/request.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { calibrate } from '../tasks/calibrate.ts';
 import { info, isMain, median, printJson, round } from './common.ts';
+import { StepCpuSampler } from './step-cpu.ts';
 
 export const SHAPES: Record<string, RandomModelOptions & { batch: number; seq: number; steps?: number; types?: string[] }> = {
   S: { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 4096, batch: 4, seq: 128 },
@@ -51,9 +52,18 @@ function stepSeconds(dir: string, skip: number): number[] {
   return steps.map((r) => (typeof r.seconds === 'number' ? r.seconds : r.tokens / r.tokens_per_s));
 }
 
-async function trainOneProcess(config: string): Promise<{ peakRss: number[]; split: { start: number; end: number }[] | null }> {
+interface Measured {
+  peakRss: number[];
+  split: { start: number; end: number }[] | null;
+  /** CPU seconds per rank of each steady step. */
+  cpu: number[][];
+}
+
+async function trainOneProcess(config: string, skip: number): Promise<Measured> {
+  const sampler = new StepCpuSampler(parseRunFile(config).output_dir);
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, 'train', '--config', config, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_LEVEL: 'warn' } });
+    sampler.watch('w0', child.pid!);
     let text = '';
     let err = '';
     child.stdout.on('data', (d) => (text += d));
@@ -61,13 +71,18 @@ async function trainOneProcess(config: string): Promise<{ peakRss: number[]; spl
     child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`train exited ${code}: ${err.slice(-2000)}`))));
   });
   const result = JSON.parse(out.trim().split('\n').at(-1)!);
-  return { peakRss: [result.peakRssBytes], split: null };
+  return { peakRss: [result.peakRssBytes], split: null, cpu: [sampler.stop(skip).get('w0')!] };
 }
 
-async function trainPipelined(config: string, workers: number): Promise<{ peakRss: number[]; split: { start: number; end: number }[] }> {
+async function trainPipelined(config: string, workers: number, skip: number): Promise<Measured> {
   let split: { start: number; end: number }[] = [];
+  let rankWorkers: string[] = [];
   const lines: string[] = [];
+  const sampler = new StepCpuSampler(parseRunFile(config).output_dir);
   const code = await launch({
+    onSpawn: (tag, child) => {
+      if (tag.startsWith('w') && child.pid) sampler.watch(tag, child.pid);
+    },
     workers,
     coordinatorArgs: ['--config', config, '--schedule', '1f1b', '--micro-batches', String(MICRO)],
     insecure: true,
@@ -78,7 +93,8 @@ async function trainPipelined(config: string, workers: number): Promise<{ peakRs
     onLine: (tag, line) => {
       lines.push(`${tag} ${line}`);
       if (tag === 'coord' && line.includes('partition planned')) {
-        const rec = JSON.parse(line.slice(line.indexOf('{'))) as { partition: { blocks: string }[] };
+        const rec = JSON.parse(line.slice(line.indexOf('{'))) as { partition: { blocks: string; worker: string }[] };
+        rankWorkers = rec.partition.map((p) => p.worker);
         split = rec.partition.map((p) => {
           const [a, b] = p.blocks.split('..').map(Number);
           return { start: a, end: b + 1 };
@@ -88,7 +104,8 @@ async function trainPipelined(config: string, workers: number): Promise<{ peakRs
   });
   if (code !== 0) throw new Error(`launch failed:\n${lines.slice(-20).join('\n')}`);
   const result = JSON.parse(fs.readFileSync(path.join(parseRunFile(config).output_dir, 'result.json'), 'utf8'));
-  return { peakRss: result.peakRssPerRank, split };
+  const cpu = sampler.stop(skip);
+  return { peakRss: result.peakRssPerRank, split, cpu: rankWorkers.map((w) => cpu.get(w) ?? []) };
 }
 
 const parseRunFile = (file: string) => YAML.parse(fs.readFileSync(file, 'utf8')) as { output_dir: string };
@@ -130,19 +147,25 @@ async function main(): Promise<void> {
           fs.writeFileSync(file, YAML.stringify(run));
           info(`${name}: training ${caseSteps} steps`);
           const t0 = performance.now();
-          const measured = workers === 1 ? await trainOneProcess(file) : await trainPipelined(file, workers);
+          const skip = caseSteps >= 4 ? 2 : 1;
+          const measured = workers === 1 ? await trainOneProcess(file, skip) : await trainPipelined(file, workers, skip);
           const wall = (performance.now() - t0) / 1000;
-          const stepTimes = stepSeconds(run.output_dir, caseSteps >= 4 ? 2 : 1);
+          const stepTimes = stepSeconds(run.output_dir, skip);
           const device = cpuProfile(calibration, os.totalmem() * 0.8);
           const req = runRequest(parseRunConfig(run), { device, workers, microBatches: MICRO, schedule: '1f1b', frozenDtype: 'fp32' });
           const split = measured.split ?? [{ start: 0, end: req.config.numLayers }];
           const predicted = stageOnSplit(req, 0, split);
+          // The same plan in CPU seconds (the calibration's CPU rates, no thread speed-up): each rank's busy time.
+          const cpuPlan = stageOnSplit({ ...req, device: cpuProfile(calibration, os.totalmem() * 0.8, 'cpu') }, 0, split);
           const ranks = predicted.ranks.map((k, r) => ({
             rank: r,
             blocks: k.blocks,
             predicted_rss_mb: round(k.memory_bytes / 2 ** 20, 1),
             measured_rss_mb: round(measured.peakRss[r] / 2 ** 20, 1),
             rss_error: round(k.memory_bytes / measured.peakRss[r] - 1),
+            predicted_cpu_step_s: round(cpuPlan.ranks[r].step_seconds, 3),
+            measured_cpu_step_s: measured.cpu[r]?.length ? round(median(measured.cpu[r]), 3) : null,
+            cpu_step_error: measured.cpu[r]?.length ? round(cpuPlan.ranks[r].step_seconds / median(measured.cpu[r]) - 1) : null,
             predicted_memory_mb: Object.fromEntries(Object.entries(k.memory).map(([key, v]) => [key, round(v / 2 ** 20, 1)])),
           }));
           const measuredStep = median(stepTimes);
@@ -160,6 +183,7 @@ async function main(): Promise<void> {
             ranks,
             rss_ok: ranks.every((r) => Math.abs(r.rss_error) <= 0.15),
             step_ok: Math.abs(predicted.step_seconds / measuredStep - 1) <= 0.25,
+            cpu_ok: ranks.every((r) => r.cpu_step_error !== null && Math.abs(r.cpu_step_error) <= 0.25),
             wall_s: round(wall, 1),
             load_average: os.loadavg().map((x) => round(x, 2)),
           };
@@ -173,6 +197,7 @@ async function main(): Promise<void> {
   }
   const rssErrors = cases.flatMap((c) => c.ranks.map((r) => Math.abs(r.rss_error)));
   const stepErrors = cases.map((c) => Math.abs(c.step_error));
+  const cpuErrors = cases.flatMap((c) => c.ranks.map((r) => (r.cpu_step_error === null ? Infinity : Math.abs(r.cpu_step_error))));
   printJson({
     bench: 'plan',
     host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, load_average_start: load0.map((x) => round(x, 2)), load_average_end: os.loadavg().map((x) => round(x, 2)) },
@@ -182,6 +207,7 @@ async function main(): Promise<void> {
       cases: cases.length,
       rss_within_15pct: `${rssErrors.filter((e) => e <= 0.15).length}/${rssErrors.length} ranks`,
       step_within_25pct: `${stepErrors.filter((e) => e <= 0.25).length}/${stepErrors.length} cases`,
+      cpu_step_within_25pct: `${cpuErrors.filter((e) => e <= 0.25).length}/${cpuErrors.length} ranks`,
       max_rss_error: round(Math.max(...rssErrors)),
       max_step_error: round(Math.max(...stepErrors)),
     },

@@ -57,14 +57,19 @@ export function writeCalibration(file: string, c: Calibration): void {
   fs.writeFileSync(file, JSON.stringify(c, null, 2) + '\n');
 }
 
-export function cpuProfile(c: Calibration | null, memoryBytes: number): DeviceProfile {
+/**
+ * The cpu profile of a calibration: quiet-machine wall time by default; `clock: 'cpu'` prices CPU seconds
+ * instead (the rates without the threads' speed-up), what a rank's process spends whatever the load.
+ */
+export function cpuProfile(c: Calibration | null, memoryBytes: number, clock: 'wall' | 'cpu' = 'wall'): DeviceProfile {
   if (!c) return { ...CPU_DEFAULT, memoryBytes };
+  const k = clock === 'cpu' ? 1 / (c.parallelism ?? 1) : 1;
   return {
     ...CPU_DEFAULT,
     memoryBytes,
-    matmulFlops: c.matmul_flops,
-    bandwidth: c.bandwidth,
-    mathBandwidth: c.math_bandwidth ?? CPU_DEFAULT.mathBandwidth,
+    matmulFlops: c.matmul_flops * k,
+    bandwidth: c.bandwidth * k,
+    mathBandwidth: (c.math_bandwidth ?? CPU_DEFAULT.mathBandwidth) * k,
     opSeconds: c.op_seconds,
     runSeconds: c.run_seconds,
     optimizerSecondsPerParam: c.optimizer_seconds_per_param,
