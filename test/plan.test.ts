@@ -11,6 +11,7 @@ import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import { calibrate } from '../tasks/calibrate.ts';
 import { RUNTIME } from '../plan/runtime.ts';
 import { blockCosts } from '../plan/unit-costs.ts';
+import { cpuProfile } from '../plan/calibration.ts';
 import { parseFlags } from '../cli/args.ts';
 import { planCommand } from '../cli/commands/plan.ts';
 import { propipe } from './support/cli.ts';
@@ -118,6 +119,14 @@ test('the cpu profile comes from the calibration file: doubled efficiencies halv
   const cal = await calibrate({ threads: 1, layers: 1, hidden: 128, batch: 1, seq: 16 });
   for (const [k, v] of Object.entries(cal.efficiency)) assert.ok(Number.isFinite(v) && v > 0, `${k} ${v}`);
   assert.ok(cal.matmul_flops > 1e8 && cal.bandwidth > 1e7);
+  // Measured in CPU time; one thread gives no speed-up, so CPU and wall rates are the same.
+  assert.equal(cal.clock, 'cpu');
+  assert.equal(cal.parallelism, 1);
+  assert.ok((cal.accumulate_seconds_per_param ?? 0) > 0 && cal.optimizer_seconds_per_param > cal.accumulate_seconds_per_param!);
+  // Two threads that ran 1.6× faster than one: wall rates are 1.6× the CPU rates; the CPU-seconds profile undoes it.
+  const two = { ...cal, parallelism: 1.6 };
+  assert.ok(Math.abs(cpuProfile(two, 1, 'cpu').matmulFlops - cal.matmul_flops / 1.6) < 1e-9 * cal.matmul_flops);
+  assert.equal(cpuProfile(two, 1).matmulFlops, cal.matmul_flops);
   const file = path.join(dir, 'cal.json');
   const fast = path.join(dir, 'fast.json');
   const slowCal = { ...cal, op_seconds: 0, run_seconds: 0, optimizer_seconds_per_param: 0, efficiency: { forward: 0.5, recompute: 0.5, inputGrad: 0.5, weightGrad: 0.5 } };
