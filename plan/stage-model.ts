@@ -85,7 +85,7 @@ export interface RankEstimate {
   /** ZB-H1's split of the backward: input-gradient graph B and weight-gradient graph W, per micro-batch. */
   backwardInputSeconds: number;
   backwardWeightSeconds: number;
-  /** Seconds of the optimizer step for this rank's trainable tensors. */
+  /** Host seconds per step for this rank's trainable tensors: AdamW, the norm's sum of squares, the gradient sums of micro-batches 2..M. */
   optimizerSeconds: number;
   trainableParams: number;
   memory: MemoryBreakdown;
