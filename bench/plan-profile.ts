@@ -14,7 +14,7 @@ import { cpuProfile } from '../plan/calibration.ts';
 import { stageOnSplit } from '../plan/estimate.ts';
 import { ConcreteShapes, nodeCost } from '../plan/graph-cost.ts';
 import { atPeakSeconds } from '../plan/stage-model.ts';
-import { calibrate } from '../tasks/calibrate.ts';
+import { calibrate, cpuSeconds } from '../tasks/calibrate.ts';
 import { realStep } from './real-step.ts';
 import { Flags, info, median, printJson, Rng, round } from './common.ts';
 import { trainConfig } from './train-step.ts';
@@ -22,17 +22,12 @@ import { backwardGraph, opClass, profileBackward } from './train-step-profile.ts
 import { SHAPES } from './plan.ts';
 import { runRequest } from '../plan/request.ts';
 
-const cpuNow = () => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
-
 /** Wall and CPU seconds of `fn`. */
 async function clocked<T>(fn: () => Promise<T> | T): Promise<{ v: T; wall: number; cpu: number }> {
   const w = performance.now();
-  const c = cpuNow();
+  const c = cpuSeconds();
   const v = await fn();
-  return { v, wall: (performance.now() - w) / 1000, cpu: cpuNow() - c };
+  return { v, wall: (performance.now() - w) / 1000, cpu: cpuSeconds() - c };
 }
 
 async function main(): Promise<void> {
