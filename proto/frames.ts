@@ -33,7 +33,7 @@ export function tensorMsg(t: WireTensor): TensorMsg {
 }
 
 /** Validates dtype and shape and returns the byte size they describe. */
-function tensorBytes(m: Pick<TensorMsg, 'dtype' | 'shape'>, what: string): number {
+export function tensorBytes(m: Pick<TensorMsg, 'dtype' | 'shape'>, what: string): number {
   const size = ELEMENT_BYTES[m.dtype];
   if (!size) throw new FrameError(`${what}: dtype '${m.dtype}' is not float32, bfloat16 or int64`);
   if (!Array.isArray(m.shape) || m.shape.length === 0 || m.shape.length > 4 || m.shape.some((d) => !Number.isInteger(d) || d <= 0)) {
@@ -112,8 +112,11 @@ export interface InFrame {
   epoch: number;
 }
 
+/** Why this rank refuses a frame of (kind, step, micro-batch, epoch), or null when it takes it. */
+export type FrameRule = (kind: FrameKind, step: number, microBatch: number, epoch: number) => string | null;
+
 const KINDS = new Set<FrameKind>(['ACTIVATION', 'GRADIENT', 'EVAL_ACTIVATION', 'EMBED_GRAD']);
-const MAX_CHUNKS = 4096;
+export const MAX_CHUNKS = 4096;
 const MAX_LENGTH = constants.MAX_LENGTH;
 
 /** A chunked frame in reassembly: its tensor is allocated once, from the first chunk, and filled in place. */
@@ -136,19 +139,11 @@ interface Partial {
 export class FrameAssembler {
   private readonly partial = new Map<string, Partial>();
 
-  constructor(private readonly expect: (kind: FrameKind, step: number, microBatch: number, epoch: number) => string | null = () => null) {}
+  constructor(private readonly expect: FrameRule = () => null) {}
 
   /** Returns the frame when its last chunk arrives; throws FrameError on anything malformed. */
-  push(m: FrameMsg): InFrame | null {
-    if (!KINDS.has(m.kind)) throw new FrameError(`frame kind '${m.kind}' is not ACTIVATION, GRADIENT, EVAL_ACTIVATION or EMBED_GRAD`);
-    if (!Number.isSafeInteger(m.step) || m.step < 0) throw new FrameError(`frame step ${m.step} is not a non-negative integer`);
-    if (!Number.isInteger(m.chunks) || m.chunks < 1 || m.chunks > MAX_CHUNKS || !Number.isInteger(m.chunk) || m.chunk < 0 || m.chunk >= m.chunks) {
-      throw new FrameError(`frame chunk ${m.chunk} of ${m.chunks} is out of range`);
-    }
-    const why = this.expect(m.kind, m.step, m.microBatch, m.epoch ?? 0);
-    if (why) throw new FrameError(why);
-    if (!m.tensor) throw new FrameError('frame has no tensor');
-    const key = `${m.kind}:${m.step}:${m.microBatch}@${m.epoch ?? 0}`;
+  push(msg: FrameMsg): InFrame | null {
+    const { key, m } = checkFrameHead(msg, this.expect);
     let p = this.partial.get(key);
     if (!p) {
       if (m.chunk !== 0) throw new FrameError(`chunk ${m.chunk} of ${key} arrived before chunk 0`);
@@ -188,15 +183,36 @@ export class FrameAssembler {
   }
 
   private complete(first: FrameMsg, data: Buffer, teacherData: Buffer | null, key: string): InFrame {
-    const tensor = decodeTensor({ ...first.tensor!, data }, `${key} tensor`);
-    const teacher = teacherData ? decodeTensor({ ...first.tensor!, data: teacherData }, `${key} teacher`) : null;
-    const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
-    const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
-    const positionIds = first.positionIds && first.positionIds.data.length > 0 ? decodeTensor(first.positionIds, `${key} position_ids`) : null;
-    return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, teacher, stepTokens: first.stepTokens, epoch: first.epoch ?? 0 };
+    return completeFrame(first, data, teacherData, key);
   }
 
   pending(): number {
     return this.partial.size;
   }
+}
+
+/**
+ * Checks what every frame must say of itself (kind, step, chunk numbering, a tensor) and asks `expect`
+ * whether this rank takes it; returns the frame's key for messages. Throws FrameError otherwise.
+ */
+export function checkFrameHead(m: FrameMsg, expect: FrameRule): { key: string; m: FrameMsg & { tensor: TensorMsg } } {
+  if (!KINDS.has(m.kind)) throw new FrameError(`frame kind '${m.kind}' is not ACTIVATION, GRADIENT, EVAL_ACTIVATION or EMBED_GRAD`);
+  if (!Number.isSafeInteger(m.step) || m.step < 0) throw new FrameError(`frame step ${m.step} is not a non-negative integer`);
+  if (!Number.isInteger(m.chunks) || m.chunks < 1 || m.chunks > MAX_CHUNKS || !Number.isInteger(m.chunk) || m.chunk < 0 || m.chunk >= m.chunks) {
+    throw new FrameError(`frame chunk ${m.chunk} of ${m.chunks} is out of range`);
+  }
+  const why = expect(m.kind, m.step, m.microBatch, m.epoch ?? 0);
+  if (why) throw new FrameError(why);
+  if (!m.tensor) throw new FrameError('frame has no tensor');
+  return { key: `${m.kind}:${m.step}:${m.microBatch}@${m.epoch ?? 0}`, m: m as FrameMsg & { tensor: TensorMsg } };
+}
+
+/** The frame whose first (or only) message is `first`, with its tensor (and teacher) bytes whole. */
+export function completeFrame(first: FrameMsg, data: Buffer, teacherData: Buffer | null, key: string): InFrame {
+  const tensor = decodeTensor({ ...first.tensor!, data }, `${key} tensor`);
+  const teacher = teacherData ? decodeTensor({ ...first.tensor!, data: teacherData }, `${key} teacher`) : null;
+  const labels = first.labels && first.labels.data.length > 0 ? decodeTensor(first.labels, `${key} labels`) : null;
+  const inputIds = first.inputIds && first.inputIds.data.length > 0 ? decodeTensor(first.inputIds, `${key} input_ids`) : null;
+  const positionIds = first.positionIds && first.positionIds.data.length > 0 ? decodeTensor(first.positionIds, `${key} position_ids`) : null;
+  return { kind: first.kind, step: first.step, microBatch: first.microBatch, tensor, labels, inputIds, positionIds, teacher, stepTokens: first.stepTokens, epoch: first.epoch ?? 0 };
 }

@@ -52,11 +52,21 @@ export function callMetadata(sec: Security): grpc.Metadata {
   return md;
 }
 
+/**
+ * null when `authorization` ("Bearer <token>", as gRPC metadata or the data plane's hello carries it)
+ * holds the job's token, or the job has none; 'wrong' or 'missing' otherwise. Compared in constant time.
+ */
+export function tokenRefusal(sec: Security, authorization: string): 'wrong' | 'missing' | null {
+  if (!sec.token) return null;
+  const got = Buffer.from(authorization);
+  const want = Buffer.from(`Bearer ${sec.token}`);
+  if (got.length === want.length && crypto.timingSafeEqual(got, want)) return null;
+  return authorization ? 'wrong' : 'missing';
+}
+
 /** null when the call may proceed; an UNAUTHENTICATED error otherwise. */
 export function checkToken(sec: Security, md: grpc.Metadata): grpc.ServiceError | null {
-  if (!sec.token) return null;
-  const got = String(md.get('authorization')[0] ?? '');
-  const want = `Bearer ${sec.token}`;
-  const ok = got.length === want.length && crypto.timingSafeEqual(Buffer.from(got), Buffer.from(want));
-  return ok ? null : ({ code: grpc.status.UNAUTHENTICATED, details: got ? 'wrong bearer token' : 'missing bearer token (authorization metadata)' } as grpc.ServiceError);
+  const refused = tokenRefusal(sec, String(md.get('authorization')[0] ?? ''));
+  if (!refused) return null;
+  return { code: grpc.status.UNAUTHENTICATED, details: refused === 'wrong' ? 'wrong bearer token' : 'missing bearer token (authorization metadata)' } as grpc.ServiceError;
 }

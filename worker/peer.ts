@@ -4,15 +4,15 @@
 import type http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { childLog } from '../common/log.ts';
-import { encodeFrames, FrameAssembler, FrameError, type OutFrame } from '../proto/frames.ts';
+import { encodeFrames, FrameAssembler, FrameError, type FrameRule, type OutFrame } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
-import type { FrameKind, FrameMsg } from '../proto/messages.ts';
+import type { FrameMsg } from '../proto/messages.ts';
 import { RecoverableError } from '../common/errors.ts';
 import { Mailbox } from './mailbox.ts';
 
 const log = childLog({ component: 'peer' });
 
-export type FrameExpectation = (kind: FrameKind, step: number, microBatch: number, epoch: number) => string | null;
+export type FrameExpectation = FrameRule;
 
 async function writeAll(stream: grpc.ClientDuplexStream<FrameMsg, FrameMsg> | grpc.ServerDuplexStream<FrameMsg, FrameMsg>, frames: FrameMsg[], mailbox: Mailbox): Promise<void> {
   for (const f of frames) {

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import { childLog } from '../common/log.ts';
 import type { AssignmentMsg } from '../proto/messages.ts';
-import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security } from '../proto/security.ts';
+import { callMetadata, channelCredentials, type Security } from '../proto/security.ts';
 import { BackgroundNats } from './nats-background.ts';
 import { parseRunConfig } from '../recipe/run-config.ts';
 import { runAssignment, type RankTransport } from './assignment.ts';
@@ -13,7 +13,7 @@ import { CoordinatorClient } from './coordinator-client.ts';
 import { isRecoverable, JobFinished } from '../common/errors.ts';
 import { finalFromStatus } from '../proto/errors.ts';
 import { checkListener } from '../proto/exposure.ts';
-import { PeerLink, PeerServer } from './peer.ts';
+import { advertised, dataPlaneOf, startPeerTransport, type DataPlane } from './transport.ts';
 import { StageWatcher } from './stage-watcher.ts';
 import type { TrainingModel } from './training-model.ts';
 import { openTrainingModel } from './open-model.ts';
@@ -46,6 +46,8 @@ export interface WorkerOptions {
   security?: Security;
   /** Serve the peer service without TLS and a token on a non-loopback address (proto/exposure.ts). */
   insecure?: boolean;
+  /** What neighbours send frames over (worker/transport.ts); default PROPIPE_DATA_PLANE, else socket. */
+  dataPlane?: DataPlane;
 }
 
 /** A lost connection or a transient refusal: register again. Not a job that is over for good. */
@@ -58,11 +60,12 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
   const log = childLog({ component: 'worker', worker: workerId });
   const sec = o.security ?? {};
   checkListener('worker peer service', o.host, sec, !!o.insecure);
-  const server = new PeerServer(serverCredentials(sec), (md) => checkToken(sec, md));
-  const bound = await server.start(o.host, o.port);
-  const peerAddress = o.advertiseHost ? `${o.advertiseHost}:${bound.slice(bound.lastIndexOf(':') + 1)}` : bound;
+  const plane = o.dataPlane ?? dataPlaneOf(process.env.PROPIPE_DATA_PLANE, 'PROPIPE_DATA_PLANE');
+  const peers = await startPeerTransport(plane, sec, o.host, o.port, workerId);
+  const peerAddress = o.advertiseHost ? advertised(peers.address, o.advertiseHost) : peers.address;
+  log.info({ dataPlane: plane, peer: peerAddress }, 'serving peer frames');
   const coord = new CoordinatorClient(o.coordinator, channelCredentials(sec), callMetadata(sec));
-  const transport: RankTransport = Object.assign(server, { linkUp: (address: string) => new PeerLink(address, server.mailbox, server.expect, channelCredentials(sec), callMetadata(sec)) });
+  const transport: RankTransport = peers.transport;
   let model: TrainingModel | null = null;
   let watcher: StageWatcher | null = null;
   let nats: BackgroundNats | null = null;
@@ -101,7 +104,7 @@ export async function runWorker(o: WorkerOptions): Promise<void> {
     watcher?.close();
     await nats?.close();
     coord.close();
-    await server.stop();
+    await peers.stop();
   }
 }
 

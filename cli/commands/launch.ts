@@ -5,7 +5,7 @@ import type { Command } from '../command.ts';
 import { runConfigFromFlags, runFlagSpecs } from '../run-flags.ts';
 import { PIPELINE_FLAGS } from '../pipeline-flags.ts';
 
-const OWN = new Set(['workers', 'insecure', 'verbose', 'memory-gb']);
+const OWN = new Set(['workers', 'insecure', 'verbose', 'memory-gb', 'data-plane']);
 
 export const launchCommand: Command = {
   name: 'launch',
@@ -17,6 +17,7 @@ export const launchCommand: Command = {
     'metrics-port': { type: 'string', description: 'serve the coordinator’s Prometheus metrics on this port' },
     insecure: { type: 'boolean', description: 'no TLS, token or NATS password (default: throwaway credentials for this run)' },
     'memory-gb': { type: 'string', description: 'memory each worker offers the planner (default: 80% of the machine)' },
+    'data-plane': { type: 'string', description: 'what workers send tensors over: socket (raw TLS stream beside gRPC, the default) or grpc (the gRPC peer stream)' },
     verbose: { type: 'boolean', description: 'at a terminal, show every worker log line (by default they are folded under the progress display; warnings always show)' },
     ...PIPELINE_FLAGS,
     ...runFlagSpecs(),
@@ -28,13 +29,13 @@ export const launchCommand: Command = {
     for (let i = 0; i < args.length; i++) {
       const name = args[i].replace(/^--/, '').split('=')[0];
       if (OWN.has(name)) {
-        if ((name === 'workers' || name === 'memory-gb') && !args[i].includes('=')) i++;
+        if ((name === 'workers' || name === 'memory-gb' || name === 'data-plane') && !args[i].includes('=')) i++;
         continue;
       }
       coordinatorArgs.push(args[i]);
     }
     const outputDir = runConfigFromFlags(f).output_dir;
-    const workerArgs = f.has('memory-gb') ? ['--memory-gb', String(f.num('memory-gb'))] : [];
+    const workerArgs = [...(f.has('memory-gb') ? ['--memory-gb', String(f.num('memory-gb'))] : []), ...(f.has('data-plane') ? ['--data-plane', f.str('data-plane')!] : [])];
     const { code, message } = await launchJob({ workers: f.int('workers', 2), coordinatorArgs, workerArgs, insecure: f.bool('insecure'), verbose: f.bool('verbose'), outputDir });
     if (code !== 0) {
       const why = message ? `: ${message}` : ' (see the prefixed logs above)';

@@ -1,7 +1,16 @@
 import { runWorker } from '../../worker/worker.ts';
+import { dataPlaneOf } from '../../worker/transport.ts';
 import { UsageError } from '../args.ts';
 import type { Command } from '../command.ts';
 import { SECURITY_FLAGS, securityOptions } from '../security-flags.ts';
+
+function usage<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
 
 export const workerCommand: Command = {
   name: 'worker',
@@ -16,6 +25,7 @@ export const workerCommand: Command = {
     'worker-id': { type: 'string', description: 'stable id (e.g. the pod name); random by default' },
     'advertise-host': { type: 'string', description: 'host neighbours dial, when not --host (e.g. the pod’s DNS name under a headless Service)' },
     'rank-hint': { type: 'string', description: 'preferred rank, e.g. $JOB_COMPLETION_INDEX (ranks follow hints, then registration order)' },
+    'data-plane': { type: 'string', description: 'what neighbours send tensors over: socket (raw TLS/TCP stream) or grpc (default: PROPIPE_DATA_PLANE, else socket)' },
     'stage-timeout-ms': { type: 'string', description: 'wait this long for a NATS stage signal before asking the coordinator', default: '5000' },
     ...SECURITY_FLAGS,
   },
@@ -34,6 +44,7 @@ export const workerCommand: Command = {
       stageTimeoutMs: f.int('stage-timeout-ms', 5000),
       security: securityOptions(f),
       insecure: f.bool('insecure'),
+      dataPlane: usage(() => dataPlaneOf(f.str('data-plane') ?? process.env.PROPIPE_DATA_PLANE, f.has('data-plane') ? '--data-plane' : 'PROPIPE_DATA_PLANE')),
       natsDelayMs: process.env.PROPIPE_TEST_NATS_DELAY_MS ? Number(process.env.PROPIPE_TEST_NATS_DELAY_MS) : undefined,
     });
   },
