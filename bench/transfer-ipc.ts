@@ -3,8 +3,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { type OutFrame } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS } from '../proto/load.ts';
-import { type SecurityFiles } from '../proto/security.ts';
-import { PEER_CHANNEL_OPTIONS } from '../worker/peer.ts';
+import { callMetadata, channelCredentials, checkToken, serverCredentials, type Security, type SecurityFiles } from '../proto/security.ts';
+import { DataPlaneLink, DataPlaneServer } from '../worker/data-plane.ts';
+import type { Mailbox } from '../worker/mailbox.ts';
+import { PEER_CHANNEL_OPTIONS, PeerLink, PeerServer } from '../worker/peer.ts';
 
 export const MB = 1024 * 1024;
 export const KB = 1024;
@@ -24,11 +26,39 @@ export const VARIANTS: Record<string, grpc.ChannelOptions> = {
   'write-buffer': { ...PEER_CHANNEL_OPTIONS, 'grpc.http2.write_buffer_size': 8 * MB, 'grpc.http2.lookahead_bytes': 8 * MB },
   /** A bounded HTTP/2 session memory (MB) instead of grpc-js's unlimited default. */
   'session-memory-64': { ...PEER_CHANNEL_OPTIONS, 'grpc-node.max_session_memory': 64 },
-  /** What `propipe launch` runs by default: the workers' options over mutual TLS with a bearer token. */
+  /** The gRPC peer stream as `propipe launch --data-plane grpc` runs it: mutual TLS with a bearer token. */
   tls: PEER_CHANNEL_OPTIONS,
 };
 /** Variants that run over mutual TLS (compared with a raw TLS socket as well). */
-export const SECURE = new Set(['tls']);
+export const SECURE = new Set(['tls', 'socket-tls']);
+/** The socket data plane (worker/data-plane.ts) instead of the gRPC peer stream: over TCP and over mutual TLS. */
+export const SOCKET_PLANE = new Set(['socket', 'socket-tls']);
+
+/** The receiving end of a peer channel (either plane), as both processes of the bench use it. */
+export interface BenchServer {
+  readonly mailbox: Mailbox;
+  chunkBytes?: number;
+  start(host: string, port: number): Promise<string>;
+  sendDown(f: OutFrame): Promise<void>;
+  stop(): Promise<void>;
+}
+export interface BenchLink {
+  chunkBytes?: number;
+  sendUp(f: OutFrame): Promise<void>;
+  close(): void;
+}
+
+export function benchServer(variant: string, sec: Security): BenchServer {
+  const s = SECURE.has(variant) ? sec : {};
+  if (SOCKET_PLANE.has(variant)) return new DataPlaneServer(s);
+  return new PeerServer(s.tls ? serverCredentials(s) : undefined, s.tls ? (md) => checkToken(s, md) : undefined, VARIANTS[variant]);
+}
+
+export function benchLink(variant: string, address: string, mailbox: Mailbox, sec: Security): BenchLink {
+  const s = SECURE.has(variant) ? sec : {};
+  if (SOCKET_PLANE.has(variant)) return new DataPlaneLink(address, mailbox, () => null, s, 'bench');
+  return new PeerLink(address, mailbox, () => null, s.tls ? channelCredentials(s) : undefined, s.tls ? callMetadata(s) : undefined, VARIANTS[variant]);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Messages between the two processes (IPC).

@@ -3,10 +3,9 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { callMetadata, channelCredentials, checkToken, loadSecurity, serverCredentials, type Security } from '../proto/security.ts';
+import { loadSecurity, type Security } from '../proto/security.ts';
 import { Mailbox } from '../worker/mailbox.ts';
-import { PeerLink, PeerServer } from '../worker/peer.ts';
-import { type FromChild, RAW_OPTIONS, RAW_SERVICE, SECURE, TOKEN, type ToChild, VARIANTS, asFloats, cpuMs, frame } from './transfer-ipc.ts';
+import { type BenchLink, type BenchServer, type FromChild, RAW_OPTIONS, RAW_SERVICE, TOKEN, type ToChild, asFloats, benchLink, benchServer, cpuMs, frame } from './transfer-ipc.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The receiving process.
@@ -17,8 +16,8 @@ export async function child(): Promise<void> {
   const finished = () => send({ t: 'done', cpuMs: cpuMs(expected.cpu) });
   let tcpReceived = 0;
   let plainReceived = 0;
-  const servers = new Map<number, PeerServer>();
-  const links = new Map<number, { link: PeerLink; mailbox: Mailbox }>();
+  const servers = new Map<number, BenchServer>();
+  const links = new Map<number, { link: BenchLink; mailbox: Mailbox }>();
   let sec: Security = {};
 
   process.on('message', async (m: ToChild) => {
@@ -85,16 +84,14 @@ export async function child(): Promise<void> {
           break;
         }
         case 'peer-serve': {
-          const secure = SECURE.has(m.variant);
-          const server = new PeerServer(secure ? serverCredentials(sec) : undefined, secure ? (md) => checkToken(sec, md) : undefined, VARIANTS[m.variant]);
+          const server = benchServer(m.variant, sec);
           servers.set(m.id, server);
           send({ t: 'address', address: await server.start('127.0.0.1', 0) });
           break;
         }
         case 'peer-connect': {
           const mailbox = new Mailbox();
-          const secure = SECURE.has(m.variant);
-          const link = new PeerLink(m.address, mailbox, () => null, secure ? channelCredentials(sec) : undefined, secure ? callMetadata(sec) : undefined, VARIANTS[m.variant]);
+          const link = benchLink(m.variant, m.address, mailbox, sec);
           links.set(m.id, { link, mailbox });
           // The server learns its way down from the first frame up.
           await link.sendUp(frame('ACTIVATION', 0, TOKEN));

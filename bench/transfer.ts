@@ -1,15 +1,16 @@
-// Activation transfer throughput over loopback, between two processes: propipe's peer frames
-// (PeerLink -> PeerServer for activations, PeerServer -> PeerLink for gradients, the receiver taking
-// each tensor from its mailbox as a Float32Array) next to a raw length-prefixed TCP socket and a plain
-// grpc-js bidi stream of whole messages, all measured in the same run. Chunk sizes and channel options
-// are swept. Every trial runs right after a raw TCP trial of the same size, cases in a new random order
-// every round, so each case is reported as the median ratio to raw TCP measured moments apart (the
-// machine's speed drifts with other load); with it the best MB/s, the median, and the CPU time both
-// processes spent per MB.
+// Activation transfer throughput over loopback, between two processes: propipe's peer frames on both
+// data planes — the gRPC peer stream (PeerLink -> PeerServer) and the socket data plane (DataPlaneLink
+// -> DataPlaneServer), activations up and gradients down, the receiver taking each tensor from its
+// mailbox as a Float32Array — next to a raw length-prefixed TCP socket, a raw mutual-TLS socket and a
+// plain grpc-js bidi stream of whole messages, all measured in the same run. Chunk sizes and channel
+// options of the gRPC stream are swept. Every trial runs right after a raw TCP trial of the same size
+// (and, over TLS, a raw TLS trial too), cases in a new random order every round, so each case is
+// reported as the median ratio to the raw socket measured moments apart (the machine's speed drifts
+// with other load); with it the best MB/s, the median, and the CPU time both processes spent per MB.
 // Prints one JSON document to stdout; progress goes to stderr.
 //
 //   node --import tsx bench/transfer.ts [--sizes 1,4,16,64] [--total-mb 128] [--trials 5]
-//        [--chunks 64,256,1024,4096,16384] [--sweep-sizes 4,16] [--variants window-64k,tls,...]
+//        [--chunks 64,256,1024,4096,16384] [--sweep-sizes 4,16] [--variants window-64k,tls,socket-tls,...]
 //        [--variant-sizes 4,16] [--quick]
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -22,11 +23,11 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { makeLocalCredentials } from '../supervisor/credentials.ts';
 import { DEFAULT_CHUNK_BYTES, type OutFrame } from '../proto/frames.ts';
-import { callMetadata, channelCredentials, checkToken, loadSecurity, serverCredentials, type Security, type SecurityFiles } from '../proto/security.ts';
+import { loadSecurity, type Security, type SecurityFiles } from '../proto/security.ts';
 import { Mailbox } from '../worker/mailbox.ts';
-import { PEER_CHANNEL_OPTIONS, PeerLink, PeerServer } from '../worker/peer.ts';
+import { PEER_CHANNEL_OPTIONS } from '../worker/peer.ts';
 import { child } from './transfer-receiver.ts';
-import { type FromChild, KB, MB, type Mode, RAW_OPTIONS, RAW_SERVICE, SECURE, type ToChild, VARIANTS, cpuMs, frame } from './transfer-ipc.ts';
+import { type FromChild, KB, MB, type Mode, RAW_OPTIONS, RAW_SERVICE, SECURE, SOCKET_PLANE, type ToChild, VARIANTS, benchLink, benchServer, cpuMs, frame } from './transfer-ipc.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The sending process: sets up every channel, runs the trials and prints the JSON.
@@ -80,6 +81,8 @@ interface Case {
   trials: Trial[];
   /** A raw TCP trial of the same size run just before each trial of this case. */
   tcpTrials: Trial[];
+  /** Cases over TLS: a raw TLS trial of the same size run just before each trial as well. */
+  tlsTrials: Trial[];
 }
 
 export interface TransferResult {
@@ -102,6 +105,8 @@ export interface TransferResult {
   receiverCpuMsPerMB: number;
   /** Median over trials of this trial's MB/s over the raw TCP trial run just before it (same size). */
   vsTcp?: number;
+  /** The same against the raw TLS trial run just before it (cases over TLS). */
+  vsTls?: number;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -119,10 +124,10 @@ async function main(): Promise<void> {
   const trials = Number(flag('trials', quick ? '3' : '5'));
   const loadBefore = os.loadavg().map((x) => round(x, 2));
   const chunkSizes = flag('chunks', '64,256,1024,4096,16384').split(',').map((k) => Number(k) * KB);
-  const variants = flag('variants', Object.keys(VARIANTS).join(',')).split(',').filter((v) => v !== 'current');
+  const variants = flag('variants', [...Object.keys(VARIANTS), 'socket-tls'].join(',')).split(',').filter((v) => v && v !== 'current');
   const variantSizes = flag('variant-sizes', quick ? '16' : '4,16').split(',').map(Number).filter((s) => sizes.includes(s));
   const sweepSizes = flag('sweep-sizes', quick ? '16' : '4,16').split(',').map(Number).filter((s) => sizes.includes(s));
-  for (const v of variants) if (!VARIANTS[v]) throw new Error(`unknown variant '${v}' (have ${Object.keys(VARIANTS).join(', ')})`);
+  for (const v of variants) if (!VARIANTS[v] && !SOCKET_PLANE.has(v)) throw new Error(`unknown variant '${v}' (have ${Object.keys(VARIANTS).join(', ')})`);
   const source = new Float32Array((Math.max(...sizes) * MB) / 4);
   for (let i = 0; i < source.length; i++) source[i] = Math.sin(i);
 
@@ -213,14 +218,14 @@ async function main(): Promise<void> {
     if (direction === 'up') {
       const address = (await remote.ask({ t: 'peer-serve', id, variant }, 'address')).address;
       mailbox = new Mailbox();
-      const link = new PeerLink(address, mailbox, () => null, SECURE.has(variant) ? channelCredentials(sec) : undefined, SECURE.has(variant) ? callMetadata(sec) : undefined, VARIANTS[variant]);
+      const link = benchLink(variant, address, mailbox, sec);
       sendFrame = (f, c) => {
         link.chunkBytes = c;
         return link.sendUp(f);
       };
       closers.push(() => link.close());
     } else {
-      const server = new PeerServer(SECURE.has(variant) ? serverCredentials(sec) : undefined, SECURE.has(variant) ? (md) => checkToken(sec, md) : undefined, VARIANTS[variant]);
+      const server = benchServer(variant, sec);
       const address = await server.start('127.0.0.1', 0);
       await remote.ask({ t: 'peer-connect', id, variant, address }, 'ok');
       mailbox = server.mailbox;
@@ -248,21 +253,24 @@ async function main(): Promise<void> {
   };
 
   const cases: Case[] = [];
-  const add = (c: Omit<Case, 'trials' | 'tcpTrials'>) => cases.push({ ...c, trials: [], tcpTrials: [] });
-  const current = { up: await peerChannel('current', 'up'), down: await peerChannel('current', 'down') };
+  const add = (c: Omit<Case, 'trials' | 'tcpTrials' | 'tlsTrials'>) => cases.push({ ...c, trials: [], tcpTrials: [], tlsTrials: [] });
+  const both = async (v: string) => ({ up: await peerChannel(v, 'up'), down: await peerChannel(v, 'down') });
+  // Every size: the gRPC peer stream and the socket data plane, over TCP and (as launch runs them) over mutual TLS.
+  const current = await both('current');
+  const planes = [['current', current], ['socket', await both('socket')], ...(secure ? [['tls', await both('tls')], ['socket-tls', await both('socket-tls')]] as const : [])] as const;
   for (const size of sizes) {
     add({ mode: 'tcp', tensorMB: size, channel: tcp });
     add({ mode: 'grpc-plain', tensorMB: size, channel: plain });
-    for (const direction of ['up', 'down'] as const) add({ mode: 'peer', variant: 'current', direction, chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, size * MB), tensorMB: size, channel: current[direction] });
+    if (tlsRaw) add({ mode: 'tls', tensorMB: size, channel: tlsRaw });
+    for (const [variant, ch] of planes) for (const direction of ['up', 'down'] as const) add({ mode: 'peer', variant, direction, chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, size * MB), tensorMB: size, channel: ch[direction] });
   }
   // Chunk sizes with the workers' options, both directions (a chunk above the tensor size is one chunk).
   for (const size of sweepSizes) {
     const chunks = [...new Set(chunkSizes.map((c) => Math.min(c, size * MB)))].filter((c) => c !== Math.min(DEFAULT_CHUNK_BYTES, size * MB)).sort((a, b) => a - b);
     for (const direction of ['up', 'down'] as const) for (const c of chunks) add({ mode: 'peer', variant: 'current', direction, chunkBytes: c, tensorMB: size, channel: current[direction] });
   }
-  // Channel options at the default chunk size.
-  for (const size of variantSizes) if (tlsRaw) add({ mode: 'tls', tensorMB: size, channel: tlsRaw });
-  for (const variant of variants) {
+  // Channel options at the default chunk size (the TLS and socket cases run at every size above).
+  for (const variant of variants.filter((v) => !SECURE.has(v) && !SOCKET_PLANE.has(v))) {
     for (const direction of ['up', 'down'] as const) {
       const ch = await peerChannel(variant, direction);
       for (const size of variantSizes) add({ mode: 'peer', variant, direction, chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, size * MB), tensorMB: size, channel: ch });
@@ -273,6 +281,7 @@ async function main(): Promise<void> {
   const dataOf = (c: Case) => source.subarray(0, (c.tensorMB * MB) / 4);
   const countOf = (c: Case) => Math.max(2, Math.round(totalBytes / (c.tensorMB * MB)));
   const tcpOf = new Map(cases.filter((c) => c.mode === 'tcp').map((c) => [c.tensorMB, c]));
+  const tlsOf = new Map(cases.filter((c) => c.mode === 'tls').map((c) => [c.tensorMB, c]));
   process.stderr.write(`transfer: ${cases.length} cases × ${trials} trials, each after a raw TCP trial of its size, in a new random order every round\n`);
   for (const c of cases) await c.channel(2, dataOf(c), c.chunkBytes ?? DEFAULT_CHUNK_BYTES); // warm-up: windows, JIT
   let seed = 12345;
@@ -285,6 +294,8 @@ async function main(): Promise<void> {
       ref.trials.push(tcpTrial);
       if (c === ref) continue;
       c.tcpTrials.push(tcpTrial);
+      const tlsRef = c.variant && SECURE.has(c.variant) ? tlsOf.get(c.tensorMB) : undefined;
+      if (tlsRef) c.tlsTrials.push(await tlsRef.channel(countOf(tlsRef), dataOf(tlsRef), DEFAULT_CHUNK_BYTES));
       c.trials.push(await c.channel(countOf(c), dataOf(c), c.chunkBytes ?? DEFAULT_CHUNK_BYTES));
     }
     process.stderr.write(`  round ${t + 1}/${trials} done\n`);
@@ -301,8 +312,9 @@ async function main(): Promise<void> {
       msPerTensor: round((best.seconds / count) * 1000, 3), sendBlockMsPerTensor: round((best.sendSeconds / count) * 1000, 3),
       senderCpuMsPerMB: round(median(c.trials.map((t) => t.senderCpuMs / mb)), 3), receiverCpuMsPerMB: round(median(c.trials.map((t) => t.receiverCpuMs / mb)), 3),
       ...(c.tcpTrials.length ? { vsTcp: round(median(c.trials.map((t, i) => (mb / t.seconds) / ((countOf(tcpOf.get(c.tensorMB)!) * c.tensorMB) / c.tcpTrials[i].seconds))), 3) } : {}),
+      ...(c.tlsTrials.length ? { vsTls: round(median(c.trials.map((t, i) => (mb / t.seconds) / ((countOf(tlsOf.get(c.tensorMB)!) * c.tensorMB) / c.tlsTrials[i].seconds))), 3) } : {}),
     };
-    process.stderr.write(`${label(c).padEnd(30)} ${String(c.tensorMB).padStart(3)} MB: best ${r.mbPerSec.toFixed(0).padStart(5)} MB/s, median ${r.medianMBs.toFixed(0).padStart(5)}${r.vsTcp !== undefined ? `, ×${r.vsTcp.toFixed(2)} of TCP` : ''}; cpu ms/MB send ${r.senderCpuMsPerMB.toFixed(2)} recv ${r.receiverCpuMsPerMB.toFixed(2)}\n`);
+    process.stderr.write(`${label(c).padEnd(30)} ${String(c.tensorMB).padStart(3)} MB: best ${r.mbPerSec.toFixed(0).padStart(5)} MB/s, median ${r.medianMBs.toFixed(0).padStart(5)}${r.vsTcp !== undefined ? `, ×${r.vsTcp.toFixed(2)} of TCP` : ''}${r.vsTls !== undefined ? `, ×${r.vsTls.toFixed(2)} of TLS` : ''}; cpu ms/MB send ${r.senderCpuMsPerMB.toFixed(2)} recv ${r.receiverCpuMsPerMB.toFixed(2)}\n`);
     return r;
   });
 
@@ -319,14 +331,13 @@ async function main(): Promise<void> {
   const summary = sizes.map((size) => {
     const tcpR = one((r) => r.mode === 'tcp' && r.tensorMB === size);
     const plainR = one((r) => r.mode === 'grpc-plain' && r.tensorMB === size);
-    const peer = (direction: 'up' | 'down') => {
-      const rows = find((r) => r.mode === 'peer' && r.variant === 'current' && r.direction === direction && r.tensorMB === size);
+    const peer = (direction: 'up' | 'down', variant = 'current') => {
+      const rows = find((r) => r.mode === 'peer' && r.variant === variant && r.direction === direction && r.tensorMB === size);
       const def = rows.find((r) => r.chunkBytes === Math.min(DEFAULT_CHUNK_BYTES, size * MB))!;
       const best = rows.reduce((x, y) => (y.vsTcp! > x.vsTcp! ? y : x));
-      return { MBs: def.mbPerSec, vsTcp: def.vsTcp, cpuMsPerMB: round(def.senderCpuMsPerMB + def.receiverCpuMsPerMB, 2), ...(rows.length > 1 ? { bestChunkKB: best.chunkBytes! / KB, bestChunkVsTcp: best.vsTcp } : {}) };
+      return { MBs: def.mbPerSec, vsTcp: def.vsTcp, ...(def.vsTls !== undefined ? { vsTls: def.vsTls } : {}), cpuMsPerMB: round(def.senderCpuMsPerMB + def.receiverCpuMsPerMB, 2), ...(rows.length > 1 ? { bestChunkKB: best.chunkBytes! / KB, bestChunkVsTcp: best.vsTcp } : {}) };
     };
     const tlsR = one((r) => r.mode === 'tls' && r.tensorMB === size);
-    const tlsPeer = (d: 'up' | 'down') => one((r) => r.mode === 'peer' && r.variant === 'tls' && r.direction === d && r.tensorMB === size);
     return {
       tensorMB: size,
       tcpMBs: tcpR.mbPerSec,
@@ -334,7 +345,8 @@ async function main(): Promise<void> {
       grpcPlain: { MBs: plainR.mbPerSec, vsTcp: plainR.vsTcp, cpuMsPerMB: round(plainR.senderCpuMsPerMB + plainR.receiverCpuMsPerMB, 2) },
       activationsUp: peer('up'),
       gradientsDown: peer('down'),
-      ...(tlsR && tlsPeer('up') ? { tls: { rawMBs: tlsR.mbPerSec, rawVsTcp: tlsR.vsTcp, upMBs: tlsPeer('up').mbPerSec, upVsTcp: tlsPeer('up').vsTcp, downMBs: tlsPeer('down').mbPerSec, downVsTcp: tlsPeer('down').vsTcp } } : {}),
+      socket: { up: peer('up', 'socket'), down: peer('down', 'socket') },
+      ...(tlsR ? { tls: { rawMBs: tlsR.mbPerSec, rawVsTcp: tlsR.vsTcp, rawCpuMsPerMB: round(tlsR.senderCpuMsPerMB + tlsR.receiverCpuMsPerMB, 2), grpc: { up: peer('up', 'tls'), down: peer('down', 'tls') }, socket: { up: peer('up', 'socket-tls'), down: peer('down', 'socket-tls') } } } : {}),
     };
   });
   // Chunk sizes (workers' options): ratio to raw TCP per tensor size and direction.

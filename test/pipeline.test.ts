@@ -21,7 +21,9 @@ test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B
 
   // GPipe re-plans at the stage transition (ranks save, re-register and resume on a new split);
   // 1F1B keeps its partition, so its ranks switch masks in place on the NATS signal.
-  for (const [workers, schedule, extra] of [[2, 'gpipe', []], [3, '1f1b', ['--static-partition']]] as const) {
+  // The 1F1B run moves frames over the socket data plane (the default), the GPipe run over the gRPC
+  // peer stream (--data-plane grpc): both must give the single-process result.
+  for (const [workers, schedule, extra, plane] of [[2, 'gpipe', [], 'grpc'], [3, '1f1b', ['--static-partition'], 'socket']] as const) {
     const out = path.join(t.root, `${schedule}-${workers}`);
     const file = path.join(t.root, `${schedule}.yaml`);
     fs.writeFileSync(file, YAML.stringify({ ...run, output_dir: out }));
@@ -30,12 +32,15 @@ test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B
     const code = await launch({
       workers,
       coordinatorArgs: ['--config', file, '--schedule', schedule, '--metrics-port', '0', ...extra],
+      workerArgs: ['--data-plane', plane],
       workerEnv: (i): Record<string, string> => (i === delayed ? { PROPIPE_TEST_NATS_DELAY_MS: '1500' } : {}),
       quiet: true,
       env: { PROPIPE_LOG_LEVEL: 'info' },
       onLine: (tag, line) => lines.push(`${tag} ${line}`),
     });
     assert.equal(code, 0, lines.slice(-20).join('\n'));
+    const planes = lines.filter((l) => l.includes('serving peer frames')).map((l) => JSON.parse(l.slice(l.indexOf('{'))).dataPlane);
+    assert.ok(planes.length >= workers && planes.every((p) => p === plane), `every worker served frames over ${plane}: ${planes}`);
     const got = losses(out);
     assert.equal(got.length, ref.length);
     got.forEach((l, i) => assert.ok(Math.abs(l - ref[i]) <= 1e-5 * Math.abs(ref[i]), `${schedule} step ${i + 1}: ${l} vs ${ref[i]}`));
