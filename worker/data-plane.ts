@@ -16,6 +16,8 @@ const log = childLog({ component: 'data-plane' });
 
 /** How long a connection may take to say who it is before it is closed. */
 const HELLO_MS = 10_000;
+/** TCP keepalive, as the gRPC channels' (proto/load.ts): a peer behind a cut link is found out, not waited on forever. */
+const KEEPALIVE_MS = 10_000;
 /** Neighbours find a data plane by this scheme in the advertised peer address (gRPC: plain host:port). */
 export const SOCKET_SCHEME = 'socket://';
 
@@ -85,6 +87,7 @@ export class DataPlaneServer {
 
   private onConnection(sock: net.Socket): void {
     sock.setNoDelay(true);
+    sock.setKeepAlive(true, KEEPALIVE_MS);
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => undefined);
@@ -162,6 +165,7 @@ export class DataPlaneLink {
       ? tls.connect({ host, port, ca: sec.tls.ca, ...(sec.tls.mutual ? { key: sec.tls.key, cert: sec.tls.cert } : {}), ...(net.isIP(host) ? {} : { servername: host }) })
       : net.connect({ host, port });
     this.sock.setNoDelay(true);
+    this.sock.setKeepAlive(true, KEEPALIVE_MS);
     this.sock.write(record(RECORD.HELLO, JSON.stringify({ authorization: sec.token ? `Bearer ${sec.token}` : '', from })));
     let welcome!: () => void;
     let failed!: (e: Error) => void;
