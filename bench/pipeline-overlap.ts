@@ -20,7 +20,7 @@ const SEQ = 128;
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-function summary(r: JobResult) {
+export function summary(r: JobResult) {
   const sendBlocked = Math.max(...r.ranks.map((k) => k.sendBlocked));
   return {
     tokensPerSec: r.tokensPerSec,
@@ -43,15 +43,21 @@ function summary(r: JobResult) {
 
 type Mode = 'thread' | 'mainThread';
 
-export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void; layers?: number; modes?: readonly Mode[] }) {
-  const model = path.join(o.root, 'base-large');
-  const shape = { ...LARGE_MODEL, layers: o.layers ?? LARGE_MODEL.layers };
+/** The large model (`layers` original blocks) and a dataset of `steps` steps of M micro-batches of `batch` rows, under `root`. */
+export async function largeJob(root: string, M: number, steps: number, batch: number, layers = LARGE_MODEL.layers): Promise<{ model: string; dataset: string; shape: typeof LARGE_MODEL }> {
+  const model = path.join(root, 'base-large');
+  const shape = { ...LARGE_MODEL, layers };
   await createRandomModel(model, { ...shape, seed: 1 });
   const rng = new Rng(11);
-  const M = 8;
-  const dataset = path.join(o.root, 'train-large.jsonl');
-  const examples = M * o.steps * o.batch;
+  const dataset = path.join(root, 'train-large.jsonl');
+  const examples = M * steps * batch;
   fs.writeFileSync(dataset, Array.from({ length: examples }, () => JSON.stringify({ input_ids: Array.from({ length: SEQ }, () => 3 + rng.nextInt(LARGE_MODEL.vocab - 3)) })).join('\n') + '\n');
+  return { model, dataset, shape };
+}
+
+export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void; layers?: number; modes?: readonly Mode[] }) {
+  const M = 8;
+  const { model, dataset, shape } = await largeJob(o.root, M, o.steps, o.batch, o.layers);
   const runs: Record<Mode, ReturnType<typeof summary>[]> = { thread: [], mainThread: [] };
   const modes = o.modes ?? (['thread', 'mainThread'] as const);
   for (let i = 0; i < o.repeats; i++) {

@@ -6,7 +6,8 @@
 // native writes), so read it as where the peer path's extra CPU goes, not an exact split.
 // Prints one JSON document to stdout.
 //
-//   node --import tsx bench/transfer-profile.ts [--size 4] [--total-mb 64]
+//   node --import tsx bench/transfer-profile.ts [--size 4] [--total-mb 64] [--planes current,tls]
+// (--planes socket-tls profiles the socket data plane over TLS alone, beside the raw sockets.)
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,7 +29,7 @@ const CATEGORIES: [string, RegExp][] = [
   ['idle', /^\(idle\)/],
   ['garbageCollector', /^\(garbage collector\)/],
   ['nativeHttp2TlsSockets', /^\(program\)|^writeBuffer|^writev|^writeGeneric|^onStreamRead|^writeUtf8String/],
-  ['copies', /^_copyActual|^writeBytesBuffer_set|^push .*frames\.ts|^FastBuffer|^createUnsafeBuffer|^concat/],
+  ['copies', /^_copyActual|^writeBytesBuffer_set|^push .*frames\.ts|^(push|fill) .*data-wire\.ts|^FastBuffer|^createUnsafeBuffer|^concat/],
   ['protobuf', /protobufjs|reader\.js|writer\.js|writer_buffer\.js|decode|encode/],
   ['startupAndLoader', /loader|hooks|lexer|compileSourceTextModule|wrapSafe|spawnSync|esbuild/],
 ];
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
   const size = flag('size', '4');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-transfer-prof-'));
   const script = fileURLToPath(new URL('./transfer.ts', import.meta.url));
-  const args = ['--import', 'tsx', '--cpu-prof', `--cpu-prof-dir=${dir}`, script, '--sizes', size, '--total-mb', flag('total-mb', '64'), '--trials', '2', '--chunks', '1024', '--variants', 'tls', '--variant-sizes', size, '--sweep-sizes', '0'];
+  const args = ['--import', 'tsx', '--cpu-prof', `--cpu-prof-dir=${dir}`, script, '--sizes', size, '--total-mb', flag('total-mb', '64'), '--trials', '2', '--chunks', '1024', '--variants', 'tls', '--variant-sizes', size, '--sweep-sizes', '0', '--planes', flag('planes', 'current,tls')];
   const { stdout } = await promisify(execFile)(process.execPath, args, { maxBuffer: 16 << 20 });
   const transfer = JSON.parse(stdout) as { summary: unknown };
   // Main threads only (thread 0 of each process): the sender (started first) and the receiver.

@@ -11,7 +11,7 @@
 //
 //   node --import tsx bench/transfer.ts [--sizes 1,4,16,64] [--total-mb 128] [--trials 5]
 //        [--chunks 64,256,1024,4096,16384] [--sweep-sizes 4,16] [--variants window-64k,tls,socket-tls,...]
-//        [--variant-sizes 4,16] [--quick]
+//        [--variant-sizes 4,16] [--planes current,socket,tls,socket-tls] [--quick]
 import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -124,10 +124,12 @@ async function main(): Promise<void> {
   const trials = Number(flag('trials', quick ? '3' : '5'));
   const loadBefore = os.loadavg().map((x) => round(x, 2));
   const chunkSizes = flag('chunks', '64,256,1024,4096,16384').split(',').map((k) => Number(k) * KB);
-  const variants = flag('variants', [...Object.keys(VARIANTS), 'socket-tls'].join(',')).split(',').filter((v) => v && v !== 'current');
+  const variants = flag('variants', Object.keys(VARIANTS).join(',')).split(',').filter((v) => v && v !== 'current');
+  // Peer paths run at every size: the gRPC stream ('current') and the socket data plane, over TCP and mutual TLS.
+  const planeNames = flag('planes', 'current,socket,tls,socket-tls').split(',').filter(Boolean);
   const variantSizes = flag('variant-sizes', quick ? '16' : '4,16').split(',').map(Number).filter((s) => sizes.includes(s));
   const sweepSizes = flag('sweep-sizes', quick ? '16' : '4,16').split(',').map(Number).filter((s) => sizes.includes(s));
-  for (const v of variants) if (!VARIANTS[v] && !SOCKET_PLANE.has(v)) throw new Error(`unknown variant '${v}' (have ${Object.keys(VARIANTS).join(', ')})`);
+  for (const v of [...variants, ...planeNames]) if (!VARIANTS[v] && !SOCKET_PLANE.has(v)) throw new Error(`unknown variant '${v}' (have ${Object.keys(VARIANTS).join(', ')})`);
   const source = new Float32Array((Math.max(...sizes) * MB) / 4);
   for (let i = 0; i < source.length; i++) source[i] = Math.sin(i);
 
@@ -148,7 +150,7 @@ async function main(): Promise<void> {
   };
 
   // Mutual TLS and a bearer token, as `propipe launch` gives the workers (only when a TLS variant runs).
-  const secure = variants.some((v) => SECURE.has(v));
+  const secure = [...variants, ...planeNames].some((v) => SECURE.has(v));
   let sec: Security = {};
   let credsDir: string | null = null;
   if (secure) {
@@ -254,10 +256,11 @@ async function main(): Promise<void> {
 
   const cases: Case[] = [];
   const add = (c: Omit<Case, 'trials' | 'tcpTrials' | 'tlsTrials'>) => cases.push({ ...c, trials: [], tcpTrials: [], tlsTrials: [] });
-  const both = async (v: string) => ({ up: await peerChannel(v, 'up'), down: await peerChannel(v, 'down') });
+  const opened = new Map<string, Record<'up' | 'down', Channel>>();
+  const both = async (v: string) => opened.get(v) ?? opened.set(v, { up: await peerChannel(v, 'up'), down: await peerChannel(v, 'down') }).get(v)!;
   // Every size: the gRPC peer stream and the socket data plane, over TCP and (as launch runs them) over mutual TLS.
-  const current = await both('current');
-  const planes = [['current', current], ['socket', await both('socket')], ...(secure ? [['tls', await both('tls')], ['socket-tls', await both('socket-tls')]] as const : [])] as const;
+  const planes: [string, Record<'up' | 'down', Channel>][] = [];
+  for (const p of planeNames) planes.push([p, await both(p)]);
   for (const size of sizes) {
     add({ mode: 'tcp', tensorMB: size, channel: tcp });
     add({ mode: 'grpc-plain', tensorMB: size, channel: plain });
@@ -267,6 +270,7 @@ async function main(): Promise<void> {
   // Chunk sizes with the workers' options, both directions (a chunk above the tensor size is one chunk).
   for (const size of sweepSizes) {
     const chunks = [...new Set(chunkSizes.map((c) => Math.min(c, size * MB)))].filter((c) => c !== Math.min(DEFAULT_CHUNK_BYTES, size * MB)).sort((a, b) => a - b);
+    const current = await both('current');
     for (const direction of ['up', 'down'] as const) for (const c of chunks) add({ mode: 'peer', variant: 'current', direction, chunkBytes: c, tensorMB: size, channel: current[direction] });
   }
   // Channel options at the default chunk size (the TLS and socket cases run at every size above).
@@ -333,7 +337,8 @@ async function main(): Promise<void> {
     const plainR = one((r) => r.mode === 'grpc-plain' && r.tensorMB === size);
     const peer = (direction: 'up' | 'down', variant = 'current') => {
       const rows = find((r) => r.mode === 'peer' && r.variant === variant && r.direction === direction && r.tensorMB === size);
-      const def = rows.find((r) => r.chunkBytes === Math.min(DEFAULT_CHUNK_BYTES, size * MB))!;
+      const def = rows.find((r) => r.chunkBytes === Math.min(DEFAULT_CHUNK_BYTES, size * MB));
+      if (!def) return undefined;
       const best = rows.reduce((x, y) => (y.vsTcp! > x.vsTcp! ? y : x));
       return { MBs: def.mbPerSec, vsTcp: def.vsTcp, ...(def.vsTls !== undefined ? { vsTls: def.vsTls } : {}), cpuMsPerMB: round(def.senderCpuMsPerMB + def.receiverCpuMsPerMB, 2), ...(rows.length > 1 ? { bestChunkKB: best.chunkBytes! / KB, bestChunkVsTcp: best.vsTcp } : {}) };
     };

@@ -35,11 +35,12 @@ function spy(mailbox: Mailbox): InFrame[] {
   return seen;
 }
 
-test('frames of every kind cross the data plane intact both ways, over mutual TLS with the token', async () => {
+test('frames of every kind cross the data plane intact both ways, over mutual TLS with the token', async (t) => {
   const c = tmpCreds();
   const sec = loadSecurity({ tlsCert: c.tlsCert, tlsKey: c.tlsKey, tlsCa: c.tlsCa, mutual: true, tokenFile: c.tokenFile });
   const server = new DataPlaneServer(sec);
   const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
   assert.match(address, /^socket:\/\/127\.0\.0\.1:\d+$/);
   const below = new Mailbox();
   const link = new DataPlaneLink(address, below, () => null, sec, 'w0');
@@ -73,12 +74,13 @@ test('frames of every kind cross the data plane intact both ways, over mutual TL
   fs.rmSync(c.dir, { recursive: true, force: true });
 });
 
-test('data plane access: without the token or a job certificate nothing is delivered, and the link fails with the reason', async () => {
+test('data plane access: without the token or a job certificate nothing is delivered, and the link fails with the reason', async (t) => {
   const c = tmpCreds();
   const other = tmpCreds();
   const sec = loadSecurity({ tlsCert: c.tlsCert, tlsKey: c.tlsKey, tlsCa: c.tlsCa, mutual: true, tokenFile: c.tokenFile });
   const server = new DataPlaneServer(sec);
   const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
   const delivered = spy(server.mailbox);
   const attempt = async (s: Security, marker: number) => {
     const mailbox = new Mailbox();
@@ -130,19 +132,20 @@ const header = (m: Partial<FrameMsg>) => {
   return record(RECORD.FRAME, codec.requestSerialize({ ...base, ...m }));
 };
 
-test('a bad frame header is refused with a reason naming the problem, before anything is allocated or delivered', async () => {
+test('a bad frame header is refused with a reason naming the problem, before anything is allocated or delivered', async (t) => {
   const token = 'tok';
   const server = new DataPlaneServer({ token }, { maxHeaderBytes: 4096, maxTensorBytes: 1024 * 1024 });
   server.expect = (_k, step) => (step > 3 ? `frame for step ${step} while this rank is at step 1` : null);
   const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
   const delivered = spy(server.mailbox);
-  const t = (dtype: string, shape: number[]) => ({ dtype, shape, data: Buffer.alloc(0) });
-  assert.match(await rawExchange(address, token, [header({ tensor: t('float32', [1024, 1024]) })]), /ACTIVATION:1:0@0 tensor: shape \[1024,1024\] float32 is 4194304 bytes, above the data plane's limit of 1048576 bytes \(PROPIPE_MAX_TENSOR_MB\)/);
-  assert.match(await rawExchange(address, token, [header({ tensor: t('float16', [2, 2]) })]), /dtype 'float16' is not float32, bfloat16 or int64/);
-  assert.match(await rawExchange(address, token, [header({ tensor: t('float32', [2, 0]) })]), /shape \[2,0\] is not 1 to 4 positive dims/);
+  const tm = (dtype: string, shape: number[]) => ({ dtype, shape, data: Buffer.alloc(0) });
+  assert.match(await rawExchange(address, token, [header({ tensor: tm('float32', [1024, 1024]) })]), /ACTIVATION:1:0@0 tensor: shape \[1024,1024\] float32 is 4194304 bytes, above the data plane's limit of 1048576 bytes \(PROPIPE_MAX_TENSOR_MB\)/);
+  assert.match(await rawExchange(address, token, [header({ tensor: tm('float16', [2, 2]) })]), /dtype 'float16' is not float32, bfloat16 or int64/);
+  assert.match(await rawExchange(address, token, [header({ tensor: tm('float32', [2, 0]) })]), /shape \[2,0\] is not 1 to 4 positive dims/);
   assert.match(await rawExchange(address, token, [header({ kind: 'BOGUS' as FrameMsg['kind'] })]), /frame kind/);
   assert.match(await rawExchange(address, token, [header({ step: 9 })]), /frame for step 9 while this rank is at step 1/);
-  assert.match(await rawExchange(address, token, [header({ teacher: t('float32', [4]) })]), /the teacher's hidden state .* must match the tensor/);
+  assert.match(await rawExchange(address, token, [header({ teacher: tm('float32', [4]) })]), /the teacher's hidden state .* must match the tensor/);
   assert.match(await rawExchange(address, token, [header({ chunks: 2 })]), /data plane frames are whole/);
   assert.match(await rawExchange(address, token, [record(RECORD.FRAME, Buffer.alloc(5000))]), /record of 5000 bytes is above PROPIPE_MAX_MESSAGE_MB/);
   assert.match(await rawExchange(address, token, [record(RECORD.FRAME, Buffer.from([0xff, 0xff, 0xff]))]), /not a Frame message/);
@@ -163,10 +166,11 @@ test('a bad frame header is refused with a reason naming the problem, before any
   await server.stop();
 });
 
-test('data plane assignments do not mix: stale frames are dropped, gradients go down the connection of their assignment, a refused frame from above is skipped', async () => {
+test('data plane assignments do not mix: stale frames are dropped, gradients go down the connection of their assignment, a refused frame from above is skipped', async (t) => {
   const server = new DataPlaneServer();
   server.mailbox.reset(1);
   const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
   const oldBelow = new Mailbox();
   const newBelow = new Mailbox();
   newBelow.reset(2);
@@ -195,9 +199,10 @@ test('data plane assignments do not mix: stale frames are dropped, gradients go 
   await server.stop();
 });
 
-test('a neighbour that dies fails the step on both sides instead of hanging it', async () => {
+test('a neighbour that dies fails the step on both sides instead of hanging it', async (t) => {
   const server = new DataPlaneServer();
   const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
   const below = new Mailbox();
   const link = new DataPlaneLink(address, below, () => null);
   await link.sendUp(act(1, 1));

@@ -239,4 +239,28 @@ export const MUTANTS: Mutant[] = [
     test: 'test/exit-codes.test.ts',
     pattern: 'diverging pipelined run',
   },
+  {
+    name: 'data plane: token not checked',
+    file: 'worker/data-plane.ts',
+    find: 'if (refused) throw new FrameError(`${refused} bearer token`);',
+    replace: '',
+    test: 'test/data-plane.test.ts',
+    pattern: 'data plane access',
+  },
+  {
+    name: 'data plane: tensor size limit off',
+    file: 'proto/data-wire.ts',
+    find: 'if (bytes > this.limits.maxTensorBytes) {',
+    replace: 'if (false) {',
+    test: 'test/data-plane.test.ts',
+    pattern: 'a bad frame header',
+  },
+  {
+    name: 'data plane: frames read before the hello',
+    file: 'proto/data-wire.ts',
+    find: "if (!this.framesAllowed) throw new FrameError('data plane: a frame arrived before the hello was accepted');",
+    replace: '',
+    test: 'test/data-plane.test.ts',
+    pattern: 'a bad frame header',
+  },
 ];
