@@ -42,9 +42,8 @@ function writeFrame(sock: net.Socket, f: OutFrame, what: string): Promise<void> 
   return new Promise<void>((resolve, reject) => {
     if (sock.destroyed) return reject(new RecoverableError(`${what} is closed`));
     const done = (err?: Error | null) => (err ? reject(new RecoverableError(`${what} failed: ${err.message}`)) : resolve());
-    sock.cork();
+    // One write per buffer, not corked: a TLS socket copies corked buffers into one before encrypting.
     parts.forEach((p, i) => sock.write(p, i === parts.length - 1 ? done : undefined));
-    sock.uncork();
   });
 }
 
