@@ -225,3 +225,36 @@ test('data plane names: --data-plane values and advertised addresses', () => {
   assert.equal(advertised('0.0.0.0:7001', 'w1.svc'), 'w1.svc:7001');
   assert.throws(() => new DataPlaneLink('socket://nohost', new Mailbox(), () => null), /is not socket:\/\/host:port/);
 });
+
+test('random and mutated bytes after a good hello: every stream is refused or skipped, the server keeps serving', async (t) => {
+  const token = 'tok';
+  const server = new DataPlaneServer({ token }, { maxHeaderBytes: 1 << 16, maxTensorBytes: 1 << 20 });
+  const address = await server.start('127.0.0.1', 0);
+  t.after(() => server.stop());
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const good = Buffer.concat(frameRecord({ kind: 'ACTIVATION', step: 1, microBatch: 0, tensor: { dtype: 'float32', shape: [4], data: Float32Array.of(1, 2, 3, 4) } }));
+  const until = Date.now() + 1500;
+  let streams = 0;
+  while (Date.now() < until) {
+    // Half random bytes, half a valid frame with a few bytes flipped (header or payload).
+    const bytes = rand() < 0.5 ? Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 64) }, () => Math.floor(rand() * 256))) : Buffer.from(good);
+    if (bytes.length === good.length) for (let k = 0; k < 3; k++) bytes[Math.floor(rand() * bytes.length)] ^= 1 + Math.floor(rand() * 255);
+    const sock = net.connect(Number(address.split(':').pop()), '127.0.0.1');
+    sock.on('error', () => undefined);
+    sock.write(record(RECORD.HELLO, JSON.stringify({ authorization: `Bearer ${token}` })));
+    sock.write(bytes);
+    sock.on('data', () => undefined);
+    // Refused (the server closes), or accepted / waiting for bytes that never come (we close).
+    await Promise.race([once(sock, 'close'), new Promise((r) => setTimeout(r, 30))]);
+    sock.destroy();
+    streams++;
+  }
+  t.diagnostic(`${streams} mutated streams`);
+  assert.ok(streams > 10);
+  const mailbox = server.mailbox;
+  const link = new DataPlaneLink(address, new Mailbox(), () => null, { token });
+  await link.sendUp({ kind: 'ACTIVATION', step: 2, microBatch: 0, tensor: { dtype: 'float32', shape: [2], data: Float32Array.of(5, 6) } });
+  assert.deepEqual([...(await within(mailbox.take('ACTIVATION', 2, 0), 5000, 'valid frame after the fuzz')).tensor.data], [5, 6]);
+  link.close();
+});
