@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { record, RECORD, frameRecord } from '../proto/data-wire.ts';
-import type { InFrame, OutFrame } from '../proto/frames.ts';
+import type { OutFrame } from '../proto/frames.ts';
 import { loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';
 import { loadSecurity, type Security } from '../proto/security.ts';
@@ -18,22 +18,12 @@ import { makeLocalCredentials } from '../supervisor/credentials.ts';
 import { DataPlaneLink, DataPlaneServer } from '../worker/data-plane.ts';
 import { Mailbox } from '../worker/mailbox.ts';
 import { advertised, dataPlaneOf } from '../worker/transport.ts';
+import { spy } from './support/mailbox-spy.ts';
 
 const tmpCreds = () => makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-dp-')));
 const floats = (n: number, seed = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * seed));
 const act = (step: number, marker: number, epoch = 0): OutFrame => ({ kind: 'ACTIVATION', step, microBatch: 0, tensor: { dtype: 'float32', shape: [1, 1, 1], data: Float32Array.of(marker) }, epoch });
 const within = <T>(p: Promise<T>, ms: number, what: string) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms).unref())]);
-
-/** Every frame a mailbox is handed, whatever its key. */
-function spy(mailbox: Mailbox): InFrame[] {
-  const seen: InFrame[] = [];
-  const deliver = mailbox.deliver.bind(mailbox);
-  mailbox.deliver = (f) => {
-    seen.push(f);
-    deliver(f);
-  };
-  return seen;
-}
 
 test('frames of every kind cross the data plane intact both ways, over mutual TLS with the token', async (t) => {
   const c = tmpCreds();

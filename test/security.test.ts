@@ -12,7 +12,7 @@ import { makeLocalCredentials } from '../supervisor/credentials.ts';
 import { startNatsServer } from '../supervisor/nats-server.ts';
 import { startCoordinator } from '../coordinator/server.ts';
 import { checkListener, checkNatsUrl, isLoopback } from '../proto/exposure.ts';
-import { tensorMsg, type InFrame } from '../proto/frames.ts';
+import { tensorMsg } from '../proto/frames.ts';
 import { CHANNEL_OPTIONS, loadProto } from '../proto/load.ts';
 import type { FrameMsg } from '../proto/messages.ts';
 import { callMetadata, channelCredentials, checkToken, loadSecurity, serverCredentials, type Security } from '../proto/security.ts';
@@ -21,6 +21,7 @@ import { parseRunConfig } from '../recipe/run-config.ts';
 import { Mailbox } from '../worker/mailbox.ts';
 import { PeerLink, PeerServer } from '../worker/peer.ts';
 import { propipe } from './support/cli.ts';
+import { spy } from './support/mailbox-spy.ts';
 import { makeTiny } from './support/tiny.ts';
 
 type Unary = (req: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: unknown) => void) => void;
@@ -36,17 +37,6 @@ function call(ctor: grpc.ServiceClientConstructor, address: string, creds: grpc.
 }
 
 const tmpCreds = () => makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-sec-')));
-
-/** Records every frame a mailbox is handed, whatever its key (the mailbox itself overwrites). */
-function spy(mailbox: Mailbox): InFrame[] {
-  const seen: InFrame[] = [];
-  const deliver = mailbox.deliver.bind(mailbox);
-  mailbox.deliver = (f) => {
-    seen.push(f);
-    deliver(f);
-  };
-  return seen;
-}
 
 test('the peer service over mutual TLS: only a client with the job token and a job certificate delivers a frame', async () => {
   const c = tmpCreds();
