@@ -34,17 +34,29 @@ function hostPort(address: string): { host: string; port: number } {
 }
 
 /**
- * Writes a frame (header, then views of its tensors: no copy) and resolves once the socket has handed
- * every byte to the kernel, so the caller may reuse the tensors afterwards.
+ * Up to this many bytes may wait in a socket's queue while the rank computes (the gRPC peer stream's
+ * flow-control window is the same 16 MiB); beyond it a send waits until its own bytes reach the kernel.
+ */
+const SEND_QUEUE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Writes a frame: the header, then views of its tensors (no copy). The views stay queued until the
+ * kernel takes them, so a sent tensor must not be changed afterwards; the ranks send fresh arrays (graph
+ * outputs, wire conversions) and never touch them again. Resolves at once while the queue is within
+ * SEND_QUEUE_BYTES, else once this frame's bytes are in the kernel. A write that fails later closes the
+ * socket, which fails the link (and the step) on whichever side reads it.
  */
 function writeFrame(sock: net.Socket, f: OutFrame, what: string): Promise<void> {
   const parts = frameRecord(f);
-  return new Promise<void>((resolve, reject) => {
-    if (sock.destroyed) return reject(new RecoverableError(`${what} is closed`));
+  if (sock.destroyed) return Promise.reject(new RecoverableError(`${what} is closed`));
+  const flushed = new Promise<void>((resolve, reject) => {
     const done = (err?: Error | null) => (err ? reject(new RecoverableError(`${what} failed: ${err.message}`)) : resolve());
     // One write per buffer, not corked: a TLS socket copies corked buffers into one before encrypting.
     parts.forEach((p, i) => sock.write(p, i === parts.length - 1 ? done : undefined));
   });
+  if (sock.writableLength > SEND_QUEUE_BYTES) return flushed;
+  flushed.catch(() => undefined);
+  return Promise.resolve();
 }
 
 /** Sends REFUSED with the reason, then closes (the peer reads the reason before the end). */
