@@ -4,7 +4,7 @@
 // the shared machine hits both alike. Reports each rank's time blocked in sends as a share of the
 // step, the frame latency, the bubble and tokens/s.
 //
-//   node --import tsx bench/pipeline-planes.ts [--steps 5] [--repeats 1] [--batch 1]
+//   npm run bench:pipeline-planes -- [--steps 5] [--repeats 1] [--batch 1]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
