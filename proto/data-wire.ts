@@ -16,6 +16,8 @@ import type { FrameMsg, TensorMsg } from './messages.ts';
 
 export const RECORD = { HELLO: 1, WELCOME: 2, REFUSED: 3, FRAME: 4 } as const;
 const PREFIX = 5;
+/** Records before the hello is accepted (the hello, a refusal) are small: nothing larger is buffered for an unknown peer. */
+const MAX_UNAUTHENTICATED_RECORD = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
 
 export interface DataPlaneLimits {
@@ -117,6 +119,7 @@ export class RecordReader {
         const type = this.prefix.readUInt8(0);
         const length = this.prefix.readUInt32LE(1);
         if (type < RECORD.HELLO || type > RECORD.FRAME) throw new FrameError(`data plane: record type ${type} is not one of hello, welcome, refused, frame (is the other end a propipe data plane of the same version?)`);
+        if (!this.framesAllowed && length > MAX_UNAUTHENTICATED_RECORD) throw new FrameError(`data plane: a record of ${length} bytes before the hello was accepted (at most ${MAX_UNAUTHENTICATED_RECORD})`);
         if (length > this.limits.maxHeaderBytes) throw new FrameError(`data plane: a record of ${length} bytes is above PROPIPE_MAX_MESSAGE_MB (${this.limits.maxHeaderBytes} bytes)`);
         if (length === 0) this.dispatch(type, EMPTY);
         else this.payload = { type, buf: Buffer.allocUnsafe(length), filled: 0 };

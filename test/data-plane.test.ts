@@ -140,6 +140,14 @@ test('a bad frame header is refused with a reason naming the problem, before any
   assert.match(await rawExchange(address, token, [record(RECORD.FRAME, Buffer.alloc(5000))]), /record of 5000 bytes is above PROPIPE_MAX_MESSAGE_MB/);
   assert.match(await rawExchange(address, token, [record(RECORD.FRAME, Buffer.from([0xff, 0xff, 0xff]))]), /not a Frame message/);
   assert.match(await rawExchange(address, token, [Buffer.from([9, 0, 0, 0, 0])]), /record type 9/);
+  // An unauthenticated peer cannot make the server buffer a large record.
+  const bigHello = net.connect(Number(address.split(':').pop()), '127.0.0.1');
+  bigHello.on('error', () => undefined);
+  bigHello.write(record(RECORD.HELLO, Buffer.alloc(100_000)));
+  const refusal: Buffer[] = [];
+  bigHello.on('data', (d: Buffer) => refusal.push(d));
+  await within(once(bigHello, 'close'), 5000, 'large hello');
+  assert.match(Buffer.concat(refusal).subarray(5).toString(), /a record of 100000 bytes before the hello was accepted/);
   // A frame before the hello is refused too.
   const early = net.connect(Number(address.split(':').pop()), '127.0.0.1');
   early.write(Buffer.concat(frameRecord(act(1, 7))));

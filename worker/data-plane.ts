@@ -92,6 +92,7 @@ export class DataPlaneServer {
       this.server.once('error', reject);
       this.server.listen(port, host, () => resolve());
     });
+    this.server.on('error', (err: Error) => log.warn({ err: err.message }, 'data plane listener error'));
     const bound = (this.server.address() as net.AddressInfo).port;
     return `${SOCKET_SCHEME}${host.includes(':') ? `[${host}]` : host}:${bound}`;
   }
