@@ -15,7 +15,7 @@ function usage<T>(fn: () => T): T {
 export const workerCommand: Command = {
   name: 'worker',
   summary: 'run a pipeline worker: registers with the coordinator and trains the block range it is given',
-  usage: 'propipe worker --coordinator host:port [--host H] [--port P] [--device cpu|cuda] [--memory-gb G]',
+  usage: 'propipe worker --coordinator host:port [--host H] [--port P] [--device cpu|cuda] [--memory-gb G] [--data-plane socket|grpc]',
   flags: {
     coordinator: { type: 'string', description: 'the coordinator address host:port' },
     host: { type: 'string', description: 'address of this worker’s peer service (reachable by its neighbours)', default: '127.0.0.1' },
