@@ -19,6 +19,7 @@ import { DataPlaneLink, DataPlaneServer } from '../worker/data-plane.ts';
 import { Mailbox } from '../worker/mailbox.ts';
 import { advertised, dataPlaneOf } from '../worker/transport.ts';
 import { spy } from './support/mailbox-spy.ts';
+import { workerPeer } from './support/worker-peer.ts';
 
 const tmpCreds = () => makeLocalCredentials(fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-dp-')));
 const floats = (n: number, seed = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * seed));
@@ -255,4 +256,23 @@ test('random and mutated bytes after a good hello: every stream is refused or sk
   await link.sendUp({ kind: 'ACTIVATION', step: 2, microBatch: 0, tensor: { dtype: 'float32', shape: [2], data: Float32Array.of(5, 6) } });
   assert.deepEqual([...(await within(mailbox.take('ACTIVATION', 2, 0), 5000, 'valid frame after the fuzz')).tensor.data], [5, 6]);
   link.close();
+});
+
+test('a real worker serves the socket plane by default, with its limits from PROPIPE_MAX_MESSAGE_MB and PROPIPE_MAX_TENSOR_MB', async () => {
+  const { address, child } = await workerPeer({ PROPIPE_MAX_MESSAGE_MB: '1', PROPIPE_MAX_TENSOR_MB: '2', PROPIPE_TOKEN: 'tok' });
+  try {
+    assert.match(address, /^socket:\/\/127\.0\.0\.1:\d+$/, 'the default plane is the socket data plane');
+    const tm = (shape: number[]) => ({ dtype: 'float32', shape, data: Buffer.alloc(0) });
+    assert.match(await rawExchange(address, 'tok', [header({ tensor: tm([1024, 1024]) })]), /4194304 bytes, above the data plane's limit of 2097152 bytes \(PROPIPE_MAX_TENSOR_MB\)/);
+    assert.match(await rawExchange(address, 'tok', [record(RECORD.FRAME, Buffer.alloc(1024 * 1024 + 1))]), /record of 1048577 bytes is above PROPIPE_MAX_MESSAGE_MB \(1048576 bytes\)/);
+    // Within both limits (2 MB tensor), a frame is taken: the link stays open and nothing is refused.
+    const mailbox = new Mailbox();
+    const link = new DataPlaneLink(address, mailbox, () => null, { token: 'tok' });
+    await link.sendUp({ kind: 'ACTIVATION', step: 0, microBatch: 0, tensor: { dtype: 'float32', shape: [512, 1024], data: new Float32Array(512 * 1024) } });
+    // A refusal would fail the link's mailbox, and with it this wait.
+    await mailbox.until(new Promise((r) => setTimeout(r, 1000)));
+    link.close();
+  } finally {
+    child.kill('SIGKILL');
+  }
 });

@@ -1,9 +1,6 @@
 // Frames between ranks: chunking round-trips, and a malformed frame is rejected with
 // INVALID_ARGUMENT while the worker's peer service keeps serving.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { encodeFrames, FrameAssembler, FrameError, tensorMsg } from '../proto/frames.ts';
@@ -12,8 +9,8 @@ import type { FrameMsg } from '../proto/messages.ts';
 import { Mailbox } from '../worker/mailbox.ts';
 import { expectedFrames } from '../worker/frame-rule.ts';
 import { PeerLink, PeerServer } from '../worker/peer.ts';
+import { workerPeer } from './support/worker-peer.ts';
 
-const BIN = path.resolve(import.meta.dirname, '../bin/propipe.mjs');
 const floats = (n: number) => Float32Array.from({ length: n }, (_, i) => i * 0.5 - 3);
 
 test('a chunked activation with labels reassembles exactly', () => {
@@ -113,29 +110,12 @@ test('backpressure waits leave no listeners behind', async () => {
   }
 });
 
-/** A real `propipe worker` (its peer service is up while it waits for a coordinator) and its peer address. */
-async function workerPeer(env: Record<string, string>): Promise<{ address: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', '127.0.0.1:1', '--worker-id', 'size-test'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PROPIPE_LOG_JSON: '1', PROPIPE_LOG_LEVEL: 'info', ...env } });
-  const address = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('the worker did not log its peer address within 20 s')), 20_000);
-    readline.createInterface({ input: child.stderr! }).on('line', (l) => {
-      const peer = l.includes('"msg":"registering"') ? (JSON.parse(l) as { peer?: string }).peer : undefined;
-      if (peer) {
-        clearTimeout(timer);
-        resolve(peer);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`the worker exited (${code}) before serving`)));
-  });
-  return { address, child };
-}
-
 test('PROPIPE_MAX_MESSAGE_MB (default 64) bounds what a worker accepts: larger messages get RESOURCE_EXHAUSTED', async () => {
   const { Peer } = loadProto();
   const frame = (bytes: number): FrameMsg => ({ kind: 'ACTIVATION', step: 0, microBatch: 0, tensor: tensorMsg({ dtype: 'float32', shape: [1, 1, bytes / 4], data: new Float32Array(bytes / 4) }), labels: null, inputIds: null, positionIds: null, teacher: null, stepTokens: 0, chunk: 0, chunks: 1, epoch: 0 });
   const MB = 1024 * 1024;
   for (const [env, under, over] of [[{ PROPIPE_MAX_MESSAGE_MB: '2' }, MB, 3 * MB], [{}, 63 * MB, 65 * MB]] as const) {
-    const { address, child } = await workerPeer(env);
+    const { address, child } = await workerPeer({ PROPIPE_DATA_PLANE: 'grpc', ...env });
     try {
       // The client itself sends anything, so the limit met is the worker's.
       const client = new Peer(address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': -1 }) as unknown as { Send(f: FrameMsg, cb: (e: grpc.ServiceError | null, r: unknown) => void): void; close(): void };
