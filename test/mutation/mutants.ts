@@ -185,8 +185,8 @@ export const MUTANTS: Mutant[] = [
   {
     name: 'a partition that does not fit refused as a transient error',
     file: 'coordinator/job.ts',
-    find: 'if (!plan.length) throw new PermanentError(this.refusal(stage, workers));',
-    replace: 'if (!plan.length) throw new Error(this.refusal(stage, workers));',
+    find: 'if (!plan.length) throw new PermanentError(memoryRefusal(',
+    replace: 'if (!plan.length) throw new Error(memoryRefusal(',
     test: 'test/partition.test.ts',
     pattern: 'memory-gb too small',
   },
