@@ -62,7 +62,7 @@ export class Rank {
     this.shapes = trainableShapes(model.config, this.values.keys(), run.lora_rank);
     this.optimizer = new AdamW({ beta1: run.adam_beta1, beta2: run.adam_beta2, eps: run.adam_epsilon, weightDecay: run.weight_decay });
     this.lora = loraSpec(run, model);
-    this.quantized = quantizationFor(run, model);
+    this.quantized = quantizationFor(model);
   }
 
   get range(): BlockRange {
@@ -97,10 +97,11 @@ export class Rank {
     this.stage = stage;
   }
 
-  /** Before building: only this range's frozen weights stay resident (the teacher reads a subset of them). */
+  /** Before building: only this range's frozen weights (float and 4-bit) stay resident (the teacher reads a subset of them). */
   private retainFrozen(): void {
-    const keep = new Set(paramSpecs(this.model.config).filter((s) => holdsTensor(this.model.config, this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
-    this.model.frozen.retainOnly(keep);
+    const held = paramSpecs(this.model.config).filter((s) => holdsTensor(this.model.config, this.range, s.name)).map((s) => s.name);
+    this.model.frozen.retainOnly(new Set(held.map((n) => this.model.frozenView.keyOf(n))));
+    this.model.quant4?.retainOnly(new Set(held));
   }
 
   /** Trainable values this rank counts as its own (the last rank's copy of a tied embedding is rank 0's). */
