@@ -90,13 +90,15 @@ export class Quant4Weights implements QuantizedMatMul {
     let h = this.held.get(name);
     if (!h) {
       const q = quantize4(this.load(name), out, inp, { blockSize: this.blockSize, symmetric: this.opts.symmetric });
+      // Counted before the session thread may take the buffers.
+      const { codes, scales, zeroPoints, ...layout } = q;
+      const bytes = codes.byteLength + scales.byteLength + zeroPoints.byteLength;
       const feeds: Record<string, HostTensor> = {};
       for (const [input, t] of Object.entries(quantizedFeeds(name, q))) {
         feeds[input] = shareWithSessions(t);
         this.owner.set(input, name);
       }
-      const { codes, scales, zeroPoints, ...layout } = q;
-      h = { layout, bytes: codes.byteLength + scales.byteLength + zeroPoints.byteLength, feeds };
+      h = { layout, bytes, feeds };
       this.held.set(name, h);
     }
     if (h.layout.out !== out || h.layout.inp !== inp) throw new Error(`${name}: quantized as [${h.layout.out}, ${h.layout.inp}], used as [${out}, ${inp}]`);
