@@ -22,7 +22,7 @@ import { launch } from '../supervisor/launch.ts';
 import { Rank } from '../worker/rank.ts';
 import { prepareModel } from '../worker/training-model.ts';
 import { maxRelError } from './support/compare.ts';
-import { losses, sameWeights } from './support/runs.ts';
+import { losses, recordsPerAssignment, sameWeights } from './support/runs.ts';
 import { makeTiny } from './support/tiny.ts';
 
 // 4 original blocks + 2 new ones: the expanded stack is 0 1 [2] 3 4 [5], new in brackets; each original
@@ -150,21 +150,6 @@ test('4-bit codes fed as inputs give the losses and LoRA, block and input gradie
   assert.ok(maxRelError(fed.hiddenGrad!, initialized.hiddenGrad!) <= 1e-5, 'input gradient');
 });
 
-/** Each "4-bit weights held" line of a worker, with the blocks it was assigned just before. */
-function heldPerAssignment(lines: string[], worker: string): { assigned: number[]; weights: number }[] {
-  const out: { assigned: number[]; weights: number }[] = [];
-  let assigned: number[] = [];
-  for (const l of lines.filter((x) => x.startsWith(`${worker} `) && x.includes('{'))) {
-    const rec = JSON.parse(l.slice(l.indexOf('{')));
-    if (rec.msg === 'assigned') {
-      const [s, e] = (rec.blocks as string).split('..').map(Number);
-      assigned = Array.from({ length: e - s + 1 }, (_, i) => s + i);
-    }
-    if (rec.msg === '4-bit weights held once for every session') out.push({ assigned, weights: rec.weights });
-  }
-  return out;
-}
-
 test('pipelined QLoRA + LLaMA Pro with distillation (2-worker GPipe, re-planned at the stage transition) equals the single-process run', async () => {
   const t = await makeTiny();
   const run = { model: t.model, dataset: t.train, train_type: 'llamapro' as const, llamapro_new_blocks: 2, lora_rank: 2, lora_targets: 'q_proj,down_proj', quantize: '4bit' as const, quant_block_size: 16, distill_weight: 0.3, steps_per_stage: 2, learning_rate: 1e-2, per_device_train_batch_size: 4, gradient_accumulation_steps: 2, logging_steps: 1, seed: 5 };
@@ -184,8 +169,8 @@ test('pipelined QLoRA + LLaMA Pro with distillation (2-worker GPipe, re-planned 
   assert.ok(lines.some((l) => l.includes('re-planning the partition')), 'the run re-planned at the transition');
   // Each worker holds the 4-bit codes of exactly its range's original blocks, whatever range it had before.
   for (const w of ['w0', 'w1']) {
-    const held = heldPerAssignment(lines, w);
+    const held = recordsPerAssignment(lines, w, '4-bit weights held once for every session');
     assert.ok(held.length >= 2, `${w}: ${JSON.stringify(held)}`);
-    for (const h of held) assert.equal(h.weights, h.assigned.filter((l) => !NEW_BLOCKS.has(l)).length * LINEARS_PER_BLOCK, `${w} on blocks ${h.assigned}`);
+    for (const h of held) assert.equal(h.rec.weights, h.assigned.filter((l) => !NEW_BLOCKS.has(l)).length * LINEARS_PER_BLOCK, `${w} on blocks ${h.assigned}`);
   }
 });
