@@ -1,7 +1,7 @@
 // Measured peak RSS (VmHWM) beside the analytic figure of plan/memory.ts, per rank, for LLaMA Pro,
 // LoRA and full fine-tuning, single-process and pipelined (`propipe launch --workers 2`), on a
 // mid-size Llama (16 layers, hidden 1024, 16 heads, 8 kv heads, intermediate 2816, vocab 32000).
-//   npm run bench:memory -- [--only=llamapro,llamapro-bf16,llamapro-distill,lora,full] [--no-pipeline] [--keep]
+//   npm run bench:memory -- [--only=llamapro,llamapro-bf16,llamapro-distill,llamapro-4bit,lora,full] [--no-pipeline] [--keep]
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,6 +32,8 @@ const JOBS: Job[] = [
   { name: 'llamapro-bf16', bf16: true, run: { train_type: 'llamapro', llamapro_new_blocks: 2 } },
   // The same job with distillation: each rank runs the teacher through its own original blocks.
   { name: 'llamapro-distill', run: { train_type: 'llamapro', llamapro_new_blocks: 2, distill_weight: 0.5 } },
+  // The base's linears held in 4 bits, once per process (model/quant/quant4-store.ts).
+  { name: 'llamapro-4bit', run: { train_type: 'llamapro', llamapro_new_blocks: 2, quantize: '4bit' } },
   { name: 'lora', run: { train_type: 'lora', lora_rank: 8 } },
   { name: 'full', run: { train_type: 'full' } },
 ];
@@ -81,6 +83,7 @@ function analytic(input: RunConfigInput, partitions: BlockRange[][], microBatche
       ...rankParamCounts({
         config: model.config, range, everTrainable: new Set(model.plan.everTrainable), trainedSoFar: new Set(stages.slice(0, k + 1).flatMap((x) => x.trainable)), trainable: new Set(stage.trainable),
         loraLinears: model.plan.loraLinears, loraRank: run.lora_rank, sourceOf: plan ? (n) => expandedSource(n, plan).name : undefined,
+        quantBlockSize: run.quantize === '4bit' ? run.quant_block_size : null,
       }),
     }));
   });

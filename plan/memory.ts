@@ -1,7 +1,7 @@
 // The analytic peak memory of one pipeline rank (or of a single-process run, the whole model as one
 // range): the figure bench/memory.ts measures against, and what a planner can size workers with.
 //
-//   peak = frozen weights as held
+//   peak = frozen weights as held (4-bit codes, scales and zero points once per process)
 //        + 4 B × every tensor that trains in some stage (held as float32 values)
 //        + 8 B × the tensors that have trained so far (AdamW m and v stay for later stages)
 //        + 4 B × the tensors that train now (their gradient)
@@ -9,11 +9,12 @@
 //          4 B × (10·h + 3·kv + 5·m + 2·heads·seq) for its backward, the head 4 B × 3·vocab,
 //          for one micro-batch (the backward recomputes from the range input), plus the range
 //          input of every micro-batch in flight
-//        + one block upcast to float32 when frozen weights are held in half precision
+//        + one block upcast to float32 when frozen weights are held in half precision or 4 bits
 //        + RUNTIME_ALLOWANCE_BYTES (Node, ONNX Runtime, session state; measured once, below)
 import type { ModelConfig } from '../model/hf/config.ts';
 import type { BlockRange } from '../model/llama/range-graph.ts';
 import { paramSpecs, type ParamSpec } from '../model/llama/param-specs.ts';
+import { quantized4Bytes } from '../model/quant/quant4.ts';
 
 /**
  * Peak RSS of `propipe train` on a 2-layer, hidden-64 model (weights and activations under 1 MB):
@@ -28,6 +29,8 @@ export interface RankMemoryInput {
   frozenParams: number;
   /** 4 for fp32, 2 for fp16/bf16. */
   frozenBytesPerParam: number;
+  /** Bytes of the frozen linears held in 4 bits (`--quantize 4bit`), once per process; 0 otherwise. */
+  frozenQuantizedBytes?: number;
   /** Elements of tensors that train in any stage, held as float32 (LoRA factors included). */
   heldTrainableParams: number;
   /** Elements with AdamW moments: trained in this or an earlier stage. */
@@ -60,9 +63,10 @@ export function analyticRankPeakBytes(i: RankMemoryInput): RankMemoryEstimate {
   const perBlockToken = 4 * (10 * h + 3 * kv + 5 * c.intermediateSize + 2 * c.numHeads * i.microBatch.seq);
   const head = i.headActivations ? 4 * 3 * c.vocabSize * tokens : 0;
   const inputs = i.range.embed ? 0 : 4 * h * tokens * i.inFlight;
-  const upcast = i.frozenBytesPerParam < 4 && i.range.end > i.range.start ? 4 * blockParams(c) : 0;
+  const quantized = i.frozenQuantizedBytes ?? 0;
+  const upcast = (i.frozenBytesPerParam < 4 || quantized > 0) && i.range.end > i.range.start ? 4 * blockParams(c) : 0;
   const activationBytes = i.activationBlocks * perBlockToken * tokens + head + inputs + upcast;
-  const frozenBytes = i.frozenParams * i.frozenBytesPerParam;
+  const frozenBytes = i.frozenParams * i.frozenBytesPerParam + quantized;
   const trainableBytes = 4 * i.heldTrainableParams + 8 * i.momentParams + 4 * i.trainingParams;
   const runtimeBytes = RUNTIME_ALLOWANCE_BYTES;
   return { frozenBytes, trainableBytes, activationBytes, runtimeBytes, totalBytes: frozenBytes + trainableBytes + activationBytes + runtimeBytes };
@@ -95,10 +99,12 @@ export interface RankParams {
   loraRank?: number;
   /** Base tensor a stack tensor is read from (LLaMA Pro copies); identity by default. */
   sourceOf?: (name: string) => string;
+  /** `--quantize 4bit`: frozen linear weights are held as 4-bit codes of this block size. */
+  quantBlockSize?: number | null;
 }
 
 /** Counts of RankMemoryInput from tensor names: which tensors are frozen, held, and training. */
-export function rankParamCounts(p: RankParams): Pick<RankMemoryInput, 'frozenParams' | 'heldTrainableParams' | 'momentParams' | 'trainingParams' | 'activationBlocks' | 'headActivations'> {
+export function rankParamCounts(p: RankParams): Pick<RankMemoryInput, 'frozenParams' | 'frozenQuantizedBytes' | 'heldTrainableParams' | 'momentParams' | 'trainingParams' | 'activationBlocks' | 'headActivations'> {
   const specs = paramSpecs(p.config).filter((s) => rangeUses(p.config, p.range, s));
   const frozen = new Map<string, number>();
   const lora = new Set(p.loraLinears ?? []);
@@ -107,8 +113,10 @@ export function rankParamCounts(p: RankParams): Pick<RankMemoryInput, 'frozenPar
   let held = loraParams;
   let moments = loraParams;
   let training = loraParams;
+  let quantized = 0;
   for (const s of specs) {
     if (p.everTrainable.has(s.name)) held += numel(s);
+    else if (p.quantBlockSize && s.kind === 'linear_weight') quantized += quantized4Bytes(s.shape[0], s.shape[1], { blockSize: p.quantBlockSize });
     else frozen.set(p.sourceOf?.(s.name) ?? s.name, numel(s));
     if (p.trainedSoFar.has(s.name)) moments += numel(s);
     if (p.trainable.has(s.name)) training += numel(s);
@@ -118,6 +126,7 @@ export function rankParamCounts(p: RankParams): Pick<RankMemoryInput, 'frozenPar
   const blocks = Math.max(0, p.range.end - Math.max(p.range.start, lowest));
   return {
     frozenParams: [...frozen.values()].reduce((a, b) => a + b, 0),
+    frozenQuantizedBytes: quantized,
     heldTrainableParams: held,
     momentParams: moments,
     trainingParams: training,

@@ -362,7 +362,10 @@ export class StageModel {
     const frozenAll = frozenBytes + quantBytes - table;
     const sessions = 1 + (backward ? 1 : 0);
     const frozenSessions = rt.sharedWeightCopies > 0 ? (frozenAll + table) * rt.sharedWeightCopies : table * rt.embeddingCopies * sessions + frozenAll * rt.forwardSessionCopies + (backward ? (recomputeOnly - table) * rt.backwardRecomputeCopies + (frozenAll - recomputeOnly + table) * rt.backwardCrossCopies : 0);
-    const loaderCopies = frozenBytes * rt.loaderCopies + quantBytes; // 4-bit codes stay in JS for later graphs
+    // 4-bit codes: one host buffer that every session is fed from (model/quant/quant4-store.ts). On a CPU that
+    // is the copy counted above; on a GPU it stays in host memory beside the device's (as before, when
+    // sessions copied them, the JS copy was kept for later graphs).
+    const loaderCopies = frozenBytes * rt.loaderCopies + (device.kind === 'gpu' || rt.sharedWeightCopies === 0 ? quantBytes : 0);
     const gradients = 4 * stageParams * (this.s.microBatches > 1 ? 2 : 1);
     const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq);
     const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);

@@ -17,7 +17,8 @@ import { wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
 import { initLora } from '../model/train/lora.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
 import { openPretrained } from '../model/hf/pretrained.ts';
-import { dequantize4, quantize4, quantizedBytes, quantizedLinear, type Quant4Kernel } from '../model/quant/quant4.ts';
+import { dequantize4, quantize4, quantizedBytes } from '../model/quant/quant4.ts';
+import { Quant4Weights, type Quant4Kernel } from '../model/quant/quant4-store.ts';
 import { zeroPointAt, type Quantized4 } from '../model/graph/matmul-nbits.ts';
 import { Rng } from '../common/rng.ts';
 import { maxRelError } from './support/compare.ts';
@@ -129,10 +130,11 @@ for (const c of KERNEL_CASES) {
     const rng = new Rng(c.out * 1000 + c.inp);
     const [b, t] = [2, 3];
     const w = randomWeight(rng, c.out, c.inp);
-    const hook = quantizedLinear(() => w, c.blockSize, { kernel: c.kernel, symmetric: c.symmetric });
+    const store = new Quant4Weights(() => w, c.blockSize, { kernel: c.kernel, symmetric: c.symmetric });
     const g = new Graph('qlinear');
     const x = g.input('x', 'float32', ['batch', 'seq', c.inp]);
-    const y = g.rename(hook(g, x, 'w', c.out, c.inp), 'y');
+    const q = store.matmul(g, x, 'w', c.out, c.inp);
+    const y = g.rename(q.y, 'y');
     assert.deepEqual(g.info(y).shape, ['batch', 'seq', c.out]);
     const dyIn = g.input('dy', 'float32', ['batch', 'seq', c.out]);
     const grads = backward(g, [{ value: y, grad: dyIn }], [x]);
@@ -144,7 +146,8 @@ for (const c of KERNEL_CASES) {
     const xv = Float32Array.from({ length: b * t * c.inp }, () => rng.nextGaussian());
     const dyv = Float32Array.from({ length: b * t * c.out }, () => rng.nextGaussian());
     const session = await CompiledGraph.create(g);
-    const out = await session.run({ x: { dtype: 'float32', shape: [b, t, c.inp], data: xv }, dy: { dtype: 'float32', shape: [b, t, c.out], data: dyv } });
+    const codes = Object.fromEntries(q.inputs.map((n) => [n, store.tensor(n)]));
+    const out = await session.run({ x: { dtype: 'float32', shape: [b, t, c.inp], data: xv }, dy: { dtype: 'float32', shape: [b, t, c.out], data: dyv }, ...codes });
     await session.release();
     const wq = dequantize4(quantize4(w, c.out, c.inp, { blockSize: c.blockSize, symmetric: c.symmetric }));
     const yErr = maxRelError(out.y.data as Float32Array, hostMatMulT(xv, wq, b * t, c.out, c.inp));
@@ -154,20 +157,28 @@ for (const c of KERNEL_CASES) {
   });
 }
 
-test('quantizedLinear quantizes each weight once and shares initializers between uses in a graph', () => {
+test('Quant4Weights quantizes each weight once; graphs read it through inputs declared once per graph', () => {
   const loads: string[] = [];
-  const hook = quantizedLinear((name) => (loads.push(name), new Float32Array(8 * 32).fill(0.5)), 32);
+  const store = new Quant4Weights((name) => (loads.push(name), new Float32Array(8 * 32).fill(0.5)), 32);
   const g = new Graph('twice');
   const x = g.input('x', 'float32', [2, 32]);
-  hook(g, x, 'w', 8, 32);
-  const initializers = g.initializers.size;
-  hook(g, x, 'w', 8, 32);
-  assert.equal(g.initializers.size, initializers);
+  const first = store.matmul(g, x, 'w', 8, 32);
+  const inputs = g.inputs.length;
+  store.matmul(g, x, 'w', 8, 32);
+  assert.equal(g.inputs.length, inputs);
+  assert.deepEqual(first.inputs, ['w.q4', 'w.q4_scales', 'w.q4_zero_points']);
+  assert.ok(first.inputs.every((n) => g.inputs.includes(n)));
+  // Only small constants (shapes, the nibble divisor) are initializers.
+  for (const [name, init] of g.initializers) assert.ok(init.data.length <= 4, `${name}: ${init.data.length} values`);
   const other = new Graph('other');
-  hook(other, other.input('x', 'float32', [2, 32]), 'w', 8, 32);
+  store.matmul(other, other.input('x', 'float32', [2, 32]), 'w', 8, 32);
   assert.deepEqual(loads, ['w']);
-  assert.throws(() => hook(g, x, 'w', 4, 64), /quantized as \[8, 32\]/);
-  assert.throws(() => quantizedLinear(() => new Float32Array(0), 24), /power-of-two/);
+  assert.equal(store.weights, 1);
+  assert.equal(store.bytes, 8 * 16 + 8 * 4 + 8);
+  assert.throws(() => store.matmul(g, x, 'w', 4, 64), /quantized as \[8, 32\]/);
+  assert.throws(() => new Quant4Weights(() => new Float32Array(0), 24), /power-of-two/);
+  assert.equal(store.retainOnly(new Set()), 1);
+  assert.throws(() => store.tensor('w.q4'), /not held in this process/);
 });
 
 // ---- whole model -----------------------------------------------------------------------------------
@@ -192,9 +203,9 @@ async function tinyModel() {
   };
   // The hook, counting the linears it was asked to multiply.
   const counted = () => {
-    const hook = quantizedLinear(model.load);
+    const store = new Quant4Weights(model.load);
     const names = new Set<string>();
-    const wrapped: QuantizedMatMul = (g, x, name, out, inp) => (names.add(name), hook(g, x, name, out, inp));
+    const wrapped: QuantizedMatMul = { matmul: (g, x, name, out, inp) => (names.add(name), store.matmul(g, x, name, out, inp)), tensor: (n) => store.tensor(n) };
     return { hook: wrapped, names };
   };
   return { dir, model, batch: b, dequantized, rng, counted };

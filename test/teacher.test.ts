@@ -16,7 +16,7 @@ import { launch } from '../supervisor/launch.ts';
 import { Rank } from '../worker/rank.ts';
 import { prepareModel } from '../worker/training-model.ts';
 import { maxRelError } from './support/compare.ts';
-import { losses, sameWeights } from './support/runs.ts';
+import { losses, recordsPerAssignment, sameWeights } from './support/runs.ts';
 import { makeTiny } from './support/tiny.ts';
 
 // 4 original blocks + 2 new ones (groups of 2): the expanded stack is 0 1 [2] 3 4 [5], new in brackets.
@@ -68,17 +68,7 @@ test('each rank builds a teacher of its own original blocks over the student\'s 
 
 /** Each "teacher built" line of a worker, with the block range it was assigned just before. */
 function teachersBuilt(lines: string[], worker: string): { assigned: number[]; blocks: number[]; skipped: number[]; embed: boolean; head: boolean }[] {
-  const out: { assigned: number[]; blocks: number[]; skipped: number[]; embed: boolean; head: boolean }[] = [];
-  let assigned: number[] = [];
-  for (const l of lines.filter((x) => x.startsWith(`${worker} `) && x.includes('{'))) {
-    const rec = JSON.parse(l.slice(l.indexOf('{')));
-    if (rec.msg === 'assigned') {
-      const [s, e] = (rec.blocks as string).split('..').map(Number);
-      assigned = Array.from({ length: e - s + 1 }, (_, i) => s + i);
-    }
-    if (rec.msg === 'teacher built for this range') out.push({ assigned, blocks: rec.blocks, skipped: rec.skipped, embed: rec.embed, head: rec.head });
-  }
-  return out;
+  return recordsPerAssignment(lines, worker, 'teacher built for this range').map(({ assigned, rec }) => ({ assigned, blocks: rec.blocks as number[], skipped: rec.skipped as number[], embed: rec.embed as boolean, head: rec.head as boolean }));
 }
 
 test('pipelined distillation (2-worker GPipe with a re-plan, 3-worker 1F1B) equals the single-process run', async () => {

@@ -2,15 +2,19 @@
 // Tensors that train in some stage (new blocks, unfrozen groups) stay float even while frozen, so a
 // later stage never starts from rounded weights.
 import type { QuantizedMatMul } from '../model/llama/params.ts';
-import { quantizedBytes, quantizedLinear } from '../model/quant/quant4.ts';
+import { quantizedBytes } from '../model/quant/quant4.ts';
 import type { RunConfig } from '../recipe/run-config.ts';
 import type { TrainingModel } from './training-model.ts';
 
-export function quantizationFor(run: RunConfig, model: TrainingModel): QuantizedMatMul | null {
-  if (run.quantize === 'none') return null;
+/** The 4-bit products of a rank's programs, over the process's one copy of the codes (model.quant4). */
+export function quantizationFor(model: TrainingModel): QuantizedMatMul | null {
+  const store = model.quant4;
+  if (!store) return null;
   const trains = new Set(model.plan.everTrainable);
-  const matmul = quantizedLinear(model.load, run.quant_block_size);
-  return (g, x, name, out, inp) => (trains.has(name) ? null : matmul(g, x, name, out, inp));
+  return {
+    matmul: (g, x, name, out, inp) => (trains.has(name) ? null : store.matmul(g, x, name, out, inp)),
+    tensor: (input) => store.tensor(input),
+  };
 }
 
 export interface MemoryReport {

@@ -1,5 +1,6 @@
 // One pipeline rank's share of a run: the tensors it owns, its optimizer state, and the program of its
 // block range under the current stage's freeze mask.
+import { childLog } from '../common/log.ts';
 import { AdamW } from '../model/train/adamw.ts';
 import type { LoraSpec, QuantizedMatMul } from '../model/llama/params.ts';
 import { RangeProgram } from '../model/llama/program.ts';
@@ -13,6 +14,8 @@ import { EMBEDDING } from './tied-embedding.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
 import { roles, type RankRole } from '../recipe/schedule.ts';
 import { initialTrainables, loraSpec, stageFrozen, trainableShapes, type TrainingModel } from './training-model.ts';
+
+const log = childLog({ component: 'rank' });
 
 /** The one rank that owns `name` (writes it in exports). */
 export function ownsTensor(range: BlockRange, name: string): boolean {
@@ -62,7 +65,7 @@ export class Rank {
     this.shapes = trainableShapes(model.config, this.values.keys(), run.lora_rank);
     this.optimizer = new AdamW({ beta1: run.adam_beta1, beta2: run.adam_beta2, eps: run.adam_epsilon, weightDecay: run.weight_decay });
     this.lora = loraSpec(run, model);
-    this.quantized = quantizationFor(run, model);
+    this.quantized = quantizationFor(model);
   }
 
   get range(): BlockRange {
@@ -95,12 +98,15 @@ export class Rank {
     // The teacher does not depend on the mask: one per range, kept across stages.
     if (this.run.distill_weight > 0 && !this.teacher) this.teacher = await RangeTeacher.create(this.model, this.range, this.run, this.quantized);
     this.stage = stage;
+    const q4 = this.model.quant4;
+    if (q4) log.info({ stage, weights: q4.weights, bytes: q4.bytes }, '4-bit weights held once for every session');
   }
 
-  /** Before building: only this range's frozen weights stay resident (the teacher reads a subset of them). */
+  /** Before building: only this range's frozen weights (float and 4-bit) stay resident (the teacher reads a subset of them). */
   private retainFrozen(): void {
-    const keep = new Set(paramSpecs(this.model.config).filter((s) => holdsTensor(this.model.config, this.range, s.name)).map((s) => this.model.frozenView.keyOf(s.name)));
-    this.model.frozen.retainOnly(keep);
+    const held = paramSpecs(this.model.config).filter((s) => holdsTensor(this.model.config, this.range, s.name)).map((s) => s.name);
+    this.model.frozen.retainOnly(new Set(held.map((n) => this.model.frozenView.keyOf(n))));
+    this.model.quant4?.retainOnly(new Set(held));
   }
 
   /** Trainable values this rank counts as its own (the last rank's copy of a tied embedding is rank 0's). */

@@ -4,6 +4,7 @@ import type { ModelConfig } from '../model/hf/config.ts';
 import { expandedLoader, expandedSource } from '../model/expand/expand.ts';
 import { readExpansionSidecar } from '../model/expand/sidecar.ts';
 import { FrozenWeights, type FrozenSource, type FrozenView } from '../model/llama/frozen.ts';
+import { Quant4Weights } from '../model/quant/quant4-store.ts';
 import type { LoraSpec, WeightLoader } from '../model/llama/params.ts';
 import { initLora, loraNames } from '../model/train/lora.ts';
 import { paramSpecs } from '../model/llama/param-specs.ts';
@@ -21,6 +22,8 @@ export interface TrainingModel extends TrainedStack {
   frozen: FrozenWeights;
   /** Frozen tensors under the trained stack's names (the student's and the teacher's: worker/teacher.ts). */
   frozenView: FrozenView;
+  /** With `--quantize 4bit`: the process's one copy of the 4-bit frozen linears (worker/quantization.ts picks which). */
+  quant4: Quant4Weights | null;
 }
 
 export function prepareModel(run: RunConfig): TrainingModel {
@@ -30,7 +33,8 @@ export function prepareModel(run: RunConfig): TrainingModel {
   const frozen = new FrozenWeights(run.frozen_dtype, (n) => base.checkpoint.readRaw(n));
   const plan = stack.onTheFly;
   const frozenView = frozen.view(plan ? (n) => expandedSource(n, plan) : undefined);
-  return { ...stack, base, load, frozen, frozenView };
+  const quant4 = run.quantize === '4bit' ? new Quant4Weights(load, run.quant_block_size) : null;
+  return { ...stack, base, load, frozen, frozenView, quant4 };
 }
 
 /**

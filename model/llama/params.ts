@@ -1,5 +1,6 @@
-// Decides, per parameter, how the graph sees it: a trainable input, a frozen float initializer, or a
-// frozen 4-bit initializer; and which linear layers carry LoRA adapters.
+// Decides, per parameter, how the graph sees it: a trainable input, a frozen float input or initializer,
+// or a frozen 4-bit weight; and which linear layers carry LoRA adapters.
+import type { HostTensor } from '../graph/dtype.ts';
 import type { Graph } from '../graph/graph.ts';
 import type { FrozenSource } from './frozen.ts';
 
@@ -19,12 +20,18 @@ export interface LoraSpec {
 
 export const LORA_ROW_MASK = 'lora_row_mask';
 
-/**
- * Emits y = x·Wqᵀ for the frozen weight `name` (W [out, in], HF layout) stored in 4 bits, where x is
- * [..., in]. The hook owns the whole product rather than handing back a float Wᵀ so that it can use a
- * fused 4-bit kernel (MatMulNBits); the ops it emits must carry a gradient to x.
- */
-export type QuantizedMatMul = (g: Graph, x: string, name: string, out: number, inp: number) => string | null;
+/** Frozen linear weights stored in 4 bits (model/quant/quant4-store.ts). */
+export interface QuantizedMatMul {
+  /**
+   * Emits y = x·Wqᵀ for the frozen weight `name` (W [out, in], HF layout), where x is [..., in], or
+   * returns null to keep `name` float. It owns the whole product rather than handing back a float Wᵀ
+   * so that it can use a fused 4-bit kernel (MatMulNBits); the ops it emits must carry a gradient to
+   * x. They read the graph inputs listed in `inputs`, which programs feed from `tensor`.
+   */
+  matmul(g: Graph, x: string, name: string, out: number, inp: number): { y: string; inputs: readonly string[] } | null;
+  /** The host tensor behind one of those inputs: one buffer per process, fed to every session. */
+  tensor(input: string): HostTensor;
+}
 
 export interface BinderOptions {
   trainable: ReadonlySet<string>;
@@ -49,6 +56,8 @@ export class ParamBinder {
   private readonly stored = new Map<string, string>();
   /** Frozen tensors bound as graph inputs, to be fed from the frozen source. */
   readonly frozenInputs: string[] = [];
+  /** Graph inputs of 4-bit weights, to be fed from `quantized.tensor`. */
+  readonly quantizedInputs = new Set<string>();
   /** Every parameter bound as a graph value, with its shape, in first-use order. */
   readonly shapes = new Map<string, number[]>();
 
@@ -104,8 +113,11 @@ export class ParamBinder {
   matmulWT(g: Graph, x: string, name: string, out: number, inp: number): string {
     const weight = `${name}.weight`;
     if (this.o.quantized && !this.o.trainable.has(weight)) {
-      const y = this.o.quantized(g, x, weight, out, inp);
-      if (y) return y;
+      const q = this.o.quantized.matmul(g, x, weight, out, inp);
+      if (q) {
+        for (const n of q.inputs) this.quantizedInputs.add(n);
+        return q.y;
+      }
     }
     return g.op('MatMul', [x, g.op('Transpose', [this.get(g, weight, [out, inp])], { perm: [1, 0] })]);
   }

@@ -348,7 +348,10 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
   graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
   hoistWeightChains(graph, binder.halfInputs);
-  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen, frozenNames };
+  // 4-bit codes, scales and zero points are fed like frozen tensors, from the process's one copy.
+  const quantized = binder.quantizedInputs;
+  const feeds: FrozenSource = { tensor: (n) => (quantized.has(n) ? o.quantized!.tensor(n) : frozen.tensor(n)) };
+  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen: feeds, frozenNames: [...frozenNames, ...quantized] };
 }
 
 /**

@@ -9,11 +9,10 @@
 //     ran no slower with zero points than without them (x [1024, 512] · W [1376, 512]ᵀ, CPU).
 //   - symmetric: zp is the constant 8 and s = absmax/7; MatMulNBits then takes no zero-point input.
 // The codes are kept in MatMulNBits' layout, [out, blocks, blockSize/2] bytes with low nibble first
-// and the last block of a row padded; DequantizeLinear reads the same bytes as uint4 [out·blocks, blockSize].
+// and the last block of a row padded. The process holds them once (quant4-store.ts).
 
 import type { ModelConfig } from '../hf/config.ts';
-import { emitDequantize, emitMatMulNBits, nbitsSupports, nibble, setNibble, zeroPointAt, type Quantized4 } from '../graph/matmul-nbits.ts';
-import type { QuantizedMatMul, WeightLoader } from '../llama/params.ts';
+import { nibble, setNibble, zeroPointAt, type Quantized4 } from '../graph/matmul-nbits.ts';
 import { paramSpecs } from '../llama/param-specs.ts';
 
 export interface Quant4Options {
@@ -83,42 +82,6 @@ export function quantized4Bytes(out: number, inp: number, opts: Quant4Options = 
   const blocks = Math.ceil(inp / blockSize);
   const zp = opts.symmetric ? 0 : out * Math.ceil(blocks / 2);
   return out * blocks * (blockSize / 2) + out * blocks * 4 + zp;
-}
-
-/**
- * How the graph multiplies by a 4-bit weight:
- *   - 'matmulnbits' (default): com.microsoft MatMulNBits on the packed codes with fp32 accumulation;
- *     as fast as a float MatMul on CPU. Needs a power-of-two block size >= 16.
- *   - 'dequantize': standard ONNX, DequantizeLinear to a float Wq on every run, then MatMul; any even
- *     block size, ~10% slower at 1024 rows (the dequantization does not shrink with fewer rows). For
- *     forward-only graphs (eval, serving): in a backward graph each layer's Wq stays alive from its
- *     forward use to its backward use, a float-sized peak.
- */
-export type Quant4Kernel = 'matmulnbits' | 'dequantize';
-
-export interface QuantizedLinearOptions {
-  symmetric?: boolean;
-  kernel?: Quant4Kernel;
-}
-
-/**
- * The hook for ParamBinder: each frozen linear weight is read through `load`, quantized once (the
- * result is kept for every graph built later, the float copy is dropped) and multiplied in 4 bits.
- */
-export function quantizedLinear(load: WeightLoader, blockSize = DEFAULT_BLOCK_SIZE, opts: QuantizedLinearOptions = {}): (...args: Parameters<QuantizedMatMul>) => string {
-  const useNBits = (opts.kernel ?? 'matmulnbits') === 'matmulnbits';
-  if (useNBits && !nbitsSupports(blockSize)) throw new Error(`MatMulNBits needs a power-of-two block size >= 16, not ${blockSize} (or use kernel 'dequantize')`);
-  const cache = new Map<string, Quantized4>();
-  return (g, x, name, out, inp) => {
-    let q = cache.get(name);
-    if (!q) {
-      q = quantize4(load(name), out, inp, { blockSize, symmetric: opts.symmetric });
-      cache.set(name, q);
-    }
-    if (q.out !== out || q.inp !== inp) throw new Error(`${name}: quantized as [${q.out}, ${q.inp}], used as [${out}, ${inp}]`);
-    if (useNBits) return emitMatMulNBits(g, x, name, q);
-    return g.op('MatMul', [x, g.op('Transpose', [emitDequantize(g, `${name}.q4`, q)], { perm: [1, 0] })]);
-  };
 }
 
 export interface QuantizedFootprint {

@@ -263,4 +263,20 @@ export const MUTANTS: Mutant[] = [
     test: 'test/data-plane.test.ts',
     pattern: 'a bad frame header',
   },
+  {
+    name: '4-bit codes back as per-session initializers',
+    file: 'model/graph/matmul-nbits.ts',
+    find: 'for (const s of [i.codes, i.scales, i.zeroPoints]) if (!g.values.has(s.name)) g.input(s.name, s.dtype, s.shape);',
+    replace: 'for (const s of [i.codes, i.scales, i.zeroPoints]) if (!g.values.has(s.name)) g.initializer(s.name, s.dtype, s.shape, new (s.dtype === \'uint8\' ? Uint8Array : Float32Array)(s.shape.reduce((a, b) => a * b, 1)));',
+    test: 'test/quant4-shared.test.ts',
+    pattern: 'feeds every session from one copy',
+  },
+  {
+    name: 'a re-assigned rank keeps the old range\'s 4-bit codes',
+    file: 'worker/rank.ts',
+    find: '    this.model.quant4?.retainOnly(new Set(held));\n',
+    replace: '',
+    test: 'test/quant4-shared.test.ts',
+    pattern: 'feeds every session from one copy',
+  },
 ];

@@ -8,7 +8,7 @@ import { loraNames } from '../../model/llama/params.ts';
 import { programGraphs, type ProgramOptions } from '../../model/llama/program.ts';
 import { wholeModel, type BlockRange } from '../../model/llama/range-graph.ts';
 import { paramSpecs } from '../../model/llama/param-specs.ts';
-import { quantizedLinear } from '../../model/quant/quant4.ts';
+import { Quant4Weights } from '../../model/quant/quant4-store.ts';
 
 export interface OpUse {
   op: string;
@@ -54,7 +54,7 @@ export function trainerGraphs(config: ModelConfig): { name: string; graph: Graph
     ['last rank, distillation', { range: last, trainable: block(L - 1), frozen: zeros(config, 'float16'), inputGrad: true, distill: { weight: 1, temperature: 2 } }],
     ['evaluation logits', { range: wholeModel(config), trainable: new Set(), logits: true }],
     ['multiple-choice row loss', { range: wholeModel(config), trainable: new Set(), rowLoss: true }],
-    ['qlora 4-bit', { range: wholeModel(config), trainable: loraTrainable, lora, quantized: quantizedLinear(load) }],
+    ['qlora 4-bit', { range: wholeModel(config), trainable: loraTrainable, lora, quantized: new Quant4Weights(load) }],
   ];
   return variants.flatMap(([name, v]) => {
     const p = programGraphs({ ...base, ...v });
