@@ -1,10 +1,26 @@
 // AdamW with decoupled weight decay (Loshchilov & Hutter), state kept on the host per tensor. The
-// trainable set is small in LLaMA Pro and LoRA runs, so plain loops are not the bottleneck.
+// element loop runs as a WebAssembly SIMD kernel (adamw-wasm.ts, bitwise equal to the JS loop here,
+// which stays as the fallback and for tensors too small to be worth the copies).
+import { AdamWKernel, KernelMoments, type AdamWStep } from './adamw-wasm.ts';
+
 export interface AdamWOptions {
   beta1: number;
   beta2: number;
   eps: number;
   weightDecay: number;
+  /** 'wasm' (the default; PROPIPE_ADAMW=js turns it off) or the plain JS loop. */
+  kernel?: 'wasm' | 'js';
+}
+
+/** Below this many floats the copies in and out of the kernel's memory cost more than the loop. */
+const KERNEL_MIN_LENGTH = 1024;
+
+/** The default kernel of new optimizers: PROPIPE_ADAMW=js keeps the JS loop (e.g. to compare). */
+export function defaultAdamWKernel(): 'wasm' | 'js' {
+  const v = process.env.PROPIPE_ADAMW;
+  if (v === undefined || v === '' || v === 'wasm') return 'wasm';
+  if (v === 'js') return 'js';
+  throw new Error(`PROPIPE_ADAMW='${v}' is not one of wasm, js: unset it or pick one`);
 }
 
 export interface MomentState {
@@ -21,31 +37,73 @@ export function decays(name: string): boolean {
 
 export class AdamW {
   readonly state = new Map<string, MomentState>();
+  private readonly kernel: AdamWKernel | null;
 
-  constructor(readonly o: AdamWOptions) {}
+  constructor(readonly o: AdamWOptions) {
+    this.kernel = (o.kernel ?? defaultAdamWKernel()) === 'wasm' ? AdamWKernel.create() : null;
+  }
+
+  /** Which loop updates: 'wasm' when the kernel is in use. */
+  get kernelInUse(): 'wasm' | 'js' {
+    return this.kernel ? 'wasm' : 'js';
+  }
 
   /** One update of `param` in place; `scale` multiplies the gradient first (global-norm clipping). */
   update(name: string, param: Float32Array, grad: Float32Array, lr: number, scale = 1): void {
-    let s = this.state.get(name);
-    if (!s) {
-      s = { m: new Float32Array(param.length), v: new Float32Array(param.length), t: 0 };
-      this.state.set(name, s);
-    }
+    const s = this.moments(name, param.length);
     const { beta1, beta2, eps } = this.o;
     s.t++;
     // Bias corrections folded into two constants so the loop does one division per element.
-    const stepSize = lr / (1 - beta1 ** s.t);
-    const invRootC2 = 1 / Math.sqrt(1 - beta2 ** s.t);
-    const keep = 1 - (decays(name) ? lr * this.o.weightDecay : 0);
-    const g1 = 1 - beta1;
-    const g2 = 1 - beta2;
-    const { m, v } = s;
-    for (let i = 0; i < param.length; i++) {
-      const g = grad[i] * scale;
-      const mi = (m[i] = beta1 * m[i] + g1 * g);
-      const vi = (v[i] = beta2 * v[i] + g2 * g * g);
-      param[i] = keep * param[i] - (stepSize * mi) / (Math.sqrt(vi) * invRootC2 + eps);
+    const c: AdamWStep = {
+      scale,
+      beta1,
+      g1: 1 - beta1,
+      beta2,
+      g2: 1 - beta2,
+      keep: 1 - (decays(name) ? lr * this.o.weightDecay : 0),
+      stepSize: lr / (1 - beta1 ** s.t),
+      invRootC2: 1 / Math.sqrt(1 - beta2 ** s.t),
+      eps,
+    };
+    const done = s instanceof KernelMoments && this.kernel!.update(s, param, grad, c) ? param.length & ~3 : 0;
+    // The moments' views are taken after the kernel ran: its scratch space may have grown the memory.
+    adamwLoop(param, grad, s.m, s.v, done, c);
+  }
+
+  /** A tensor's moments: new ones in the kernel's memory when they fit, restored ones moved there. */
+  private moments(name: string, length: number): MomentState {
+    const s = this.state.get(name);
+    if (s instanceof KernelMoments || !this.kernel || length < KERNEL_MIN_LENGTH) {
+      if (s) return s;
+      const fresh = { m: new Float32Array(length), v: new Float32Array(length), t: 0 };
+      this.state.set(name, fresh);
+      return fresh;
     }
+    const k = this.kernel.allocMoments(length, s?.t ?? 0);
+    if (!k) return s ?? this.jsMoments(name, length);
+    if (s) {
+      k.m.set(s.m);
+      k.v.set(s.v);
+    }
+    this.state.set(name, k);
+    return k;
+  }
+
+  private jsMoments(name: string, length: number): MomentState {
+    const s = { m: new Float32Array(length), v: new Float32Array(length), t: 0 };
+    this.state.set(name, s);
+    return s;
+  }
+}
+
+/** AdamW's element loop from index `from` on (the kernel does the same arithmetic, SIMD). */
+function adamwLoop(param: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, from: number, c: AdamWStep): void {
+  const { scale, beta1, g1, beta2, g2, keep, stepSize, invRootC2, eps } = c;
+  for (let i = from; i < param.length; i++) {
+    const g = grad[i] * scale;
+    const mi = (m[i] = beta1 * m[i] + g1 * g);
+    const vi = (v[i] = beta2 * v[i] + g2 * g * g);
+    param[i] = keep * param[i] - (stepSize * mi) / (Math.sqrt(vi) * invRootC2 + eps);
   }
 }
 
