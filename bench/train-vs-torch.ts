@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { newLayerIndices, planExpansion } from '../model/expand/expand.ts';
 import { Flags, hostInfo, info, isMain, printJson, round } from './common.ts';
+import { measureHostUpdate, type HostUpdateResult } from './host-update.ts';
 import { measureMatmulPeak } from './matmul-peak.ts';
 import { measureLevers, measureSplitCost, type LeverVariant, type SplitCost } from './train-levers.ts';
 import { runTrainStep, takeStringFlag, trainOptionsFromFlags, TRAIN_RUN_FLAGS, TRAIN_SHAPE_FLAGS, type TrainModeResult, type TrainStepOptions } from './train-step.ts';
@@ -144,6 +145,12 @@ async function main(): Promise<void> {
     contention.push(lv.contention);
   }
 
+  // The host update (global norm + AdamW over the full fine-tune's tensors): JS loop against the kernel.
+  info('host update: JS loop against the WebAssembly kernel');
+  const hu = await watched('host_update', async () => measureHostUpdate(o.shape, 6));
+  const hostUpdate: HostUpdateResult = hu.value;
+  contention.push(hu.contention);
+
   const baseEnv = { ...process.env };
   delete baseEnv.OMP_WAIT_POLICY;
   const variants: [string, NodeJS.ProcessEnv][] = [['default', baseEnv]];
@@ -233,6 +240,7 @@ async function main(): Promise<void> {
     model_flops_fraction_of_matmul_peak: { ...peakFraction, target_full_0_4: (peakFraction.full?.median_step ?? 0) >= 0.4 },
     time_by_op_class_ms: Object.fromEntries(propipe.modes.filter((m) => m.profile).map((m) => [m.mode, { ...Object.fromEntries(m.profile!.by_class.map((c) => [c.class, c.ms])), host_update: m.breakdown_ms.clip_and_adamw, binding: m.profile!.binding_ms }])),
     levers,
+    host_update: hostUpdate,
     matmul_peak: peak.value,
     propipe: { threads: propipe.threads, timing: propipe.timing, modes: propipe.modes },
     torch,
