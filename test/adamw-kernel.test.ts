@@ -31,6 +31,7 @@ const TENSORS = [
   ['model.layers.0.mlp.down_proj.weight', 5003], // a tail of 3 past the last multiple of 4
   ['model.layers.0.input_layernorm.weight', 2049], // no decay
   ['model.norm.weight', 64], // below the kernel's size threshold: the JS loop
+  ['model.embed_tokens.weight', 70001], // several chunks of the kernel's scratch space, and a tail
 ] as const;
 
 test('AdamW: the WebAssembly kernel gives bitwise the JS loop\'s parameters and moments', () => {
@@ -81,9 +82,32 @@ test('AdamW: moments restored from a checkpoint move into the kernel and continu
   sameBits(wasm.state.get(name)!.v, js.state.get(name)!.v, 'exp_avg_sq');
 });
 
+test('AdamW: tensors whose moments or scratch space do not fit the kernel\'s memory take the JS loop, same results', () => {
+  // 8 pages (512 KiB): the first tensor's moments (2 × 160 KB) fit, its scratch (256 KiB) does not
+  // after them; the second tensor's moments do not fit at all.
+  const capped = new AdamW(OPTS, AdamWKernel.create(8 * 65536));
+  const js = new AdamW({ ...OPTS, kernel: 'js' });
+  const names = ['a.weight', 'b.weight'];
+  const pc = names.map((_, i) => random(40_000, i, 0.05));
+  const pj = pc.map((p) => p.slice());
+  for (let step = 0; step < 3; step++) {
+    names.forEach((n, i) => {
+      const g = random(40_000, 10 * step + i, 0.01);
+      capped.update(n, pc[i], g, 1e-3);
+      js.update(n, pj[i], g, 1e-3);
+    });
+  }
+  assert.equal(capped.state.get('a.weight')!.constructor.name, 'KernelMoments', 'the first tensor\'s moments are in the kernel\'s memory');
+  assert.equal(capped.state.get('b.weight')!.constructor.name, 'Object', 'the second tensor\'s moments stayed in JS');
+  names.forEach((n, i) => {
+    sameBits(pc[i], pj[i], `${n} param`);
+    sameBits(capped.state.get(n)!.m, js.state.get(n)!.m, `${n} exp_avg`);
+  });
+});
+
 test('the kernel\'s sum of squares adds in the JS order: the same double', () => {
   const k = AdamWKernel.create()!;
-  const grads = [random(4099, 1, 0.3), random(17, 2, 2), random(1, 3, 5), random(8000, 4, 1e-3)];
+  const grads = [random(4099, 1, 0.3), random(17, 2, 2), random(1, 3, 5), random(80_001, 4, 1e-3)];
   assert.equal(k.sumOfSquares(grads), sumOfSquares(grads));
 });
 

@@ -28,6 +28,8 @@ const PAGE = 65536;
 /** The first bytes hold sumsq's four float64 running sums. */
 const RESERVED = 64;
 const align16 = (n: number) => (n + 15) & ~15;
+/** Floats per chunk of an update (a multiple of 4): 128 KiB each for the parameter and the gradient. */
+const CHUNK = 32768;
 
 export class AdamWKernel {
   private top = RESERVED;
@@ -37,10 +39,10 @@ export class AdamWKernel {
     private readonly k: Exports,
   ) {}
 
-  /** The kernel, or null where this runtime has no WebAssembly SIMD. */
-  static create(): AdamWKernel | null {
+  /** The kernel, or null where this runtime has no WebAssembly SIMD; `maxBytes` caps its memory (tests). */
+  static create(maxBytes?: number): AdamWKernel | null {
     if (typeof WebAssembly === 'undefined' || !WebAssembly.validate(ADAMW_WASM)) return null;
-    const memory = new WebAssembly.Memory({ initial: 1 });
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: maxBytes === undefined ? undefined : Math.max(1, Math.floor(maxBytes / PAGE)) });
     const instance = new WebAssembly.Instance(new WebAssembly.Module(ADAMW_WASM), { env: { memory } });
     return new AdamWKernel(memory, instance.exports as unknown as Exports);
   }
@@ -73,34 +75,46 @@ export class AdamWKernel {
     return new KernelMoments(this, m, v, length, t);
   }
 
-  /** One update; false (nothing changed) when the scratch space does not fit. */
+  /**
+   * One update of the first length & ~3 floats, in chunks: the scratch space stays small (two chunks)
+   * and a chunk copied in is still in cache when the kernel reads it. False (nothing changed) when
+   * even the scratch space does not fit.
+   */
   update(s: KernelMoments, param: Float32Array, grad: Float32Array, c: AdamWStep): boolean {
-    const n4 = param.length & ~3;
     const p = align16(this.top);
-    const g = align16(p + n4 * 4);
-    if (!this.reserve(g + n4 * 4)) return false;
-    this.f32(p, n4).set(param.subarray(0, n4));
-    this.f32(g, n4).set(grad.subarray(0, n4));
-    this.k.adamw(p, g, s.mOffset, s.vOffset, n4 * 4, c.scale, c.beta1, c.g1, c.beta2, c.g2, c.keep, c.stepSize, c.invRootC2, c.eps);
-    param.set(this.f32(p, n4));
+    const g = p + CHUNK * 4;
+    if (!this.reserve(g + CHUNK * 4)) return false;
+    const n4 = param.length & ~3;
+    const ps = this.f32(p, CHUNK);
+    const gs = this.f32(g, CHUNK);
+    for (let from = 0; from < n4; from += CHUNK) {
+      const n = Math.min(CHUNK, n4 - from);
+      ps.set(param.subarray(from, from + n));
+      gs.set(grad.subarray(from, from + n));
+      this.k.adamw(p, g, s.mOffset + from * 4, s.vOffset + from * 4, n * 4, c.scale, c.beta1, c.g1, c.beta2, c.g2, c.keep, c.stepSize, c.invRootC2, c.eps);
+      param.set(n === CHUNK ? ps : ps.subarray(0, n), from);
+    }
     return true;
   }
 
-  /** sumOfSquares of adamw.ts through the kernel (same order of additions), grads copied in turn. */
+  /** sumOfSquares of adamw.ts through the kernel (the same order of additions), grads copied in by chunks. */
   sumOfSquares(grads: Iterable<Float32Array>): number | null {
-    new Float64Array(this.memory.buffer, 0, 4).fill(0);
+    const g = align16(this.top);
+    if (!this.reserve(g + CHUNK * 4)) return null;
+    const acc = new Float64Array(this.memory.buffer, 0, 4);
+    acc.fill(0);
+    const gs = this.f32(g, CHUNK);
     for (const gr of grads) {
       const n4 = gr.length & ~3;
-      const g = align16(this.top);
-      if (!this.reserve(g + n4 * 4)) return null;
-      this.f32(g, n4).set(gr.subarray(0, n4));
-      this.k.sumsq(g, n4 * 4, 0);
+      for (let from = 0; from < n4; from += CHUNK) {
+        const n = Math.min(CHUNK, n4 - from);
+        gs.set(gr.subarray(from, from + n));
+        this.k.sumsq(g, n * 4, 0);
+      }
       // The few floats past the last multiple of 4 go into the first sum, as in adamw.ts.
-      const acc = new Float64Array(this.memory.buffer, 0, 4);
       for (let i = n4; i < gr.length; i++) acc[0] += gr[i] * gr[i];
     }
-    const [a, b, c, d] = new Float64Array(this.memory.buffer, 0, 4);
-    return a + b + c + d;
+    return acc[0] + acc[1] + acc[2] + acc[3];
   }
 }
 

@@ -39,8 +39,12 @@ export class AdamW {
   readonly state = new Map<string, MomentState>();
   private readonly kernel: AdamWKernel | null;
 
-  constructor(readonly o: AdamWOptions) {
-    this.kernel = (o.kernel ?? defaultAdamWKernel()) === 'wasm' ? AdamWKernel.create() : null;
+  /** `kernel` defaults to a new one per optimizer (o.kernel 'wasm'); tests pass one with a small memory. */
+  constructor(
+    readonly o: AdamWOptions,
+    kernel?: AdamWKernel | null,
+  ) {
+    this.kernel = kernel !== undefined ? kernel : (o.kernel ?? defaultAdamWKernel()) === 'wasm' ? AdamWKernel.create() : null;
   }
 
   /** Which loop updates: 'wasm' when the kernel is in use. */
