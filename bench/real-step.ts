@@ -5,7 +5,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { sumOfSquares } from '../model/train/adamw.ts';
 import { writeConfig } from '../model/hf/config.ts';
 import type { Batch } from '../model/llama/program.ts';
 import { wholeModel, type BlockRange } from '../model/llama/range-graph.ts';
@@ -62,7 +61,7 @@ export async function realStep(o: { base: ModelConfig; seed: number; trainType: 
       for (const [r, rank] of ranks.entries()) results.push(await runStep(rank, '1f1b', i, 1, links[r], r === 0 ? [{ inputIds: batch.inputIds!, labels: batch.labels!, batch: batch.batch, seq: batch.seq }] : undefined));
       const last = results[results.length - 1];
       const t0 = performance.now();
-      const d = policy.afterStep({ lossSum: last.lossSum, klSum: last.klSum, tokens: last.tokens, gradSqSum: results.reduce((s, x) => s + sumOfSquares(x.grads.values()), 0), stageSteps: Number.MAX_SAFE_INTEGER, position: { epoch: 0, index: 0 } });
+      const d = policy.afterStep({ lossSum: last.lossSum, klSum: last.klSum, tokens: last.tokens, gradSqSum: results.reduce((s, x, r) => s + ranks[r].optimizer.gradSumOfSquares(x.grads.values()), 0), stageSteps: Number.MAX_SAFE_INTEGER, position: { epoch: 0, index: 0 } });
       ranks.forEach((rank, r) => applyUpdate(run, rank, results[r], d));
       return { loss: last.lossSum / last.tokens, spans: results.flatMap((x) => x.spans), updateMs: performance.now() - t0 };
     },

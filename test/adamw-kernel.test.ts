@@ -109,6 +109,7 @@ test('the kernel\'s sum of squares adds in the JS order: the same double', () =>
   const k = AdamWKernel.create()!;
   const grads = [random(4099, 1, 0.3), random(17, 2, 2), random(1, 3, 5), random(80_001, 4, 1e-3)];
   assert.equal(k.sumOfSquares(grads), sumOfSquares(grads));
+  assert.equal(new AdamW({ ...OPTS, kernel: 'wasm' }).gradSumOfSquares(grads), sumOfSquares(grads));
 });
 
 test('PROPIPE_ADAMW picks the loop and names the allowed values when wrong', () => {

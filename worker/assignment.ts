@@ -4,7 +4,6 @@
 // NATS) and the single-process run (one rank, everything in memory): only the ports differ.
 import fs from 'node:fs';
 import path from 'node:path';
-import { sumOfSquares } from '../model/train/adamw.ts';
 import type { childLog } from '../common/log.ts';
 import type { OutFrame } from '../proto/frames.ts';
 import type { AckMsg, AssignmentMsg, ExportReportMsg, JobStatusMsg, RegisterRequest, ShardReportMsg, StageInfoMsg, StepDecisionMsg, StepReportMsg } from '../proto/messages.ts';
@@ -134,7 +133,7 @@ export async function runAssignment(a: AssignmentMsg, run: RunConfig, model: Tra
       await stallPoint(step);
       const res = await runStep(rank, schedule, step, M, links, batches, () => crashPoint(step));
       await tied?.exchange(step, res.grads);
-      const gradSq = sumOfSquares(tied ? tied.normed(res.grads) : res.grads.values());
+      const gradSq = rank.optimizer.gradSumOfSquares(tied ? tied.normed(res.grads) : res.grads.values());
       const position = batches ? batches[batches.length - 1].next : { epoch: 0, index: 0 };
       const valBatches = feed?.valBatches();
       let d: StepDecisionMsg = await coord.reportStep({

@@ -47,6 +47,12 @@ export class AdamW {
     this.kernel = kernel !== undefined ? kernel : (o.kernel ?? defaultAdamWKernel()) === 'wasm' ? AdamWKernel.create() : null;
   }
 
+  /** sumOfSquares below, through the kernel when there is one (the same double: the same additions). */
+  gradSumOfSquares(grads: Iterable<Float32Array>): number {
+    const list = [...grads];
+    return this.kernel?.sumOfSquares(list) ?? sumOfSquares(list);
+  }
+
   /** Which loop updates: 'wasm' when the kernel is in use. */
   get kernelInUse(): 'wasm' | 'js' {
     return this.kernel ? 'wasm' : 'js';
