@@ -12,7 +12,7 @@
 //                     arena, the memory pattern, 'extended' optimization, against propipe's options
 //   fetches           session.run into preallocated output tensors against fresh ones (the binding's copy)
 //
-//   npx tsx bench/train-kernel-options.ts [--threads 2 --reps 8] [shape flags of bench/train-step.ts]
+//   npx tsx bench/train-kernel-options.ts [--threads 2 --reps 8 --only session_options] [shape flags of bench/train-step.ts]
 import ort from 'onnxruntime-node';
 import { Graph } from '../model/graph/graph.ts';
 import { serialize } from '../model/graph/serialize.ts';
@@ -20,7 +20,7 @@ import { ortSessionOptions } from '../model/graph/session.ts';
 import { wholeModel } from '../model/llama/range-graph.ts';
 import { Flags, hostInfo, info, isMain, median, printJson, Rng, round } from './common.ts';
 import { backwardFeeds, backwardGraph } from './train-step-profile.ts';
-import { fullModel, randomBatch, trainOptionsFromFlags, TRAIN_SHAPE_FLAGS, type TrainStepOptions } from './train-step.ts';
+import { fullModel, randomBatch, takeStringFlag, trainOptionsFromFlags, TRAIN_SHAPE_FLAGS, type TrainStepOptions } from './train-step.ts';
 
 interface Variant {
   name: string;
@@ -170,6 +170,7 @@ async function sessionOptions(o: TrainStepOptions, reps: number): Promise<Timed[
     no_cpu_arena: { ...base, enableCpuMemArena: false },
     memory_pattern: { ...base, enableMemPattern: true },
     optimization_extended: { ...base, graphOptimizationLevel: 'extended' },
+    denormals_as_zero: { ...base, extra: { session: { intra_op: { allow_spinning: '0' }, set_denormal_as_zero: '1' } } },
   };
   const variants: Variant[] = [];
   for (const [name, opts] of Object.entries(options)) {
@@ -194,8 +195,9 @@ async function fetches(o: TrainStepOptions, reps: number, rng: Rng): Promise<Tim
   return roundRobin(variants, reps);
 }
 
-export async function measureKernelOptions(o: TrainStepOptions, reps: number) {
+export async function measureKernelOptions(o: TrainStepOptions, reps: number, only?: string) {
   const rng = new Rng(o.seed);
+  if (only === 'session_options') return { session_options: await sessionOptions(o, reps) };
   info('kernel options: GEMM forms');
   const gemm_forms = await gemmForms(o, reps, rng);
   info('kernel options: fused q/k/v and gate/up');
@@ -210,10 +212,11 @@ export async function measureKernelOptions(o: TrainStepOptions, reps: number) {
 }
 
 async function main(): Promise<void> {
-  const flags = new Flags(process.argv.slice(2));
+  const { value: only, rest } = takeStringFlag(process.argv.slice(2), 'only');
+  const flags = new Flags(rest);
   flags.check([...TRAIN_SHAPE_FLAGS, 'threads', 'reps', 'seed']);
   const o = trainOptionsFromFlags(flags);
-  printJson({ bench: 'propipe-train-kernel-options', host: hostInfo(o.threads), shape: o.shape, ...(await measureKernelOptions(o, flags.int('reps', 8))) });
+  printJson({ bench: 'propipe-train-kernel-options', host: hostInfo(o.threads), shape: o.shape, ...(await measureKernelOptions(o, flags.int('reps', 8), only)) });
 }
 
 if (isMain(import.meta.url)) {
