@@ -26,7 +26,7 @@
 // least disturbed sample, between 1 and the thread count; exactly 1 with one thread). Per-op and
 // per-run fixed costs run on one thread and stay CPU seconds.
 import os from 'node:os';
-import { accumulateGrads, AdamW, sumOfSquares } from '../model/train/adamw.ts';
+import { accumulateGrads, AdamW } from '../model/train/adamw.ts';
 import { Graph } from '../model/graph/graph.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
@@ -142,7 +142,7 @@ async function hostSecondsPerParam(): Promise<{ optimizer: number; accumulate: n
   const grad = f32(n, 1e-3);
   const opt = new AdamW({ beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 });
   const optimizer = await best(() => {
-    sumOfSquares([grad]);
+    opt.gradSumOfSquares([grad]);
     opt.update('w', p, grad, 1e-4);
   }, 3);
   const into = new Map([['w', f32(n)]]);
