@@ -12,7 +12,7 @@
 //                     arena, the memory pattern, 'extended' optimization, against propipe's options
 //   fetches           session.run into preallocated output tensors against fresh ones (the binding's copy)
 //
-//   npx tsx bench/train-kernel-options.ts [--threads 2 --reps 8 --only session_options] [shape flags of bench/train-step.ts]
+//   npx tsx bench/train-kernel-options.ts [--threads 2 --reps 8 --only session_options|fetches] [shape flags of bench/train-step.ts]
 import ort from 'onnxruntime-node';
 import { Graph } from '../model/graph/graph.ts';
 import { serialize } from '../model/graph/serialize.ts';
@@ -198,6 +198,7 @@ async function fetches(o: TrainStepOptions, reps: number, rng: Rng): Promise<Tim
 export async function measureKernelOptions(o: TrainStepOptions, reps: number, only?: string) {
   const rng = new Rng(o.seed);
   if (only === 'session_options') return { session_options: await sessionOptions(o, reps) };
+  if (only === 'fetches') return { fetches: await fetches(o, reps, rng) };
   info('kernel options: GEMM forms');
   const gemm_forms = await gemmForms(o, reps, rng);
   info('kernel options: fused q/k/v and gate/up');
