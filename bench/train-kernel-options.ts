@@ -10,7 +10,7 @@
 //                     against a transA GEMM each
 //   session_options   the full step's backward graph with allow_spinning on, one thread, no CPU
 //                     arena, the memory pattern, 'extended' optimization, against propipe's options
-//   fetches           session.run into preallocated output tensors against fresh ones (the binding's copy)
+//   fetches           the full backward graph run into preallocated output tensors against fresh ones
 //
 //   npx tsx bench/train-kernel-options.ts [--threads 2 --reps 8 --only session_options|fetches] [shape flags of bench/train-step.ts]
 import ort from 'onnxruntime-node';
@@ -180,17 +180,23 @@ async function sessionOptions(o: TrainStepOptions, reps: number): Promise<Timed[
   return roundRobin(variants, reps);
 }
 
-/** Outputs the size of the step's gradients (7.9 M floats for the full fine-tune), fresh or preallocated. */
-async function fetches(o: TrainStepOptions, reps: number, rng: Rng): Promise<Timed[]> {
-  const n = 8 * 2 ** 20;
+/** The full fine-tune's backward graph with fresh outputs against every output preallocated (the binding's copy). */
+async function fetches(o: TrainStepOptions, reps: number): Promise<Timed[]> {
+  const model = fullModel(o);
+  const range = wholeModel(model.config);
+  const built = backwardGraph(model.config, range, model.trainable, model.load);
+  const params = new Map([...model.trainable].map((n) => [n, model.load(n)]));
+  const batch = randomBatch(model.config, o.shape, o.seed);
   const variants: Variant[] = [];
   for (const pre of [false, true]) {
-    const g = new Graph('fetches');
-    const x = g.input('x', 'float32', [n]);
-    g.output(g.rename(g.op('Neg', [x]), 'y'));
-    const session = await compile(g, ortSessionOptions({ threads: o.threads }));
-    const feeds = { x: new ort.Tensor('float32', rng.uniformArray(n, 1), [n]) };
-    variants.push({ name: pre ? 'preallocated' : 'fresh', session, feeds, fetches: pre ? { y: new ort.Tensor('float32', new Float32Array(n), [n]) } : undefined });
+    const session = await compile(built.graph, ortSessionOptions({ threads: o.threads }));
+    const feeds = backwardFeeds(session.inputNames, model.config, range, built, params, batch);
+    let outputs: Record<string, ort.Tensor> | undefined;
+    if (pre) {
+      const first = await session.run(feeds);
+      outputs = Object.fromEntries(Object.entries(first).map(([n, t]) => [n, new ort.Tensor(t.type as 'float32', (t.data as Float32Array).slice(), t.dims)]));
+    }
+    variants.push({ name: pre ? 'preallocated' : 'fresh', session, feeds, fetches: outputs });
   }
   return roundRobin(variants, reps);
 }
@@ -198,7 +204,7 @@ async function fetches(o: TrainStepOptions, reps: number, rng: Rng): Promise<Tim
 export async function measureKernelOptions(o: TrainStepOptions, reps: number, only?: string) {
   const rng = new Rng(o.seed);
   if (only === 'session_options') return { session_options: await sessionOptions(o, reps) };
-  if (only === 'fetches') return { fetches: await fetches(o, reps, rng) };
+  if (only === 'fetches') return { fetches: await fetches(o, reps) };
   info('kernel options: GEMM forms');
   const gemm_forms = await gemmForms(o, reps, rng);
   info('kernel options: fused q/k/v and gate/up');
@@ -208,7 +214,7 @@ export async function measureKernelOptions(o: TrainStepOptions, reps: number, on
   info('kernel options: session options on the full backward graph');
   const session_options = await sessionOptions(o, reps);
   info('kernel options: preallocated fetches');
-  const fetch = await fetches(o, reps, rng);
+  const fetch = await fetches(o, reps);
   return { gemm_forms, fused_projections, shared_transpose, session_options, fetches: fetch };
 }
 
