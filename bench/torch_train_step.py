@@ -209,8 +209,9 @@ def run_mode(mode, c, args, new_layers):
     loss_scale = 1.0 / targets
 
     parts = {"forward": [], "backward": [], "clip": [], "optimizer": []}
-    steps, losses = [], []
+    steps, cpu, losses = [], [], []
     for i in range(args.warmup + args.reps):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss, loss_sum = model(ids, labels, cos, sin, mask, loss_scale)
@@ -221,10 +222,12 @@ def run_mode(mode, c, args, new_layers):
         t3 = time.perf_counter()
         opt.step()
         t4 = time.perf_counter()
+        c4 = time.process_time()
         losses.append(loss_sum.item() / targets)
         if i < args.warmup:
             continue
         steps.append((t4 - t0) * 1e3)
+        cpu.append((c4 - c0) * 1e3)
         for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[k].append(v * 1e3)
     med = statistics.median(steps)
@@ -233,6 +236,8 @@ def run_mode(mode, c, args, new_layers):
         "trainable_tensors": len(params),
         "ms_per_step": {"median": round(med, 3), "min": round(min(steps), 3), "all": [round(s, 1) for s in steps]},
         "tokens_per_s": round(b * t / (med / 1e3), 1),
+        # CPU time of the process (every thread) per step: moves much less with other load than wall time.
+        "cpu_ms_per_step": round(statistics.median(cpu), 3),
         "breakdown_ms": {k: round(statistics.median(v), 3) for k, v in parts.items()},
         "loss_first_last": [round(losses[0], 5), round(losses[-1], 5)],
         "grad_norm_last": round(float(norm), 6),

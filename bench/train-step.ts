@@ -177,6 +177,8 @@ export interface TrainModeResult {
   session_create_ms: number;
   ms_per_step: { median: number; min: number; all: number[] };
   tokens_per_s: number;
+  /** CPU time of this process (every thread) per step, median: moves much less with other load than wall time. */
+  cpu_ms_per_step: number;
   /**
    * MatMul GFLOP per step counted from the graphs the step runs (the backward graph computes the
    * forward once and returns the loss, so there is no separate forward run), and that over the median
@@ -225,17 +227,21 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
 
     info(`${mode}: ${o.warmup} warm-up + ${o.reps} timed steps`);
     const steps: number[] = [];
+    const cpu: number[] = [];
     const parts = { prefix: [] as number[], backward: [] as number[], update: [] as number[] };
     const losses: number[] = [];
     let lastHidden: Float32Array | undefined;
     const spanMs = (spans: { name: string; start: number; end: number }[], prefix: string) => spans.filter((x) => x.name.startsWith(prefix)).reduce((n, x) => n + x.end - x.start, 0);
     for (let i = 0; i < o.warmup + o.reps; i++) {
+      const c0 = process.cpuUsage();
       const a = performance.now();
       const r = await real.step(i, batch);
       const f = performance.now();
+      const c = process.cpuUsage(c0);
       losses.push(r.loss);
       if (i < o.warmup) continue;
       steps.push(f - a);
+      cpu.push((c.user + c.system) / 1e3);
       parts.prefix.push(spanMs(r.spans, 'F'));
       parts.backward.push(spanMs(r.spans, 'B'));
       parts.update.push(r.updateMs);
@@ -257,6 +263,7 @@ export async function runTrainStep(o: TrainStepOptions): Promise<TrainStepResult
       session_create_ms: round(createMs, 1),
       ms_per_step: { median: round(med), min: round(Math.min(...steps)), all: steps.map((x) => round(x, 1)) },
       tokens_per_s: round((s.batch * s.seq) / (med / 1e3), 1),
+      cpu_ms_per_step: round(median(cpu)),
       matmul_gflop_per_step: round(flops / 1e9),
       effective_gflops: round(flops / 1e9 / (med / 1e3), 1),
       breakdown_ms: {

@@ -28,6 +28,7 @@ const SCRIPT = path.join(import.meta.dirname, 'torch_train_step.py');
 interface TorchMode {
   trainable_params: number;
   ms_per_step: { median: number; min: number; all: number[] };
+  cpu_ms_per_step: number;
   tokens_per_s: number;
   breakdown_ms: Record<string, number>;
 }
@@ -200,6 +201,14 @@ async function main(): Promise<void> {
       ceiling_at_matmul_peak: {
         full: byMode.get('full') ? ratio(doc.modes.full.ms_per_step.median / 1e3, byMode.get('full')!.matmul_gflop_per_step / peak.value.gflops) : null,
         llamapro: byMode.get('llamapro_whole') ? ratio(doc.modes.llamapro.ms_per_step.median / 1e3, byMode.get('llamapro_whole')!.matmul_gflop_per_step / peak.value.gflops) : null,
+      },
+      // CPU time per step (every thread of each process), torch's over propipe's: the same work's cost
+      // with other load mostly taken out. It equals the throughput ratio only when both sides keep their
+      // two threads equally busy.
+      cpu_time: {
+        full: byMode.get('full') ? ratio(doc.modes.full.cpu_ms_per_step, byMode.get('full')!.cpu_ms_per_step) : null,
+        llamapro_whole: byMode.get('llamapro_whole') ? ratio(doc.modes.llamapro.cpu_ms_per_step, byMode.get('llamapro_whole')!.cpu_ms_per_step) : null,
+        llamapro_split: byMode.get('llamapro_split') ? ratio(doc.modes.llamapro.cpu_ms_per_step, byMode.get('llamapro_split')!.cpu_ms_per_step) : null,
       },
       // From each side's fastest step instead of the median: less sensitive to other load on the machine.
       best_step: {
