@@ -33,6 +33,8 @@ const CHUNK = 32768;
 
 export class AdamWKernel {
   private top = RESERVED;
+  /** Set when moments did not fit once: later tensors are not tried again on every update. */
+  private full = false;
 
   private constructor(
     private readonly memory: WebAssembly.Memory,
@@ -65,10 +67,14 @@ export class AdamWKernel {
 
   /** Zeroed moments for `length` floats, or null when the memory is full (the caller keeps them in JS). */
   allocMoments(length: number, t: number): KernelMoments | null {
+    if (this.full) return null;
     const m = align16(this.top);
     const v = align16(m + length * 4);
     const end = v + length * 4;
-    if (!this.reserve(end)) return null;
+    if (!this.reserve(end)) {
+      this.full = true;
+      return null;
+    }
     this.top = end;
     // The space may have been an earlier update's scratch.
     new Uint8Array(this.memory.buffer, m, end - m).fill(0);

@@ -83,12 +83,7 @@ export class AdamW {
   /** A tensor's moments: new ones in the kernel's memory when they fit, restored ones moved there. */
   private moments(name: string, length: number): MomentState {
     const s = this.state.get(name);
-    if (s instanceof KernelMoments || !this.kernel || length < KERNEL_MIN_LENGTH) {
-      if (s) return s;
-      const fresh = { m: new Float32Array(length), v: new Float32Array(length), t: 0 };
-      this.state.set(name, fresh);
-      return fresh;
-    }
+    if (s instanceof KernelMoments || !this.kernel || length < KERNEL_MIN_LENGTH) return s ?? this.jsMoments(name, length);
     const k = this.kernel.allocMoments(length, s?.t ?? 0);
     if (!k) return s ?? this.jsMoments(name, length);
     if (s) {
