@@ -155,13 +155,22 @@ async function sharedTranspose(o: TrainStepOptions, reps: number, rng: Rng): Pro
   return roundRobin(variants, reps);
 }
 
-/** The full fine-tune's backward graph under each session option against propipe's own. */
-async function sessionOptions(o: TrainStepOptions, reps: number): Promise<Timed[]> {
+/** The full fine-tune's backward graph and a session of it with its feeds. */
+function fullBackward(o: TrainStepOptions) {
   const model = fullModel(o);
   const range = wholeModel(model.config);
   const built = backwardGraph(model.config, range, model.trainable, model.load);
   const params = new Map([...model.trainable].map((n) => [n, model.load(n)]));
   const batch = randomBatch(model.config, o.shape, o.seed);
+  return async (options: ort.InferenceSession.SessionOptions) => {
+    const session = await compile(built.graph, options);
+    return { session, feeds: backwardFeeds(session.inputNames, model.config, range, built, params, batch) };
+  };
+}
+
+/** The full fine-tune's backward graph under each session option against propipe's own. */
+async function sessionOptions(o: TrainStepOptions, reps: number): Promise<Timed[]> {
+  const open = fullBackward(o);
   const base = ortSessionOptions({ threads: o.threads });
   const options: Record<string, ort.InferenceSession.SessionOptions> = {
     propipe: base,
@@ -173,24 +182,16 @@ async function sessionOptions(o: TrainStepOptions, reps: number): Promise<Timed[
     denormals_as_zero: { ...base, extra: { session: { intra_op: { allow_spinning: '0' }, set_denormal_as_zero: '1' } } },
   };
   const variants: Variant[] = [];
-  for (const [name, opts] of Object.entries(options)) {
-    const session = await compile(built.graph, opts);
-    variants.push({ name, session, feeds: backwardFeeds(session.inputNames, model.config, range, built, params, batch) });
-  }
+  for (const [name, opts] of Object.entries(options)) variants.push({ name, ...(await open(opts)) });
   return roundRobin(variants, reps);
 }
 
 /** The full fine-tune's backward graph with fresh outputs against every output preallocated (the binding's copy). */
 async function fetches(o: TrainStepOptions, reps: number): Promise<Timed[]> {
-  const model = fullModel(o);
-  const range = wholeModel(model.config);
-  const built = backwardGraph(model.config, range, model.trainable, model.load);
-  const params = new Map([...model.trainable].map((n) => [n, model.load(n)]));
-  const batch = randomBatch(model.config, o.shape, o.seed);
+  const open = fullBackward(o);
   const variants: Variant[] = [];
   for (const pre of [false, true]) {
-    const session = await compile(built.graph, ortSessionOptions({ threads: o.threads }));
-    const feeds = backwardFeeds(session.inputNames, model.config, range, built, params, batch);
+    const { session, feeds } = await open(ortSessionOptions({ threads: o.threads }));
     let outputs: Record<string, ort.Tensor> | undefined;
     if (pre) {
       const first = await session.run(feeds);
