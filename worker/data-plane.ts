@@ -174,7 +174,7 @@ export class DataPlaneLink {
   constructor(private readonly address: string, private readonly mailbox: Mailbox, expect: FrameRule, sec: Security = {}, from = '', limits: DataPlaneLimits = dataPlaneLimits()) {
     const { host, port } = hostPort(address);
     this.sock = sec.tls
-      ? tls.connect({ host, port, ca: sec.tls.ca, ...(sec.tls.mutual ? { key: sec.tls.key, cert: sec.tls.cert } : {}), ...(net.isIP(host) ? {} : { servername: host }) })
+      ? tls.connect({ host, port, ca: sec.tls.ca, ...(sec.tls.mutual ? { key: sec.tls.key, cert: sec.tls.cert } : {}), ...(net.isIP(host) ? { servername: '' } : { servername: host }) })
       : net.connect({ host, port });
     this.sock.setNoDelay(true);
     this.sock.setKeepAlive(true, KEEPALIVE_MS);
