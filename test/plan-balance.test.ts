@@ -1,5 +1,5 @@
 // What the partition balances is each rank's whole F + B per micro-batch: the head and its loss on the
-// last rank, the forward that rank 0 runs twice (its forward run, then the recompute inside its backward)
+// last rank, the forward that rank 0 runs twice when it trains from its first block (its forward run, then the recompute inside its backward; a frozen prefix is stashed instead)
 // while the last rank folds its forward into the backward graph. And the pieces of the model that the
 // S-full-p1 miss of bench:plan came down to: forward-only kernels, host work per step, uncollected outputs.
 import assert from 'node:assert/strict';
