@@ -33,7 +33,8 @@ async function measure(model: string, data: string, role: Role, distill: boolean
   for (let i = 0; i < 3; i++) {
     if (!rank.range.head) await rank.program!.forward(b, rank.values);
     const teacherHidden = rank.teacher ? await rank.teacher.forward(b, rank.range.embed ? undefined : hidden) : undefined;
-    await rank.program!.backward({ ...b, teacherHidden: rank.range.head ? teacherHidden : undefined }, rank.values, rank.range.head ? { lossScale: 1 / seq } : { outGrad: hidden });
+    // The same Batch object as the forward: a rank with a frozen prefix backs up from what its forward kept.
+    await rank.program!.backward(rank.range.head ? { ...b, teacherHidden } : b, rank.values, rank.range.head ? { lossScale: 1 / seq } : { outGrad: hidden });
   }
   await rank.release();
   console.log(JSON.stringify({ peakMb: vmHwmMb() }));

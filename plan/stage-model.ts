@@ -7,6 +7,7 @@
 //   forward   Σ_units T(forward)                              (not on the last rank when it runs backward:
 //                                                              its backward graph also yields the loss)
 //   backward  Σ_units T(recompute) + T(inputGrad) + T(weightGrad) + the head's teacher forward (distillation)
+//             (stashPrefix below the head: none for the frozen prefix [start, lowest trainable) or embedding)
 //   teacher   every rank runs the teacher over its range's original blocks (≈ range · base layers / layers),
 //             at forward time below the head, at backward time on the head (whose backward graph holds the
 //             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
@@ -27,6 +28,7 @@
 //   activations      in-flight inputs · batch·seq·hidden·4 + backwardArenaFactor·(saved + gradient transients)
 //                    + forwardWorkingValues · largest forward value
 //                    + ZB-H1: the stash of each micro-batch whose W is deferred (rank r defers r)
+//                    + stashPrefix: a frame per in-flight micro-batch; no prefix weights in the backward session
 //   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
 //                    value, and on the head the in-flight teacher hidden states (its logits: headCosts)
 //   runtime          processBytes + uncollected outputs, min(collectorSlackBytes, M · (4 · P_stage + 2 · frame))
@@ -56,6 +58,8 @@ export interface RunBasics {
   schedule: ScheduleKind;
   distill: boolean;
   runtime?: RuntimeFactors;
+  /** Ranks below the head back up from their first trainable block (ProgramOptions.stashPrefix, as workers run). Default true. */
+  stashPrefix?: boolean;
 }
 
 /** One stage of a run: the basics and which tensors train. */
@@ -305,6 +309,10 @@ export class StageModel {
     let wgt = t.wgt[end] - t.wgt[start];
     let stash = t.stash[end] - t.stash[start];
     let savedSum = t.saved[end] - t.saved[start];
+    // A rank whose lowest blocks only run forward backs up from the hidden state its forward kept at the
+    // first trainable block: the prefix's recompute (its only backward cost) drops out.
+    const prefixStash = this.s.stashPrefix !== false && !head && this.lowest > start && this.lowest < end;
+    if (prefixStash) bwd -= t.bwd[this.lowest] - t.bwd[start];
     let gradPeak = 0;
     let peakValue = 0;
     for (let i = start; i < end; i++) {
@@ -321,7 +329,7 @@ export class StageModel {
       frozenBytes += part.frozenBytes;
       const sec = this.unitSeconds(device, u);
       fwd += sec.forward;
-      bwd += sec.backward;
+      if (!(k === 0 && prefixStash)) bwd += sec.backward;
       wgt += sec.weight;
       stash += u.stashBytes;
       savedSum += u.savedBytes;
@@ -360,14 +368,15 @@ export class StageModel {
     // The embedding table is held once per session; the other frozen weights per the copy factors.
     const table = embed ? this.embed.frozenBytes : 0;
     const frozenAll = frozenBytes + quantBytes - table;
-    const sessions = 1 + (backward ? 1 : 0);
-    const frozenSessions = rt.sharedWeightCopies > 0 ? (frozenAll + table) * rt.sharedWeightCopies : table * rt.embeddingCopies * sessions + frozenAll * rt.forwardSessionCopies + (backward ? (recomputeOnly - table) * rt.backwardRecomputeCopies + (frozenAll - recomputeOnly + table) * rt.backwardCrossCopies : 0);
+    const sessions = 1 + (backward && !prefixStash ? 1 : 0);
+    const recomputed = prefixStash ? 0 : (recomputeOnly - table) * rt.backwardRecomputeCopies;
+    const frozenSessions = rt.sharedWeightCopies > 0 ? (frozenAll + table) * rt.sharedWeightCopies : table * rt.embeddingCopies * sessions + frozenAll * rt.forwardSessionCopies + (backward ? recomputed + (frozenAll - recomputeOnly + table) * rt.backwardCrossCopies : 0);
     // 4-bit codes: one host buffer that every session is fed from (model/quant/quant4-store.ts). On a CPU that
     // is the copy counted above; on a GPU it stays in host memory beside the device's (as before, when
     // sessions copied them, the JS copy was kept for later graphs).
     const loaderCopies = frozenBytes * rt.loaderCopies + (device.kind === 'gpu' || rt.sharedWeightCopies === 0 ? quantBytes : 0);
     const gradients = 4 * stageParams * (this.s.microBatches > 1 ? 2 : 1);
-    const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq);
+    const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq) + (prefixStash ? inFlight * frame : 0);
     const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);
     // JS holds the stashes (the Node API keeps no device tensors): host memory on a GPU.
     const stashes = backward && wgt > 0 ? deferred * stash : 0;

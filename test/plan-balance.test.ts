@@ -1,5 +1,5 @@
 // What the partition balances is each rank's whole F + B per micro-batch: the head and its loss on the
-// last rank, the forward that rank 0 runs twice (its forward run, then the recompute inside its backward)
+// last rank, the forward that rank 0 runs twice when it trains from its first block (its forward run, then the recompute inside its backward; a frozen prefix is stashed instead)
 // while the last rank folds its forward into the backward graph. And the pieces of the model that the
 // S-full-p1 miss of bench:plan came down to: forward-only kernels, host work per step, uncollected outputs.
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { layerParamSpecs, paramSpecs } from '../model/llama/param-specs.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
 import { CPU_DEFAULT, type DeviceProfile } from '../plan/devices.ts';
 import { estimateRank, planPartition } from '../plan/partition.ts';
-import { RUNTIME } from '../plan/runtime.ts';
+import { RUNTIME, type RuntimeFactors } from '../plan/runtime.ts';
 import { phaseSeconds, StageModel, type RunShape } from '../plan/stage-model.ts';
 import { blockCosts } from '../plan/unit-costs.ts';
 
@@ -21,7 +21,7 @@ const full = (config: ModelConfig, microBatches = 4): RunShape => {
 const shape = { layers: 12, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688 };
 const blocks = (p: { start: number; end: number }) => p.end - p.start;
 
-test('rank 0 runs each block forward twice (forward run, then the recompute in its backward): with a light head it gets fewer blocks', () => {
+test('rank 0 training from block 0 runs each block forward twice (forward run, then the recompute in its backward): with a light head it gets fewer blocks', () => {
   const { config } = randomModelConfig({ ...shape, vocab: 64 });
   const model = new StageModel(full(config));
   const [r0, r1] = planPartition({ model, workers: [cpu, cpu] });
@@ -36,6 +36,32 @@ test('rank 0 runs each block forward twice (forward run, then the recompute in i
   // The chosen cut is the best one: moving it either way makes the slower rank slower.
   const worst = (cut: number) => Math.max(...[estimateRank(model, 0, cut, 0, 2, cpu), estimateRank(model, cut, 12, 1, 2, cpu)].map((e) => e.forwardSeconds + e.backwardSeconds));
   assert.ok(worst(r0.end) <= worst(r0.end - 1) && worst(r0.end) <= worst(r0.end + 1));
+});
+
+test('a rank whose lowest blocks only run forward (LLaMA Pro, one new block trains) does not recompute them: its backward starts from the stashed hidden state', () => {
+  const { config } = randomModelConfig({ ...shape, vocab: 64 });
+  const trainable = layerParamSpecs(config, 5).map((p) => p.name);
+  const stage = (stashPrefix: boolean, runtime: RuntimeFactors = RUNTIME) => new StageModel({ ...full(config), trainable, everTrainable: trainable, trainedSoFar: trainable, stashPrefix, runtime });
+  const [stashing, recomputing] = [stage(true), stage(false)];
+  const recompute = (i: number) => phaseSeconds(cpu, 'recompute', stashing.block(i, true, true).recompute);
+  const prefix = Array.from({ length: 5 }, (_, i) => recompute(i)).reduce((a, b) => a + b, 0) + phaseSeconds(cpu, 'recompute', stashing.embedCosts().recompute);
+  for (const cut of [6, 8, 10]) {
+    const [a, b] = [estimateRank(stashing, 0, cut, 0, 2, cpu), estimateRank(recomputing, 0, cut, 0, 2, cpu)];
+    assert.ok(prefix > 0 && Math.abs(b.backwardSeconds - a.backwardSeconds - prefix) <= 1e-9 * b.backwardSeconds, `cut ${cut}: ${b.backwardSeconds} - ${a.backwardSeconds} vs the prefix's recompute ${prefix}`);
+    assert.equal(a.forwardSeconds, b.forwardSeconds, 'the forward runs the prefix either way');
+    // The stash: one [batch, seq, hidden] float32 frame per micro-batch in flight (1F1B rank 0 of 2: 2).
+    assert.equal(a.memory.activations - b.memory.activations, 2 * 4 * 128 * 4 * config.hiddenSize);
+    assert.equal(a.memory.frozenWeights, b.memory.frozenWeights, 'frozen tensors are fed from one shared copy');
+    // The last rank folds its forward into its backward: nothing to stash.
+    assert.equal(estimateRank(stashing, cut - 2, 12, 1, 2, cpu).backwardSeconds, estimateRank(recomputing, cut - 2, 12, 1, 2, cpu).backwardSeconds);
+  }
+  // Sessions holding their own weights: the stashing backward session holds no prefix weights.
+  const own = { ...RUNTIME, sharedWeightCopies: 0 };
+  assert.ok(estimateRank(stage(true, own), 0, 8, 0, 2, cpu).memory.frozenWeights < estimateRank(stage(false, own), 0, 8, 0, 2, cpu).memory.frozenWeights);
+  // Without the prefix's second forward, rank 0 takes more blocks.
+  const [s0] = planPartition({ model: stashing, workers: [cpu, cpu] });
+  const [r0] = planPartition({ model: recomputing, workers: [cpu, cpu] });
+  assert.ok(blocks(s0) > blocks(r0), `stashing rank 0 ${s0.start}..${s0.end - 1}, recomputing ${r0.start}..${r0.end - 1}`);
 });
 
 test('a heavy head and loss (vocab 32000 over hidden 256) move blocks off the last rank', () => {

@@ -93,6 +93,9 @@ export class Rank {
       device: this.run.device,
       threads: this.run.threads,
       splitBackward: this.splitBackward,
+      // The executor runs each micro-batch forward, then backward on the same Batch: the backward starts
+      // at the first trainable block from the hidden state the forward kept there.
+      stashPrefix: true,
       packed: this.run.packing,
     });
     // The teacher does not depend on the mask: one per range, kept across stages.

@@ -1,16 +1,13 @@
-// A block range compiled into ONNX Runtime sessions: a forward graph, and a backward graph that
-// recomputes the forward from the range input and yields only the gradients that are needed.
-import { backward } from '../autodiff/backward.ts';
+// A block range compiled into ONNX Runtime sessions: a forward graph, and a backward graph (or, for
+// zero-bubble schedules, two) built by program-graphs.ts.
 import { splitBackward } from '../autodiff/split.ts';
 import type { ModelConfig } from '../hf/config.ts';
 import { CompiledGraph, type Device } from '../graph/session.ts';
 import { type HostTensor } from '../graph/dtype.ts';
-import { hoistWeightChains, recomputeWeightChains } from '../autodiff/recompute.ts';
-import type { Graph } from '../graph/graph.ts';
-import { layerOf, paramSpecs } from './param-specs.ts';
-import { loaderSource, type FrozenSource } from './frozen.ts';
-import { ParamBinder, type LoraSpec, type QuantizedMatMul, type WeightLoader } from './params.ts';
-import { buildRangeGraph, IO, teacherWeightOf, wholeModel, type BlockRange } from './range-graph.ts';
+import type { FrozenSource } from './frozen.ts';
+import type { LoraSpec, QuantizedMatMul, WeightLoader } from './params.ts';
+import { IO, wholeModel, type BlockRange } from './range-graph.ts';
+import { GRAD_PREFIX, HIDDEN_GRAD, LOSS_SCALE, OUT_GRAD, programGraphs } from './program-graphs.ts';
 import { ropeTables } from './rope.ts';
 import { packedTables } from './packed-tables.ts';
 
@@ -47,6 +44,13 @@ export interface ProgramOptions {
   packed?: boolean;
   /** Layers of the range left out of the graphs (see RangeGraphOptions.skipLayers). */
   skipLayers?: ReadonlySet<number>;
+  /**
+   * A range below the head whose lowest blocks only run forward (the rank below needs no input
+   * gradient): its forward keeps the hidden state entering the first trainable block, per Batch,
+   * and the backward starts there instead of recomputing the frozen prefix. Backward then needs a
+   * forward on the same Batch object first (pipeline ranks do that).
+   */
+  stashPrefix?: boolean;
 }
 
 export interface Batch {
@@ -126,10 +130,7 @@ export class ForwardResult {
   }
 }
 
-export const GRAD_PREFIX = 'grad.';
-const HIDDEN_GRAD = 'grad.hidden_in';
-const OUT_GRAD = 'grad.hidden_out';
-const LOSS_SCALE = 'loss_scale';
+export { GRAD_PREFIX, programGraphs, type ProgramGraphs } from './program-graphs.ts';
 
 /** A frozen whole model, forward only: evaluation, scoring and distillation teachers. */
 export function frozenWholeModel(
@@ -156,7 +157,12 @@ export class RangeProgram {
     private readonly frozenNames: readonly string[],
     private readonly split: SplitGraphs | null = null,
     readonly packed = false,
+    /** stashPrefix: the block the backward graphs start at (see ProgramGraphs.stashFrom). */
+    readonly stashFrom: number | null = null,
   ) {}
+
+  /** stashPrefix: the hidden state at `stashFrom` of each batch run forward and not yet backward. */
+  private readonly stashes = new WeakMap<Batch, Float32Array>();
 
   static async create(o: ProgramOptions): Promise<RangeProgram> {
     const p = programGraphs(o);
@@ -170,7 +176,7 @@ export class RangeProgram {
       split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
     } else if (p.backward) bwd = await CompiledGraph.create(p.backward, session);
     const fwd = await CompiledGraph.create(p.forward, session);
-    return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames, split, !!o.packed);
+    return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames, split, !!o.packed, p.stashFrom);
   }
 
   get hasBackward(): boolean {
@@ -183,7 +189,9 @@ export class RangeProgram {
   }
 
   async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<ForwardResult> {
-    return new ForwardResult(await this.fwd.run(this.feeds(b, params)), this.range);
+    const out = await this.fwd.run(this.feeds(b, params));
+    if (this.stashFrom !== null) this.stashes.set(b, out[IO.prefixHidden].data as Float32Array);
+    return new ForwardResult(out, this.range);
   }
 
   /**
@@ -192,6 +200,7 @@ export class RangeProgram {
   async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
     if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate${this.split ? ' in one graph (the program was built with splitBackward: use backwardInput and backwardWeight)' : ''}`);
     const out = await this.bwd.run(this.seededFeeds(b, params, seed));
+    this.stashes.delete(b);
     return { grads: this.gradsOf(out), ...this.inputSide(out) };
   }
 
@@ -209,17 +218,26 @@ export class RangeProgram {
   async backwardWeight(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }, stash: Readonly<Record<string, HostTensor>>): Promise<Map<string, Float32Array>> {
     if (!this.split) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: backwardWeight needs a program built with splitBackward`);
     if (!this.split.w) return new Map();
-    return this.gradsOf(await this.split.w.run({ ...this.seededFeeds(b, params, seed), ...stash }));
+    const out = await this.split.w.run({ ...this.seededFeeds(b, params, seed), ...stash });
+    this.stashes.delete(b);
+    return this.gradsOf(out);
   }
 
   private seededFeeds(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Record<string, HostTensor> {
-    const feeds = this.feeds(b, params);
+    const feeds = this.stashFrom === null ? this.feeds(b, params) : this.feeds(this.stashedBatch(b), params, true);
     if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(seed.lossScale ?? 1) };
     else {
       if (!seed.outGrad) throw new Error('backward of a middle range needs the gradient of its output');
       feeds[OUT_GRAD] = { dtype: 'float32', shape: [b.batch, b.seq, this.config.hiddenSize], data: seed.outGrad };
     }
     return feeds;
+  }
+
+  /** The batch a stashing program's backward graphs take: the hidden state its forward kept. */
+  private stashedBatch(b: Batch): Batch {
+    const hidden = this.stashes.get(b);
+    if (!hidden) throw new Error(`blocks ${this.range.start}..${this.range.end - 1} (stashPrefix) run backward from the hidden state their forward kept at block ${this.stashFrom}: run forward on the same Batch object first, or build the program without stashPrefix`);
+    return { ...b, inputIds: undefined, hidden };
   }
 
   private gradsOf(out: Record<string, HostTensor>): Map<string, Float32Array> {
@@ -244,7 +262,8 @@ export class RangeProgram {
     await this.split?.w?.release();
   }
 
-  private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>): Record<string, HostTensor> {
+  /** `fromHidden`: the graph takes hidden_in even on the embedding's range (a stashing backward). */
+  private feeds(b: Batch, params: ReadonlyMap<string, Float32Array>, fromHidden = false): Record<string, HostTensor> {
     if (b.positionIds && !this.packed) throw new Error('this batch has packed rows (position ids) but the program was built without packed: true');
     const t = this.packed ? packedTables(this.config, b.batch, b.seq, b.positionIds) : this.tablesFor(b.seq);
     const table = this.packed ? [b.batch, 1, b.seq, this.config.headDim] : [b.seq, this.config.headDim];
@@ -253,7 +272,7 @@ export class RangeProgram {
       [IO.sin]: { dtype: 'float32', shape: table, data: t.sin },
       [IO.mask]: { dtype: 'float32', shape: this.packed ? [b.batch, 1, 1, b.seq, b.seq] : [b.seq, b.seq], data: t.mask },
     };
-    if (this.range.embed) {
+    if (this.range.embed && !fromHidden) {
       if (!b.inputIds) throw new Error('the first range needs input_ids');
       feeds[IO.inputIds] = { dtype: 'int64', shape: [b.batch, b.seq], data: b.inputIds };
     } else {
@@ -289,87 +308,6 @@ export class RangeProgram {
   }
 }
 
-
-export interface ProgramGraphs {
-  forward: Graph;
-  backward: Graph | null;
-  trainable: string[];
-  shapes: ReadonlyMap<string, number[]>;
-  frozen: FrozenSource;
-  frozenNames: string[];
-}
-
-/** The forward and backward graphs of a range, as RangeProgram compiles them (also listed by the op-coverage test). */
-export function programGraphs(o: ProgramOptions): ProgramGraphs {
-  const specs = new Map(paramSpecs(o.config).map((p) => [p.name, p.shape]));
-  const source = o.frozen ?? loaderSource(o.load, (n) => specs.get(n) ?? []);
-  const original = o.teacherFrozen ?? source;
-  // Recomputed upcasts read the same buffer under a second input name.
-  const aliasOf = new Map<string, string>();
-  const read = (n: string) => {
-    const t = teacherWeightOf(n);
-    return t ? original.tensor(t) : source.tensor(n);
-  };
-  const frozen: FrozenSource = { tensor: (n) => read(aliasOf.get(n) ?? n) };
-  const binder = new ParamBinder({ trainable: o.trainable, load: o.load, frozen, lora: o.lora, quantized: o.quantized });
-  // ONNX Runtime's CUDA GroupQueryAttention takes half precision only: float32 graphs on CUDA keep
-  // the standard ops in every block.
-  const forwardOnlyBelow = o.device === 'cuda' ? o.range.start : noGradBelow(o);
-  const { graph, seed, hiddenIn } = buildRangeGraph(o.config, o.range, binder, { logits: o.logits, rowLoss: o.rowLoss, distill: o.distill, packed: o.packed, skipLayers: o.skipLayers, noGradBelow: forwardOnlyBelow });
-  const trainable = binder.used.filter((n) => o.trainable.has(n));
-  const wrt = [...trainable, ...(o.inputGrad && hiddenIn ? [hiddenIn] : [])];
-
-  let gb: Graph | null = null;
-  const frozenNames = [...binder.frozenInputs];
-  if (wrt.length > 0) {
-    gb = graph.clone(`${graph.name}_backward`);
-    const gradStart = gb.nodes.length;
-    gb.outputs.splice(0, gb.outputs.length);
-    const seedGrad = o.range.head ? gb.input(LOSS_SCALE, 'float32', []) : gb.input(OUT_GRAD, 'float32', ['batch', 'seq', o.config.hiddenSize]);
-    const grads = backward(gb, [{ value: seed, grad: seedGrad }], wrt);
-    for (const [alias, root] of recomputeWeightChains(gb, gradStart, binder.halfInputs)) {
-      frozenNames.push(alias);
-      aliasOf.set(alias, root);
-    }
-    hoistWeightChains(gb, new Set([...binder.halfInputs, ...aliasOf.keys()]));
-    for (const w of wrt) {
-      const d = grads.get(w);
-      if (!d) throw new Error(`parameter ${w} does not influence the output of blocks ${o.range.start}..${o.range.end}`);
-      gb.output(gb.rename(d, w === hiddenIn ? HIDDEN_GRAD : GRAD_PREFIX + w));
-    }
-    // The last rank gets its loss from the same run, so forward and backward are not run twice.
-    if (o.range.head) {
-      gb.output(IO.lossSum);
-      gb.output(IO.tokenCount);
-      if (o.distill) gb.output(IO.klSum);
-    }
-  }
-  // Forward runs serve evaluation and pipeline activations: they never need the teacher.
-  const forwardOutputs = graph.outputs.filter((n) => n !== IO.klSum && n !== IO.objective);
-  graph.outputs.splice(0, graph.outputs.length, ...forwardOutputs);
-  hoistWeightChains(graph, binder.halfInputs);
-  // 4-bit codes, scales and zero points are fed like frozen tensors, from the process's one copy.
-  const quantized = binder.quantizedInputs;
-  const feeds: FrozenSource = { tensor: (n) => (quantized.has(n) ? o.quantized!.tensor(n) : frozen.tensor(n)) };
-  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen: feeds, frozenNames: [...frozenNames, ...quantized] };
-}
-
-/**
- * The first block a gradient passes through: the range start when the rank below needs an input
- * gradient, else the lowest block with a trainable tensor (the range end when none has one). The
- * forward and backward graphs agree on it, so a rank's activations are those its backward recomputes.
- */
-function noGradBelow(o: ProgramOptions): number {
-  const { range } = o;
-  if (o.inputGrad && !range.embed) return range.start;
-  let lowest = range.end;
-  for (const n of o.trainable) {
-    const l = layerOf(n);
-    if (l === 'embed' && range.embed) lowest = range.start;
-    else if (typeof l === 'number' && l >= range.start && l < range.end) lowest = Math.min(lowest, l);
-  }
-  return lowest;
-}
 
 /**
  * Additive attention mask [seq, seq]: 0 where query i may attend key j (j ≤ i, and with a sliding

@@ -34,6 +34,8 @@ export const IO = {
   teacherHidden: 'teacher_hidden',
   klSum: 'kl_sum',
   objective: 'objective',
+  /** The hidden state entering the first trainable block, kept for the backward (stashPrefix). */
+  prefixHidden: 'prefix_hidden',
 } as const;
 
 /**
@@ -82,6 +84,8 @@ export interface RangeGraphOptions {
    * lowest trainable block) and may run forward-only kernels. Default: none.
    */
   noGradBelow?: number;
+  /** Also output the hidden state entering this block (IO.prefixHidden). */
+  outputAt?: number;
 }
 
 export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: ParamBinder, opts: RangeGraphOptions = {}): RangeGraph {
@@ -102,7 +106,10 @@ export function buildRangeGraph(config: ModelConfig, range: BlockRange, p: Param
     mask: g.input(IO.mask, 'float32', opts.packed ? ['batch', 1, 1, 'seq', 'seq'] : ['seq', 'seq']),
   };
   const noGradBelow = opts.noGradBelow ?? range.start;
-  for (let layer = range.start; layer < range.end; layer++) if (!opts.skipLayers?.has(layer)) x = decoderBlock(g, p, x, layer, config, io, layer < noGradBelow);
+  for (let layer = range.start; layer < range.end; layer++) {
+    if (layer === opts.outputAt) g.output(g.rename(x, IO.prefixHidden));
+    if (!opts.skipLayers?.has(layer)) x = decoderBlock(g, p, x, layer, config, io, layer < noGradBelow);
+  }
 
   if (!range.head) {
     g.output(g.rename(x, IO.hiddenOut));
