@@ -22,26 +22,10 @@ import { roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule
 import { compareZeroBubble } from './pipeline-zb.ts';
 import { overlapOnLargeModel } from './pipeline-overlap.ts';
 import { freezeAwareByStage } from './pipeline-stages.ts';
+import { isCompute, readMetrics, readTrace, type TraceEvent } from './pipeline-records.ts';
 
 const MODEL = { layers: 8, hidden: 256, heads: 8, kvHeads: 4, intermediate: 688, vocab: 1024 };
 const SEQ = 128;
-
-interface TraceEvent {
-  name: string;
-  ph: string;
-  ts: number;
-  dur: number;
-  tid: number;
-  args?: { step?: number };
-}
-
-interface StepRecord {
-  time: number;
-  step: number;
-  tokens: number;
-  seconds: number;
-  busy: number[];
-}
 
 interface RankTime {
   rank: number;
@@ -102,29 +86,6 @@ export interface JobResult {
 
 const median = (xs: number[], s = [...xs].sort((a, b) => a - b)) => (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2);
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0), round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
-
-function readMetrics(dir: string): StepRecord[] {
-  return fs
-    .readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l))
-    .filter((r) => typeof r.loss === 'number' && Array.isArray(r.busy))
-    .map((r) => ({ time: Date.parse(r.time), step: r.step, tokens: r.tokens, seconds: r.seconds, busy: r.busy }));
-}
-
-/** trace.json is a JSON array whose last lines may be missing (a crashed run): read it line by line. */
-function readTrace(dir: string): TraceEvent[] {
-  return fs
-    .readFileSync(path.join(dir, 'trace.json'), 'utf8')
-    .split('\n')
-    .map((l) => l.trim().replace(/,$/, ''))
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as TraceEvent)
-    .filter((e) => e.ph === 'X');
-}
-
-const isCompute = (name: string) => /^(F|B|W|teacher F)\d+$/.test(name);
 
 export interface JobOptions { root: string; model: string; dataset: string; name: string; workers: number; microBatches: number; steps: number; skip: number; batch: number; threads: number; newBlocks: number; groups: number; ignoreMask: boolean; schedule?: ScheduleKind; run?: Record<string, unknown>; env?: Record<string, string> }
 
