@@ -13,11 +13,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRandomModel } from '../model/hf/init.ts';
-import { Rng } from '../common/rng.ts';
-import { isMain } from './common.ts';
+import { Flags, isMain } from './common.ts';
 import { runJob, type JobResult } from './pipeline.ts';
-import { LARGE_MODEL } from './pipeline-overlap.ts';
+import { LARGE_MODEL, largeJob } from './pipeline-overlap.ts';
 
 const SEQ = 128;
 const NEW_BLOCKS = 4;
@@ -27,12 +25,8 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const brief = (r: JobResult) => ({ tokensPerSec: r.tokensPerSec, stepSeconds: r.stepSeconds, partition: r.partition, bubbleSchedule: r.bubbleSchedule, computePerRank: r.ranks.map((k) => k.compute), plannedCostShare: r.ranks.map((k) => k.plannedCostShare) });
 
 export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void }) {
-  const model = path.join(o.root, 'base-stages');
-  await createRandomModel(model, { ...LARGE_MODEL, seed: 1 });
   const M = 8;
-  const rng = new Rng(13);
-  const dataset = path.join(o.root, 'train-stages.jsonl');
-  fs.writeFileSync(dataset, Array.from({ length: M * o.steps }, () => JSON.stringify({ input_ids: Array.from({ length: SEQ }, () => 3 + rng.nextInt(LARGE_MODEL.vocab - 3)) })).join('\n') + '\n');
+  const { model, dataset } = await largeJob(o.root, M, o.steps, 1);
   const layers = LARGE_MODEL.layers + NEW_BLOCKS;
   const per = LARGE_MODEL.layers / NEW_BLOCKS;
   const rows = [];
@@ -55,15 +49,12 @@ export async function freezeAwareByStage(o: { root: string; steps: number; skip:
 }
 
 if (isMain(import.meta.url)) {
-  const argv = process.argv.slice(2);
-  const flag = (name: string, def: string) => {
-    const i = argv.indexOf(`--${name}`);
-    return i >= 0 && i + 1 < argv.length ? argv[i + 1] : def;
-  };
+  const f = new Flags(process.argv.slice(2));
+  f.check(['steps', 'repeats', 'stages']);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-stages-'));
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  const stages = flag('stages', '0,1,2,3').split(',').map(Number);
-  freezeAwareByStage({ root, steps: Number(flag('steps', '5')), skip: 2, repeats: Number(flag('repeats', '1')), stages, log })
+  const stages = (f.str('stages') ?? '0,1,2,3').split(',').map(Number);
+  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-stages', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
     .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {
