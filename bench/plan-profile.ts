@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   const M = f.int('micro', 2);
   const shape = SHAPES[shapeName];
   if (!shape) throw new Error(`--shape: '${shapeName}' is not one of ${Object.keys(SHAPES).join(', ')}`);
-  if (type !== 'full' && type !== 'llamapro') throw new Error(`--type: '${type}' is not full or llamapro`);
+  if (type !== 'full' && type !== 'llamapro' && type !== 'lora') throw new Error(`--type: '${type}' is not full, llamapro or lora`);
   const load0 = os.loadavg();
   info(`calibrating with ${threads} thread(s)`);
   const calibration = await calibrate({ threads });
@@ -92,10 +92,10 @@ async function main(): Promise<void> {
   const params = [...rank.values.values()].reduce((a, v) => a + v.length, 0);
   const load = (n: string) => rank.values.get(n) ?? rank.model.load(n);
   info('profiling the backward graph (ORT profiler)');
-  const profile = await profileBackward(config, rank.range, trainable, load, rank.values, micro[0], threads);
+  const profile = await profileBackward(config, rank.range, trainable, load, rank.values, micro[0], threads, rank.lora);
 
   // The plan's op counts of the same graph, per op class, at the calibrated peaks (no efficiency).
-  const g = backwardGraph(config, rank.range, trainable, load).graph;
+  const g = backwardGraph(config, rank.range, trainable, load, false, rank.lora).graph;
   const shapes = new ConcreteShapes(g, { batch: shape.batch, seq: shape.seq });
   const atPeak = new Map<string, { s: number; flops: number; bytes: number; nodes: number }>();
   for (const n of liveNodes(g)) {

@@ -33,9 +33,10 @@ export const SHAPES: Record<string, RandomModelOptions & { batch: number; seq: n
   // 255M parameters; LLaMA Pro and LoRA only by default (a full fine-tune holds ~8 GB and takes minutes per step here).
   L: { layers: 16, hidden: 1024, heads: 16, kvHeads: 8, intermediate: 2816, vocab: 32000, batch: 2, seq: 128, steps: 2, types: ['llamapro', 'lora'] },
 };
+const LORA_RANK = 8;
 const TYPES: Record<string, Record<string, unknown>> = {
   llamapro: { train_type: 'llamapro', llamapro_new_blocks: 2, stage_order: 'none' },
-  lora: { train_type: 'lora', lora_rank: 8, stage_order: 'none' },
+  lora: { train_type: 'lora', lora_rank: LORA_RANK, stage_order: 'none' },
   full: { train_type: 'full', stage_order: 'none' },
 };
 const MICRO = 2;
@@ -115,6 +116,9 @@ async function main(): Promise<void> {
   const types = arg('types', 'llamapro,lora,full').split(',');
   const workerCounts = arg('workers', '1,2').split(',').map(Number);
   const steps = Number(arg('steps', '5'));
+  // 'model': calibrate on blocks of each case's own shape and run type (`plan --calibrate --model`); 'generic': the mid-sized probe.
+  const probe = arg('probe', 'model');
+  if (probe !== 'model' && probe !== 'generic') throw new Error(`--probe: '${probe}' is not model or generic`);
   const started = performance.now();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-plan-'));
   const load0 = os.loadavg();
@@ -137,11 +141,11 @@ async function main(): Promise<void> {
       fs.writeFileSync(dataset, Array.from({ length: examples }, () => JSON.stringify({ input_ids: Array.from({ length: shape.seq }, () => 3 + rng.nextInt(shape.vocab - 3)) })).join('\n') + '\n');
       for (const workers of workerCounts) {
         const threads = workers === 1 ? 0 : 1;
-        info(`${shapeName}: calibrating with ${threads || 'all'} thread(s)`);
-        const calibration = await calibrate({ threads });
-        calibrations[`${shapeName}-p${workers}`] = { parallelism: round(calibration.parallelism ?? 1, 2), matmul_gflops: round(calibration.matmul_flops / 1e9, 1), bandwidth_gbs: round(calibration.bandwidth / 1e9, 2), math_bandwidth_gbs: round((calibration.math_bandwidth ?? 0) / 1e9, 2), efficiency: calibration.efficiency, op_us: round(calibration.op_seconds * 1e6, 2), run_us: round(calibration.run_seconds * 1e6, 1) };
         for (const type of types.filter((t) => process.argv.includes('--types') || !shape.types || shape.types.includes(t))) {
           const name = `${shapeName}-${type}-p${workers}`;
+          info(`${name}: calibrating with ${threads || 'all'} thread(s), probe: ${probe}`);
+          const calibration = await calibrate({ threads, ...(probe === 'model' ? { model: config, batch: shape.batch, seq: shape.seq, loraRank: type === 'lora' ? LORA_RANK : 0 } : {}) });
+          calibrations[name] = { parallelism: round(calibration.parallelism ?? 1, 2), matmul_gflops: round(calibration.matmul_flops / 1e9, 1), bandwidth_gbs: round(calibration.bandwidth / 1e9, 2), math_bandwidth_gbs: round((calibration.math_bandwidth ?? 0) / 1e9, 2), efficiency: calibration.efficiency, op_us: round(calibration.op_seconds * 1e6, 2), run_us: round(calibration.run_seconds * 1e6, 1) };
           const run = { model, dataset, output_dir: path.join(root, name), ...TYPES[type], per_device_train_batch_size: shape.batch, gradient_accumulation_steps: MICRO, max_length: shape.seq, max_steps: caseSteps, logging_steps: 1, seed: 3, threads, learning_rate: 1e-5 };
           const file = path.join(root, `${name}.yaml`);
           fs.writeFileSync(file, YAML.stringify(run));

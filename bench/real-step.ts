@@ -34,11 +34,11 @@ const inFrame = (f: OutFrame): InFrame => ({ ...f, labels: f.labels ?? null, inp
  * `base` (with `seed`'s random weights) trained as `trainType`; LLaMA Pro adds `newBlocks` on the fly.
  * `split` puts the blocks below the lowest trainable one on a rank of their own.
  */
-export async function realStep(o: { base: ModelConfig; seed: number; trainType: 'full' | 'llamapro'; newBlocks: number; threads: number; split: boolean }): Promise<RealStep> {
+export async function realStep(o: { base: ModelConfig; seed: number; trainType: 'full' | 'llamapro' | 'lora'; newBlocks: number; threads: number; split: boolean }): Promise<RealStep> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-'));
   writeConfig(dir, o.base);
   writeCheckpoint(dir, randomWeights(o.base, o.seed, 0.02));
-  const run = parseRunConfig({ model: dir, dataset: path.join(dir, 'unused.jsonl'), output_dir: path.join(dir, 'out'), train_type: o.trainType, llamapro_new_blocks: o.trainType === 'llamapro' ? o.newBlocks : 0, stage_order: 'none', learning_rate: 1e-4, learning_rate_bottom: 1e-4, warmup_ratio: 0, min_lr_ratio: 1, threads: o.threads }, 'bench run');
+  const run = parseRunConfig({ model: dir, dataset: path.join(dir, 'unused.jsonl'), output_dir: path.join(dir, 'out'), train_type: o.trainType, llamapro_new_blocks: o.trainType === 'llamapro' ? o.newBlocks : 0, ...(o.trainType === 'lora' ? { lora_rank: 8 } : {}), stage_order: 'none', learning_rate: 1e-4, learning_rate_bottom: 1e-4, warmup_ratio: 0, min_lr_ratio: 1, threads: o.threads }, 'bench run');
   const model = prepareModel(run);
   const L = model.config.numLayers;
   const lowest = Math.min(...model.plan.stages[0].layers);

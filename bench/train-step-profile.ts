@@ -10,6 +10,7 @@ import { liveNodes, serialize } from '../model/graph/serialize.ts';
 import { ortSessionOptions } from '../model/graph/session.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import { programGraphs, type Batch } from '../model/llama/program.ts';
+import type { LoraSpec } from '../model/llama/params.ts';
 import { IO, type BlockRange } from '../model/llama/range-graph.ts';
 import { ropeTables } from '../model/llama/rope.ts';
 import { concretize } from './block-graphs.ts';
@@ -18,8 +19,8 @@ import { median, round } from './common.ts';
 const LOSS_SCALE = 'loss_scale';
 
 /** The backward graph of a head range exactly as RangeProgram.create builds it (frozen weights as inputs). */
-export function backwardGraph(config: ModelConfig, range: BlockRange, trainable: ReadonlySet<string>, load: (n: string) => Float32Array, inputGrad = false): { graph: Graph; shapes: ReadonlyMap<string, number[]>; trainableNames: string[]; frozen: (n: string) => HostTensor | undefined } {
-  const p = programGraphs({ config, range, trainable, load, inputGrad });
+export function backwardGraph(config: ModelConfig, range: BlockRange, trainable: ReadonlySet<string>, load: (n: string) => Float32Array, inputGrad = false, lora: LoraSpec | null = null): { graph: Graph; shapes: ReadonlyMap<string, number[]>; trainableNames: string[]; frozen: (n: string) => HostTensor | undefined } {
+  const p = programGraphs({ config, range, trainable, load, inputGrad, lora });
   if (!p.backward) throw new Error(`blocks ${range.start}..${range.end - 1}: nothing to differentiate`);
   const frozenNames = new Set(p.frozenNames);
   return { graph: p.backward, shapes: p.shapes, trainableNames: p.trainable, frozen: (n) => (frozenNames.has(n) ? p.frozen.tensor(n) : undefined) };
@@ -119,8 +120,9 @@ export async function profileBackward(
   params: ReadonlyMap<string, Float32Array>,
   batch: Batch & { targets: number },
   threads: number,
+  lora: LoraSpec | null = null,
 ): Promise<BackwardProfile> {
-  const { graph, shapes, trainableNames, frozen } = backwardGraph(config, range, trainable, load);
+  const { graph, shapes, trainableNames, frozen } = backwardGraph(config, range, trainable, load, false, lora);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-train-step-'));
   const { bytes, externalData } = serialize(graph);
   const session = await ort.InferenceSession.create(bytes, { ...ortSessionOptions({ threads }), externalData, enableProfiling: true, profileFilePrefix: path.join(dir, 'profile') });

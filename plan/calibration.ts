@@ -75,8 +75,14 @@ export function cpuProfile(c: Calibration | null, memoryBytes: number, clock: 'w
     optimizerSecondsPerParam: c.optimizer_seconds_per_param,
     accumulateSecondsPerParam: c.accumulate_seconds_per_param ?? CPU_DEFAULT.accumulateSecondsPerParam,
     efficiency: { ...c.efficiency },
-    source: `calibrated ${c.measured_at} on ${c.cpu_model} (${c.threads || c.cores} threads)`,
+    source: `calibrated ${c.measured_at} on ${c.cpu_model} (${c.threads || c.cores} threads; ${probeText(c.probe)})`,
   };
+}
+
+/** What the efficiencies were measured on: they hold best for runs of that width and type. */
+function probeText(probe: Record<string, unknown>): string {
+  const lora = typeof probe.lora_rank === 'number' && probe.lora_rank > 0 ? `, LoRA rank ${probe.lora_rank}` : '';
+  return `probe: blocks of hidden ${probe.hidden ?? '?'}${lora}`;
 }
 
 /** `0.5` sets every phase; `forward=0.5,weightGrad=0.3` sets some. */

@@ -32,6 +32,9 @@ import type { HostTensor } from '../model/graph/dtype.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
 import { randomModelConfig, randomWeights } from '../model/hf/init.ts';
 import { RangeProgram } from '../model/llama/program.ts';
+import { loraNames, type LoraSpec } from '../model/llama/params.ts';
+import { loaderSource } from '../model/llama/frozen.ts';
+import type { ModelConfig } from '../model/hf/config.ts';
 import { childLog } from '../common/log.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import type { Calibration } from '../plan/calibration.ts';
@@ -153,36 +156,88 @@ async function hostSecondsPerParam(): Promise<{ optimizer: number; accumulate: n
 
 export interface CalibrateOptions {
   threads: number;
-  /** The probe's shape: a few blocks of a mid-sized Llama. */
+  /** The probe's shape: a few blocks of a mid-sized Llama, or of `model`. */
   layers?: number;
   hidden?: number;
   batch?: number;
   seq?: number;
+  /**
+   * Probe blocks of this model's shape (hidden, intermediate, heads) instead of the mid-sized Llama: the
+   * efficiencies are a ratio of measured to at-peak time, and that ratio depends on the graph's mix of
+   * MatMul and element-wise work, which the block's width sets (README "Calibrating on the model's shape").
+   */
+  model?: ModelConfig;
+  /** Probe a LoRA run: adapters of this rank on every linear of the probe's blocks, and only they train. */
+  loraRank?: number;
+}
+
+const LINEARS = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
+
+/** The probe's blocks: `o.model`'s shape, or a mid-sized Llama of width `o.hidden`. */
+function probeConfig(o: CalibrateOptions, layers: number): ModelConfig {
+  const m = o.model;
+  const hidden = m?.hiddenSize ?? o.hidden ?? 512;
+  return randomModelConfig({
+    layers,
+    hidden,
+    heads: m?.numHeads ?? hidden / 64,
+    kvHeads: m?.numKvHeads ?? hidden / 128,
+    intermediate: m?.intermediateSize ?? Math.round((hidden * 8) / 3 / 32) * 32,
+    vocab: 512,
+  }).config;
+}
+
+/** LoRA adapters on every linear of `layers` blocks, with their (random) factors. */
+function probeAdapters(config: ModelConfig, layers: number, rank: number): { spec: LoraSpec; factors: Map<string, Float32Array>; shapes: Map<string, number[]> } {
+  const factors = new Map<string, Float32Array>();
+  const shapes = new Map<string, number[]>();
+  const linears = new Set<string>();
+  for (let l = 0; l < layers; l++) {
+    for (const spec of layerParamSpecs(config, l)) {
+      const linear = spec.name.replace(/\.weight$/, '');
+      if (!LINEARS.some((m) => linear.endsWith(m))) continue;
+      linears.add(linear);
+      const [out, inp] = spec.shape;
+      const { a, b } = loraNames(linear);
+      factors.set(a, f32(rank * inp, 0.01));
+      factors.set(b, f32(out * rank, 0.01));
+      shapes.set(a, [rank, inp]);
+      shapes.set(b, [out, rank]);
+    }
+  }
+  return { spec: { rank, alpha: 2 * rank, linears }, factors, shapes };
 }
 
 export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const threads = o.threads;
   log.info({ threads }, 'measuring MatMul peak, bandwidth and fixed costs');
   const matmul = await matmulPeak(threads);
-  const hidden = o.hidden ?? 512;
   const layers = o.layers ?? 3;
+  const config = probeConfig(o, layers);
+  const hidden = config.hiddenSize;
   const dims = { batch: o.batch ?? 4, seq: o.seq ?? 128 };
   const elementwise = await bandwidth(threads, dims.batch * dims.seq * hidden);
   const bw = elementwise.bandwidth;
-  const mathBw = await mathBandwidth(threads, [dims.batch, hidden / 64, dims.seq, dims.seq]);
+  const mathBw = await mathBandwidth(threads, [dims.batch, config.numHeads, dims.seq, dims.seq]);
   const fixed = await opAndRunSeconds(threads);
   fixed.op = Math.max(fixed.op, elementwise.perOp);
-  const { config } = randomModelConfig({ layers, hidden, heads: hidden / 64, kvHeads: hidden / 128, intermediate: Math.round((hidden * 8) / 3 / 32) * 32, vocab: 512 });
   const weights = new Map(randomWeights(config, 1, 0.02).map((t) => [t.name, t.data as Float32Array]));
   const range = { start: 0, end: layers, embed: false, head: false };
   const blocks = Array.from({ length: layers }, (_, i) => i);
-  const trainable = new Set(blocks.flatMap((l) => layerParamSpecs(config, l).map((p) => p.name)));
+  const loraRank = o.loraRank ?? 0;
+  const adapters = loraRank > 0 ? probeAdapters(config, layers, loraRank) : null;
+  for (const [n, v] of adapters?.factors ?? []) weights.set(n, v);
+  const trainable = new Set(adapters ? adapters.factors.keys() : blocks.flatMap((l) => layerParamSpecs(config, l).map((p) => p.name)));
+  const lora = adapters?.spec ?? null;
   const feed = { batch: dims.batch, seq: dims.seq, hidden: f32(dims.batch * dims.seq * hidden, 0.1) };
   const seed = { outGrad: f32(dims.batch * dims.seq * hidden, 1e-3) };
   const load = (n: string) => weights.get(n)!;
   log.info({ layers, hidden, ...dims }, 'timing real block graphs: forward, frozen backward, trainable backward');
-  const frozen = await RangeProgram.create({ config, range, trainable: new Set(), load, inputGrad: true, threads });
-  const train = await RangeProgram.create({ config, range, trainable, load, inputGrad: true, threads });
+  // Frozen weights (the adapters too, in the frozen probe) are graph inputs, as the ranks feed them.
+  const shapes = new Map<string, readonly number[]>([...blocks.flatMap((l) => layerParamSpecs(config, l).map((p) => [p.name, p.shape] as const)), ...(adapters?.shapes ?? [])]);
+  const source = loaderSource(load, (n) => [...shapes.get(n)!]);
+  const frozen = await RangeProgram.create({ config, range, trainable: new Set(), load, frozen: source, lora, inputGrad: true, threads });
+  const train = await RangeProgram.create({ config, range, trainable, load, frozen: source, lora, inputGrad: true, threads });
   const none = new Map<string, Float32Array>();
   // Interleaved and medians: on a shared machine the three see the same load, as a training step would.
   const runs = { forward: () => frozen.forward(feed, none), cross: () => frozen.backward(feed, none, seed), train: () => train.backward(feed, weights, seed) };
@@ -206,7 +261,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   // Efficiencies in CPU time against the CPU rates; the profile's rates are quiet wall rates (× parallelism).
   const atPeak = (c: OpCost) => atPeakSeconds({ matmulFlops: matmul, bandwidth: bw, mathBandwidth: mathBw }, c);
   const overhead = (c: OpCost) => c.nodes * fixed.op;
-  const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: [], trains: 'block' }, 0, dims);
+  const times = (state: 'forward' | 'cross' | 'train') => blockCosts(config, { state, lora: lora ? LINEARS : [], trains: lora ? 'lora' : 'block' }, loraRank, dims);
   const sumOf = (pick: (x: ReturnType<typeof times>) => OpCost, state: 'forward' | 'cross' | 'train'): OpCost => {
     const c = pick(times(state));
     return scaleCost(c, layers);
@@ -239,6 +294,6 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
     optimizer_seconds_per_param: host.optimizer,
     accumulate_seconds_per_param: host.accumulate,
     efficiency: { forward, recompute: forward, inputGrad, weightGrad },
-    probe: { layers, hidden, ...dims, cpu_seconds: { forward: tForward, frozen_backward: tCross, trainable_backward: tTrain }, samples, load_average: os.loadavg() },
+    probe: { layers, hidden, intermediate: config.intermediateSize, heads: config.numHeads, kv_heads: config.numKvHeads, lora_rank: loraRank, trainable_params: [...trainable].reduce((a, n) => a + weights.get(n)!.length, 0), ...dims, cpu_seconds: { forward: tForward, frozen_backward: tCross, trainable_backward: tTrain }, samples, load_average: os.loadavg() },
   };
 }

@@ -144,6 +144,25 @@ test('the cpu profile comes from the calibration file: doubled efficiencies halv
   assert.match(bad.stderr, /is not a propipe calibration .*run 'propipe plan --calibrate' again/);
 });
 
+test('plan --calibrate --model probes blocks of that model and run type (LoRA adapters train in a LoRA probe)', () => {
+  const dir = tmp();
+  const model = path.join(dir, 'config.json');
+  const [hidden, inter, heads, kv, rank] = [64, 160, 4, 2, 4];
+  fs.writeFileSync(model, JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, intermediate_size: inter, num_hidden_layers: 4, num_attention_heads: heads, num_key_value_heads: kv, vocab_size: 256, rms_norm_eps: 1e-5, rope_theta: 10000, max_position_embeddings: 64, tie_word_embeddings: false, hidden_act: 'silu' }));
+  const file = path.join(dir, 'cal.json');
+  const run = ['--model', model, '--train-type', 'lora', '--lora-rank', String(rank), '--per-device-train-batch-size', '1', '--max-length', '16', '--threads', '1'];
+  const out = plan(['--calibrate', ...run, '--calibration', file]);
+  assert.equal(out.status, 0, out.stderr);
+  const probe = JSON.parse(fs.readFileSync(file, 'utf8')).probe;
+  assert.deepEqual({ hidden: probe.hidden, intermediate: probe.intermediate, heads: probe.heads, kv_heads: probe.kv_heads, lora_rank: probe.lora_rank, batch: probe.batch, seq: probe.seq }, { hidden, intermediate: inter, heads, kv_heads: kv, lora_rank: rank, batch: 1, seq: 16 });
+  // Only the adapters of the probe's blocks train: rank · (in + out) per linear, 7 linears a block.
+  const kvOut = (hidden / heads) * kv;
+  const linears: [number, number][] = [[hidden, hidden], [hidden, kvOut], [hidden, kvOut], [hidden, hidden], [hidden, inter], [hidden, inter], [inter, hidden]];
+  assert.equal(probe.trainable_params, probe.layers * linears.reduce((a, [i, o]) => a + rank * (i + o), 0));
+  const used = JSON.parse(plan(['--model', model, '--train-type', 'lora', '--lora-rank', String(rank), '--json'], { PROPIPE_CALIBRATION: file }).stdout);
+  assert.match(used.device_profile.source, /probe: blocks of hidden 64, LoRA rank 4/);
+});
+
 test('bad input gets a clear error', async () => {
   const cfg = config13b();
   const dev = plan(['--model', cfg, '--workers', '2', '--device', 'tpu']);

@@ -6,7 +6,8 @@ import { formatAlternatives, formatReport } from '../../plan/report.ts';
 import { readModelConfig, resolveFrozenDtype, runRequest } from '../../plan/request.ts';
 import { RUNTIME, type FrozenDtype, type RuntimeFactors } from '../../plan/runtime.ts';
 import { loadRunConfig, RunConfigError, type RunConfig } from '../../recipe/run-config.ts';
-import { calibrate } from '../../tasks/calibrate.ts';
+import { calibrate, type CalibrateOptions } from '../../tasks/calibrate.ts';
+import { layerParamSpecs } from '../../model/llama/param-specs.ts';
 import { isScheduleKind, SCHEDULE_KINDS } from '../../recipe/schedule-kind.ts';
 import { UsageError, type Flags } from '../args.ts';
 import type { Command } from '../command.ts';
@@ -50,10 +51,33 @@ function changesOf(a: Alternative, req: RunRequest): Record<string, string> {
   return c;
 }
 
+/** The run being planned: the YAML file and the run flags, with no dataset or output directory. */
+function loadPlanRun(f: Flags): RunConfig {
+  const overrides = runOverrides(f);
+  delete overrides.device;
+  try {
+    return loadRunConfig(f.str('config'), { dataset: '(plan)', output_dir: '(plan)', ...overrides });
+  } catch (err) {
+    if (err instanceof RunConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+/**
+ * `plan --calibrate --model M [run flags]`: probe blocks of M's shape, the run's micro-batch and the
+ * run's type (LoRA adapters that train when it is LoRA). One block when a block is large (13B: 0.3 B
+ * parameters), so that calibrating stays a matter of a minute; sequences capped at 512 tokens.
+ */
+function probeOf(run: RunConfig): Partial<CalibrateOptions> {
+  const { config } = readModelConfig(run.model);
+  const blockParams = layerParamSpecs(config, 0).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+  return { model: config, layers: blockParams > 50e6 ? 1 : 3, batch: run.per_device_train_batch_size, seq: Math.min(run.max_length, 512), loraRank: run.train_type === 'lora' ? run.lora_rank : 0 };
+}
+
 export const planCommand: Command = {
   name: 'plan',
   summary: 'predict every rank’s memory and step time for a run before launching it (needs only config.json)',
-  usage: 'propipe plan --model DIR|config.json --workers N --device cpu|a10g|l4|a100-40|a100-80|h100 [--memory-gb G] [run flags] [--json] | propipe plan --calibrate',
+  usage: 'propipe plan --model DIR|config.json --workers N --device cpu|a10g|l4|a100-40|a100-80|h100 [--memory-gb G] [run flags] [--json] | propipe plan --calibrate [--model DIR [run flags]]',
   flags: {
     config: { type: 'string', description: 'YAML run file (the same as train’s)' },
     ...runFlagSpecs(),
@@ -64,27 +88,19 @@ export const planCommand: Command = {
     efficiency: { type: 'string', description: 'override efficiencies: 0.5 for every phase, or forward=0.5,recompute=..,inputGrad=..,weightGrad=..' },
     'weight-copies': { type: 'string', description: 'what if each frozen weight were held N times per worker, shared by its sessions (issue 9 aims at 1; default: today’s per-session copies)' },
     calibration: { type: 'string', description: 'calibration file of this machine (default: $PROPIPE_CALIBRATION or ~/.cache/propipe/calibration.json)' },
-    calibrate: { type: 'boolean', description: 'measure this machine (about a minute) and write the calibration file' },
+    calibrate: { type: 'boolean', description: 'measure this machine (about a minute) and write the calibration file; with --model, on blocks of that model’s shape and the run’s type (more accurate for it)' },
     json: { type: 'boolean', description: 'print the plan as one JSON document' },
   },
   async run(f) {
     if (f.bool('calibrate')) {
       const file = f.str('calibration') ?? defaultCalibrationFile();
-      const c = await calibrate({ threads: f.int('threads', 0) });
+      const c = await calibrate({ threads: f.int('threads', 0), ...(f.has('model') || f.has('config') ? probeOf(loadPlanRun(f)) : {}) });
       writeCalibration(file, c);
       if (f.bool('json')) console.log(JSON.stringify({ file, ...c }, null, 2));
       else console.log(`wrote ${file}: MatMul ${(c.matmul_flops / 1e9).toFixed(0)} GFLOP/s, element-wise ${(c.bandwidth / 1e9).toFixed(1)} GB/s (exp/sigmoid ${((c.math_bandwidth ?? 0) / 1e9).toFixed(1)} GB/s), efficiency forward ${c.efficiency.forward.toFixed(2)}, input-grad ${c.efficiency.inputGrad.toFixed(2)}, weight-grad ${c.efficiency.weightGrad.toFixed(2)}`);
       return;
     }
-    const overrides = runOverrides(f);
-    delete overrides.device;
-    let run;
-    try {
-      run = loadRunConfig(f.str('config'), { dataset: '(plan)', output_dir: '(plan)', ...overrides });
-    } catch (err) {
-      if (err instanceof RunConfigError) throw new UsageError(err.message);
-      throw err;
-    }
+    const run = loadPlanRun(f);
     const frozenDtype = resolveFrozenDtype(run.frozen_dtype, readModelConfig(run.model).raw);
     const schedule = f.str('schedule') ?? '1f1b';
     if (!isScheduleKind(schedule)) throw new UsageError(`--schedule must be one of ${SCHEDULE_KINDS.join(', ')}, got '${schedule}'`);
