@@ -92,7 +92,7 @@ if (isMain(import.meta.url)) {
   for (const m of modes) if (m !== 'thread' && m !== 'mainThread') throw new Error(`--modes: '${m}' is not thread or mainThread`);
   overlapOnLargeModel({ root, steps: Number(flag('steps', '5')), skip: 2, batch: Number(flag('batch', '1')), repeats: Number(flag('repeats', '1')), layers: Number(flag('layers', String(LARGE_MODEL.layers))), modes, log })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-overlap', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
-    .finally(() => fs.rmSync(root, { recursive: true, force: true }))
+    .finally(() => (process.env.KEEP ? console.error(`kept ${root}`) : fs.rmSync(root, { recursive: true, force: true })))
     .catch((err) => {
       process.stderr.write(`${(err as Error).stack ?? err}\n`);
       process.exit(1);
