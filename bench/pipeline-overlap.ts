@@ -4,7 +4,7 @@
 // (PROPIPE_SESSION_THREAD=0), alternately so drifting load on the shared machine hits both alike.
 // Reports the measured bubble against theory (P-1)/(M+P-1) and each rank's time blocked in sends.
 //
-//   node --import tsx bench/pipeline-overlap.ts [--steps 5] [--repeats 1] [--batch 1] [--layers 16] [--modes thread,mainThread]
+//   node --import tsx bench/pipeline-overlap.ts [--steps 5] [--repeats 1] [--batch 1] [--layers 16] [--modes thread,mainThread] [--slacks 0,1]
 // (--modes mainThread alone is the short variant; --layers 28 gives 32 blocks, whose cut can balance the
 // ranks within a few per cent: at 20 blocks one block is ~5 % of a rank.)
 import fs from 'node:fs';
@@ -55,27 +55,34 @@ export async function largeJob(root: string, M: number, steps: number, batch: nu
   return { model, dataset, shape };
 }
 
-export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void; layers?: number; modes?: readonly Mode[] }) {
+/**
+ * Every arm (session mode × 1F1B slack, `pipeline_slack`) runs `repeats` jobs, the arms alternating so
+ * that drifting load hits them alike; `arms` has the mean of each.
+ */
+export async function overlapOnLargeModel(o: { root: string; steps: number; skip: number; batch: number; repeats: number; log: (s: string) => void; layers?: number; modes?: readonly Mode[]; slacks?: readonly number[] }) {
   const M = 8;
   const { model, dataset, shape } = await largeJob(o.root, M, o.steps, o.batch, o.layers);
-  const runs: Record<Mode, ReturnType<typeof summary>[]> = { thread: [], mainThread: [] };
   const modes = o.modes ?? (['thread', 'mainThread'] as const);
+  const slacks = o.slacks ?? [0, 1];
+  const runs: Record<string, ReturnType<typeof summary>[]> = {};
   for (let i = 0; i < o.repeats; i++) {
     for (const mode of modes) {
-      const env = { PROPIPE_SESSION_THREAD: mode === 'thread' ? '1' : '0' };
-      const r = await runJob({ root: o.root, model, dataset, name: `overlap-${mode}-${i}`, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: o.batch, threads: 1, newBlocks: 4, groups: 4, ignoreMask: false, env });
-      const s = summary(r);
-      runs[mode].push(s);
-      o.log(`large model P=2 M=8, sessions ${mode}: ${s.tokensPerSec} tokens/s, step ${s.stepSeconds} s, bubble ${s.bubble} (schedule ${s.bubbleSchedule}, simulated ${s.bubbleSimulated}, theory ${s.bubbleTheory}), send blocked ${(100 * s.sendBlockedFrac).toFixed(2)} % of the step`);
+      for (const slack of slacks) {
+        const arm = `${mode} slack ${slack}`;
+        const env = { PROPIPE_SESSION_THREAD: mode === 'thread' ? '1' : '0' };
+        const r = await runJob({ root: o.root, model, dataset, name: `overlap-${mode}-slack${slack}-${i}`, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: o.batch, threads: 1, newBlocks: 4, groups: 4, ignoreMask: false, env, run: { pipeline_slack: slack } });
+        const s = summary(r);
+        (runs[arm] ??= []).push(s);
+        o.log(`large model P=2 M=8, sessions ${arm}: ${s.tokensPerSec} tokens/s, step ${s.stepSeconds} s, bubble ${s.bubble} (schedule ${s.bubbleSchedule}, simulated ${s.bubbleSimulated}, theory ${s.bubbleTheory}), send blocked ${(100 * s.sendBlockedFrac).toFixed(2)} % of the step`);
+      }
     }
   }
-  const avg = (mode: Mode, k: 'bubbleSchedule' | 'bubble' | 'bubbleSimulated' | 'tokensPerSec' | 'sendBlockedFrac') => round(mean(runs[mode].map((r) => r[k])), 4);
-  const of = (mode: Mode) => (runs[mode].length ? { bubbleSchedule: avg(mode, 'bubbleSchedule'), bubble: avg(mode, 'bubble'), bubbleSimulated: avg(mode, 'bubbleSimulated'), tokensPerSec: avg(mode, 'tokensPerSec'), sendBlockedFrac: avg(mode, 'sendBlockedFrac') } : null);
+  const avg = (arm: string, k: 'bubbleSchedule' | 'bubble' | 'bubbleSimulated' | 'tokensPerSec' | 'sendBlockedFrac' | 'stepSeconds') => round(mean(runs[arm].map((r) => r[k])), 4);
+  const arms = Object.fromEntries(Object.keys(runs).map((arm) => [arm, { bubbleSchedule: avg(arm, 'bubbleSchedule'), bubble: avg(arm, 'bubble'), bubbleSimulated: avg(arm, 'bubbleSimulated'), tokensPerSec: avg(arm, 'tokensPerSec'), stepSeconds: avg(arm, 'stepSeconds'), sendBlockedFrac: avg(arm, 'sendBlockedFrac'), busySeconds: runs[arm].map((r) => r.ranks.map((k) => k.compute)) }]));
   return {
     model: { ...shape, newBlocks: 4, seq: SEQ, microBatchSize: o.batch, microBatches: M, workers: 2 },
     theory: round(1 / (M + 1)),
-    sessionThread: of('thread'),
-    mainThread: of('mainThread'),
+    arms,
     runs,
   };
 }
@@ -90,9 +97,10 @@ if (isMain(import.meta.url)) {
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const modes = flag('modes', 'thread,mainThread').split(',') as Mode[];
   for (const m of modes) if (m !== 'thread' && m !== 'mainThread') throw new Error(`--modes: '${m}' is not thread or mainThread`);
-  overlapOnLargeModel({ root, steps: Number(flag('steps', '5')), skip: 2, batch: Number(flag('batch', '1')), repeats: Number(flag('repeats', '1')), layers: Number(flag('layers', String(LARGE_MODEL.layers))), modes, log })
+  const slacks = flag('slacks', '0,1').split(',').map(Number);
+  overlapOnLargeModel({ root, steps: Number(flag('steps', '5')), skip: 2, batch: Number(flag('batch', '1')), repeats: Number(flag('repeats', '1')), layers: Number(flag('layers', String(LARGE_MODEL.layers))), modes, slacks, log })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-overlap', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
-    .finally(() => (process.env.KEEP ? console.error(`kept ${root}`) : fs.rmSync(root, { recursive: true, force: true })))
+    .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {
       process.stderr.write(`${(err as Error).stack ?? err}\n`);
       process.exit(1);

@@ -19,6 +19,7 @@ import { createRandomModel } from '../model/hf/init.ts';
 import { Rng } from '../common/rng.ts';
 import { isMain } from './common.ts';
 import { roles, schedule, simulate, type ScheduleKind } from '../recipe/schedule.ts';
+import { parseRunConfig } from '../recipe/run-config.ts';
 import { compareZeroBubble } from './pipeline-zb.ts';
 import { overlapOnLargeModel } from './pipeline-overlap.ts';
 import { freezeAwareByStage } from './pipeline-stages.ts';
@@ -112,6 +113,7 @@ export async function runJob(o: JobOptions): Promise<JobResult> {
     ...o.run,
   };
   fs.writeFileSync(file, YAML.stringify(run));
+  const slack = parseRunConfig(run, file).pipeline_slack;
   const lines: string[] = [];
   let partition: string[] = [];
   let planned: number[] = [];
@@ -211,7 +213,7 @@ export async function runJob(o: JobOptions): Promise<JobResult> {
   const bIn = per.map((p) => median(p.b));
   const bW = per.map((p) => median(p.w));
   const rs = roles(bIn.map((b, r) => b + bW[r] > 0));
-  const sim = simulate(rs.map((role) => schedule(kind, role, M)), { forward: fwd, backward: bIn.map((b, r) => b + bW[r]), backwardInput: bIn, backwardWeight: bW });
+  const sim = simulate(rs.map((role) => schedule(kind, role, M, slack)), { forward: fwd, backward: bIn.map((b, r) => b + bW[r]), backwardInput: bIn, backwardWeight: bW });
 
   return {
     schedule: kind,

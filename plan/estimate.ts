@@ -102,7 +102,7 @@ function report(model: StageModel, req: RunRequest, stage: number, plan: RankPla
   // The executor's own action lists, run against each other with each rank's times; ZB-H1's W runs
   // fill the cool-down bubble.
   const sim = simulate(
-    rs.map((role) => scheduleOf(req.schedule, role, M)),
+    rs.map((role) => scheduleOf(req.schedule, role, M, req.slack)),
     {
       forward: ranks.map((r) => r.forward_seconds),
       backward: ranks.map((r) => r.backward_seconds),

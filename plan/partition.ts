@@ -24,9 +24,10 @@ export interface PartitionRequest {
   workers: readonly DeviceProfile[];
 }
 
-/** Micro-batches whose input a rank holds until their backward: 1F1B keeps P − r in flight, GPipe all M. */
-export function inFlight(schedule: ScheduleKind, microBatches: number, rank: number, ranks: number): number {
-  return schedule === 'gpipe' ? microBatches : Math.min(microBatches, ranks - rank);
+/** Micro-batches whose input a rank holds until their backward: 1F1B keeps P − r (+ slack below the last rank) in flight, GPipe all M. */
+export function inFlight(schedule: ScheduleKind, microBatches: number, rank: number, ranks: number, slack = 0): number {
+  if (schedule === 'gpipe') return microBatches;
+  return Math.min(microBatches, ranks - rank + (schedule === '1f1b' && rank < ranks - 1 ? slack : 0));
 }
 
 /** Micro-batches whose weight-gradient pass a rank defers, holding their stash: ZB-H1 defers up to r on rank r. */
@@ -43,7 +44,7 @@ export class PartitionError extends Error {
 
 export function estimateRank(model: StageModel, start: number, end: number, rank: number, ranks: number, device: DeviceProfile): RankEstimate {
   const s = model.s;
-  return model.rank(start, end, rank === 0, rank === ranks - 1, inFlight(s.schedule, s.microBatches, rank, ranks), device, deferredWeights(s.schedule, s.microBatches, rank));
+  return model.rank(start, end, rank === 0, rank === ranks - 1, inFlight(s.schedule, s.microBatches, rank, ranks, s.slack ?? 0), device, deferredWeights(s.schedule, s.microBatches, rank));
 }
 
 export function planPartition(req: PartitionRequest): RankPlan[] {

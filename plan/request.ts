@@ -52,6 +52,7 @@ export function requestFromStack(run: RunConfig, stack: TrainedStack, base: Mode
     seq: run.max_length,
     microBatches: o.microBatches,
     schedule: o.schedule,
+    slack: run.pipeline_slack,
     distill: run.distill_weight > 0,
     device: o.device,
     workers: o.workers,

@@ -56,6 +56,8 @@ export interface RunBasics {
   seq: number;
   microBatches: number;
   schedule: ScheduleKind;
+  /** 1F1B's extra forwards in flight below the last rank (run config `pipeline_slack`; default 0). */
+  slack?: number;
   distill: boolean;
   runtime?: RuntimeFactors;
   /** Ranks below the head back up from their first trainable block (ProgramOptions.stashPrefix, as workers run). Default true. */

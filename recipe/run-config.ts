@@ -63,6 +63,7 @@ export const runConfigSchema = z
     max_length: z.number().int().min(2).default(512),
     packing: z.boolean().default(false),
     wire_dtype: z.enum(['float32', 'bf16']).default('float32'),
+    pipeline_slack: nonNegInt.default(1),
 
     lora_rank: nonNegInt.default(0),
     lora_alpha: z.number().positive().optional(),
@@ -205,6 +206,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   max_length: 'truncate examples to this many tokens',
   packing: 'pack several training examples into each max_length row (attention and positions stay within each example)',
   wire_dtype: 'float32 | bf16: activations and gradients between pipeline ranks (bf16 halves the bytes, rounds each value)',
+  pipeline_slack: '1F1B: forwards each rank but the last runs ahead beyond P − 1 − rank (0 = the textbook schedule; each costs one input frame in flight)',
   lora_rank: 'LoRA rank (0 = no LoRA); with llamapro, adapters go on the frozen original blocks',
   lora_alpha: 'LoRA alpha (default: 2 × rank)',
   lora_targets: 'comma-separated modules (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj) or all-linear',

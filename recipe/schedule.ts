@@ -40,14 +40,21 @@ function backwardActions(role: RankRole, mb: number, op: 'backward' | 'backward_
   return a;
 }
 
-export function schedule(kind: ScheduleKind, role: RankRole, microBatches: number): Action[] {
+/**
+ * `slack` (1F1B only): forwards that every rank but the last runs ahead of the textbook warm-up. With
+ * none, each steady-state forward and backward waits on the other rank's latest frame, so any op that
+ * runs late stalls both; with one, a rank whose gradient is late has a forward to do and the next rank
+ * has an activation queued (README "The pipeline's ranks, balanced"). It costs one more input frame in
+ * flight per rank (plan/partition.ts inFlight).
+ */
+export function schedule(kind: ScheduleKind, role: RankRole, microBatches: number, slack = 0): Action[] {
   const mbs = Array.from({ length: microBatches }, (_, i) => i);
   if (!role.backward) return mbs.flatMap((mb) => forwardActions(role, mb));
   if (kind === 'gpipe') return [...mbs.flatMap((mb) => forwardActions(role, mb)), ...mbs.flatMap((mb) => backwardActions(role, mb))];
   if (kind === 'zb1') return zeroBubbleH1(role, microBatches);
-  // 1F1B: warm up with as many forwards as there are ranks after this one, then alternate one
-  // forward and one backward, then drain the remaining backwards.
-  const warmup = Math.min(microBatches, role.ranks - 1 - role.rank);
+  // 1F1B: warm up with as many forwards as there are ranks after this one (and the slack), then
+  // alternate one forward and one backward, then drain the remaining backwards.
+  const warmup = Math.min(microBatches, role.ranks - 1 - role.rank + (role.rank < role.ranks - 1 ? slack : 0));
   const out: Action[] = [];
   let f = 0;
   let b = 0;
@@ -116,6 +123,8 @@ export interface OpCosts {
   backward: number[];
   backwardInput?: number[];
   backwardWeight?: number[];
+  /** A factor on one op's cost (its micro-batch ran late or early), to test a schedule against variation. */
+  jitter?: (op: ActionOp, rank: number, mb: number) => number;
 }
 
 export interface Simulation {
@@ -157,7 +166,7 @@ export function simulate(plans: readonly Action[][], cost: OpCosts): Simulation 
         } else if (a.op === 'send_act') sent.set(key('act', r, a.mb), clock[r]);
         else if (a.op === 'send_grad') sent.set(key('grad', r, a.mb), clock[r]);
         else {
-          const c = costOf(a.op, r);
+          const c = costOf(a.op, r) * (cost.jitter?.(a.op, r, a.mb) ?? 1);
           clock[r] += c;
           busy[r] += c;
         }

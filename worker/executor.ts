@@ -118,7 +118,7 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
   };
 
   let first = true;
-  for (const a of schedule(kind, rank.role, microBatches)) {
+  for (const a of schedule(kind, rank.role, microBatches, rank.run.pipeline_slack)) {
     if (!first) afterFirstAction();
     first = false;
     // Before waiting for a frame: the sum then fills time this rank would spend idle.

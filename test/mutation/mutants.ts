@@ -279,4 +279,20 @@ export const MUTANTS: Mutant[] = [
     test: 'test/quant4-shared.test.ts',
     pattern: 'feeds every session from one copy',
   },
+  {
+    name: '1F1B slack ignored (textbook warm-up whatever pipeline_slack says)',
+    file: 'recipe/schedule.ts',
+    find: 'role.ranks - 1 - role.rank + (role.rank < role.ranks - 1 ? slack : 0)',
+    replace: 'role.ranks - 1 - role.rank',
+    test: 'test/schedule.test.ts',
+    pattern: 'slack',
+  },
+  {
+    name: 'gradient sum before the send (back on the hand-off)',
+    file: 'worker/executor.ts',
+    find: "if ('grads' in r) pending.push({ mb: a.mb, grads: r.grads });",
+    replace: "if ('grads' in r) {\n          pending.push({ mb: a.mb, grads: r.grads });\n          sumPending();\n        }",
+    test: 'test/pipeline.test.ts',
+    pattern: 'pipelined runs equal the single-process run',
+  },
 ];
