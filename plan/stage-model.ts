@@ -13,8 +13,9 @@
 //             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
-//   each step + P_stage · (optimizer + (M − 1) · accumulate)   (host: AdamW and the norm's sum of squares;
-//                                                              the gradient sums of micro-batches 2..M)
+//   each backward + P_stage · accumulate · (M − 1)/M         (host: micro-batches 2..M summed into the first's,
+//                                                              right after the sends, so the partitioner balances it)
+//   each step + P_stage · optimizer                            (host: AdamW and the norm's sum of squares)
 //   ZB-H1 (zb1) runs the backward as two graphs (model/autodiff/split.ts): B = recompute + inputGrad
 //   (+ the loss on the last rank), W = weightGrad, each with its own runSeconds; on a GPU the stash B
 //   hands to W crosses the host link twice. The schedule simulation places W in the bubbles.
@@ -362,6 +363,13 @@ export class StageModel {
       // ZB-H1: W is a second run that takes the stash and yields the weight gradients.
       backwardWeightSeconds = wgt > 0 ? wgt + device.runSeconds + (2 * stash + 8 * stageParams) * linkRate : 0;
       backwardInputSeconds = backwardSeconds - wgt - 8 * stageParams * linkRate;
+      // Each micro-batch after the first is summed into the step's gradients on the host after the rank's
+      // next send (worker/executor.ts): (M − 1)/M of a sum per micro-batch, part of the rank's cycle, so the
+      // partitioner balances it. ZB-H1 yields the gradients in W but sums them after the next send too, not
+      // in the bubbles W fills: priced with B.
+      const sumSeconds = (stageParams * device.accumulateSecondsPerParam * (this.s.microBatches - 1)) / this.s.microBatches;
+      backwardSeconds += sumSeconds;
+      backwardInputSeconds += sumSeconds;
     }
 
     // Memory (formulas in the header).
@@ -395,8 +403,8 @@ export class StageModel {
       : { frozenWeights: frozenSessions + loaderCopies, trainableWeights: 4 * everParams, gradients, optimizer: 8 * momentParams, activations: inputs + arena + stashes, teacher, runtime: rt.processBytes + uncollected };
     const memoryBytes = Math.ceil(sum(Object.values(memory)));
     const hostBytes = gpu ? rt.processBytes + uncollected + loaderCopies + 4 * everParams + gradients + 8 * momentParams + inputs + stashes : memoryBytes;
-    // Host work per step: AdamW + sum of squares once, and each micro-batch after the first summed into the first's gradients.
-    const optimizerSeconds = stageParams * (device.optimizerSecondsPerParam + (this.s.microBatches - 1) * device.accumulateSecondsPerParam);
+    // Host work per step: AdamW + sum of squares once (the micro-batches' gradient sums are in the backward).
+    const optimizerSeconds = stageParams * device.optimizerSecondsPerParam;
     return { forwardSeconds, backwardSeconds, backwardInputSeconds, backwardWeightSeconds, optimizerSeconds, trainableParams: stageParams, memory, memoryBytes, hostBytes };
   }
 }

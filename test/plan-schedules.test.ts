@@ -29,7 +29,8 @@ interface Stage { bubble: number; step_seconds: number; ranks: Rank[] }
 
 test('zb1 is priced as ZB-H1: B and W per rank, W fills the bubble, deferred stashes held on the host', () => {
   const cfg = configFile(LLAMA2_13B);
-  const one = JSON.parse(plan(['--model', cfg, ...PRO8, '--schedule', '1f1b', '--json'])).stages as Stage[];
+  // Against textbook 1F1B (no slack): ZB-H1's warm-up is textbook 1F1B's.
+  const one = JSON.parse(plan(['--model', cfg, ...PRO8, '--schedule', '1f1b', '--pipeline-slack', '0', '--json'])).stages as Stage[];
   const zb = JSON.parse(plan(['--model', cfg, ...PRO8, '--schedule', 'zb1', '--json'])).stages as Stage[];
   let stashed = 0;
   for (let s = 0; s < one.length; s++) {
