@@ -9,7 +9,8 @@
 // about half the stack. With the trainable block at the very top both halves are mostly forward-only
 // (little to balance); with it at the bottom both halves carry backward (already balanced).
 //
-//   node --import tsx bench/pipeline-stages.ts [--steps 5] [--repeats 1] [--stages 0,1,2,3]
+//   node --import tsx bench/pipeline-stages.ts [--steps 5] [--repeats 1] [--stages 0,1,2,3] [--layers 16]
+// (--layers: original blocks, a multiple of 4; 28 gives 32 blocks, whose cuts balance the ranks finer)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,11 +25,12 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 const brief = (r: JobResult) => ({ tokensPerSec: r.tokensPerSec, stepSeconds: r.stepSeconds, partition: r.partition, bubbleSchedule: r.bubbleSchedule, computePerRank: r.ranks.map((k) => k.compute), plannedCostShare: r.ranks.map((k) => k.plannedCostShare) });
 
-export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void }) {
+export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void; originals?: number }) {
   const M = 8;
-  const { model, dataset } = await largeJob(o.root, M, o.steps, 1);
-  const layers = LARGE_MODEL.layers + NEW_BLOCKS;
-  const per = LARGE_MODEL.layers / NEW_BLOCKS;
+  const originals = o.originals ?? LARGE_MODEL.layers;
+  const { model, dataset } = await largeJob(o.root, M, o.steps, 1, originals);
+  const layers = originals + NEW_BLOCKS;
+  const per = originals / NEW_BLOCKS;
   const rows = [];
   for (const stage of o.stages) {
     // The new block of group k sits after its group's originals: layer (k + 1) · (per + 1) − 1.
@@ -45,16 +47,16 @@ export async function freezeAwareByStage(o: { root: string; steps: number; skip:
     rows.push(row);
     o.log(`stage ${stage} (trainable layer ${trainableLayer} of ${layers}): freeze-aware ${row.freezeAware.toFixed(0)} tokens/s [${aware[0].partition.join(' | ')}] vs ignore-mask ${row.ignoreMask.toFixed(0)} [${ignore[0].partition.join(' | ')}]: ×${row.speedup}`);
   }
-  return { model: { ...LARGE_MODEL, newBlocks: NEW_BLOCKS, seq: SEQ, microBatchSize: 1, microBatches: M, workers: 2, schedule: '1f1b' }, stages: rows };
+  return { model: { ...LARGE_MODEL, layers: originals, newBlocks: NEW_BLOCKS, seq: SEQ, microBatchSize: 1, microBatches: M, workers: 2, schedule: '1f1b' }, stages: rows };
 }
 
 if (isMain(import.meta.url)) {
   const f = new Flags(process.argv.slice(2));
-  f.check(['steps', 'repeats', 'stages']);
+  f.check(['steps', 'repeats', 'stages', 'layers']);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-stages-'));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const stages = (f.str('stages') ?? '0,1,2,3').split(',').map(Number);
-  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log })
+  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log, originals: f.int('layers', LARGE_MODEL.layers) })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-stages', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
     .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {

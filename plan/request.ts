@@ -53,6 +53,7 @@ export function requestFromStack(run: RunConfig, stack: TrainedStack, base: Mode
     microBatches: o.microBatches,
     schedule: o.schedule,
     slack: run.pipeline_slack,
+    keepActivations: !run.gradient_checkpointing,
     distill: run.distill_weight > 0,
     device: o.device,
     workers: o.workers,

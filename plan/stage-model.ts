@@ -30,6 +30,8 @@
 //                    + forwardWorkingValues · largest forward value
 //                    + ZB-H1: the stash of each micro-batch whose W is deferred (rank r defers r)
 //                    + stashPrefix: a frame per in-flight micro-batch; no prefix weights in the backward session
+//                    + keepActivations (below the head): the saved values of the backward's blocks per
+//                      in-flight micro-batch, and the backward without their recompute
 //   teacher          no weights (it reads the student's frozen buffers): forwardWorkingValues · its largest
 //                    value, and on the head the in-flight teacher hidden states (its logits: headCosts)
 //   runtime          processBytes + uncollected outputs, min(collectorSlackBytes, M · (4 · P_stage + 2 · frame))
@@ -63,6 +65,8 @@ export interface RunBasics {
   runtime?: RuntimeFactors;
   /** Ranks below the head back up from their first trainable block (ProgramOptions.stashPrefix, as workers run). Default true. */
   stashPrefix?: boolean;
+  /** Ranks below the head keep their forward's activations instead of recomputing (`gradient_checkpointing: false`). */
+  keepActivations?: boolean;
 }
 
 /** One stage of a run: the basics and which tensors train. */
@@ -111,6 +115,8 @@ interface Table {
   wgt: Float64Array;
   stash: Float64Array;
   saved: Float64Array;
+  /** The recompute share of bwd (keepActivations drops it on ranks below the head). */
+  rec: Float64Array;
   gradPeak: Float64Array;
   peakValue: Float64Array;
   recomputeOnly: Float64Array;
@@ -275,7 +281,7 @@ export class StageModel {
     const k = backward ? 1 : 0;
     if (pair[k]) return pair[k];
     const L = this.layers.length;
-    const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), wgt: new Float64Array(L + 1), stash: new Float64Array(L + 1), saved: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
+    const t: Table = { fwd: new Float64Array(L + 1), bwd: new Float64Array(L + 1), wgt: new Float64Array(L + 1), stash: new Float64Array(L + 1), saved: new Float64Array(L + 1), rec: new Float64Array(L + 1), gradPeak: new Float64Array(L), peakValue: new Float64Array(L), recomputeOnly: new Float64Array(L + 1), params: [0, 1, 2, 3, 4].map(() => new Float64Array(L + 1)) };
     for (let i = 0; i < L; i++) {
       const u = this.block(i, backward, device.kind === 'cpu');
       const sec = this.unitSeconds(device, u);
@@ -285,6 +291,7 @@ export class StageModel {
       t.wgt[i + 1] = t.wgt[i] + sec.weight;
       t.stash[i + 1] = t.stash[i] + u.stashBytes;
       t.saved[i + 1] = t.saved[i] + u.savedBytes;
+      t.rec[i + 1] = t.rec[i] + phaseSeconds(device, 'recompute', u.recompute);
       t.gradPeak[i] = u.gradBytes;
       t.peakValue[i] = u.peakValueBytes;
       t.recomputeOnly[i + 1] = t.recomputeOnly[i] + (this.blockState(i) === 'forward' ? l.frozenBytes + l.quantizedBytes : 0);
@@ -316,6 +323,12 @@ export class StageModel {
     // first trainable block: the prefix's recompute (its only backward cost) drops out.
     const prefixStash = this.s.stashPrefix !== false && !head && this.lowest > start && this.lowest < end;
     if (prefixStash) bwd -= t.bwd[this.lowest] - t.bwd[start];
+    // keepActivations: a rank below the head keeps what its backward reads from its forward run, per
+    // micro-batch in flight, and recomputes nothing (model/autodiff/split.ts splitForward).
+    const from = Math.max(start, this.lowest);
+    const keeps = this.s.keepActivations === true && backward && !head && from < end;
+    const kept = keeps ? t.saved[end] - t.saved[from] : 0;
+    if (keeps) bwd -= t.rec[end] - t.rec[from];
     let gradPeak = 0;
     let peakValue = 0;
     for (let i = start; i < end; i++) {
@@ -386,7 +399,7 @@ export class StageModel {
     // sessions copied them, the JS copy was kept for later graphs).
     const loaderCopies = frozenBytes * rt.loaderCopies + (device.kind === 'gpu' || rt.sharedWeightCopies === 0 ? quantBytes : 0);
     const gradients = 4 * stageParams * (this.s.microBatches > 1 ? 2 : 1);
-    const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq) + (prefixStash ? inFlight * frame : 0);
+    const inputs = (backward ? inFlight : 1) * (frame + 16 * this.s.batch * this.s.seq) + (prefixStash ? inFlight * frame : 0) + inFlight * kept;
     const arena = (backward ? rt.backwardArenaFactor * (savedSum + gradPeak) : 0) + (runsForward ? rt.forwardWorkingValues * peakValue : 0);
     // JS holds the stashes (the Node API keeps no device tensors): host memory on a GPU.
     const stashes = backward && wgt > 0 ? deferred * stash : 0;

@@ -62,6 +62,7 @@ export const runConfigSchema = z
     gradient_accumulation_steps: positiveInt.default(1),
     max_length: z.number().int().min(2).default(512),
     packing: z.boolean().default(false),
+    gradient_checkpointing: z.boolean().default(true),
     wire_dtype: z.enum(['float32', 'bf16']).default('float32'),
     pipeline_slack: nonNegInt.default(1),
 
@@ -205,6 +206,7 @@ export const FIELD_HELP: Record<keyof RunConfig, string> = {
   gradient_accumulation_steps: 'micro-batches per optimizer step (loss is the mean over all their tokens)',
   max_length: 'truncate examples to this many tokens',
   packing: 'pack several training examples into each max_length row (attention and positions stay within each example)',
+  gradient_checkpointing: 'pipeline ranks below the head recompute their blocks in the backward (true) or keep the forward\'s activations per micro-batch in flight (false: no recompute, more memory)',
   wire_dtype: 'float32 | bf16: activations and gradients between pipeline ranks (bf16 halves the bytes, rounds each value)',
   pipeline_slack: '1F1B: forwards each rank but the last runs ahead beyond P − 1 − rank (0 = the textbook schedule; each costs one input frame in flight)',
   lora_rank: 'LoRA rank (0 = no LoRA); with llamapro, adapters go on the frozen original blocks',

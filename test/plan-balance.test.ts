@@ -115,3 +115,19 @@ test('a CPU rank holds the outputs of earlier runs until V8 collects them: up to
   // The 7.9 M-parameter model's 2 micro-batches of gradients reach the slack.
   assert.equal(estimateRank(new StageModel(full(big, 8)), 0, 12, 0, 1, cpu).memory.runtime, RUNTIME.processBytes + RUNTIME.collectorSlackBytes);
 });
+
+test('gradient_checkpointing off: a rank below the head drops its recompute and holds the saved values of each micro-batch in flight', () => {
+  const { config } = randomModelConfig({ ...shape, vocab: 512 });
+  const on = new StageModel(full(config));
+  const off = new StageModel({ ...full(config), keepActivations: true });
+  const [a, b] = [estimateRank(on, 0, 6, 0, 2, cpu), estimateRank(off, 0, 6, 0, 2, cpu)];
+  const recompute = Array.from({ length: 6 }, (_, l) => phaseSeconds(cpu, 'recompute', blockCosts(config, { state: 'train-bottom', lora: [], trains: 'block' }, 0, { batch: 4, seq: 128 }).recompute)).reduce((x, y) => x + y, 0);
+  assert.ok(recompute > 0);
+  assert.ok(Math.abs(a.backwardSeconds - b.backwardSeconds - recompute) < 1e-9 * a.backwardSeconds + 1e-12, `${a.backwardSeconds} − ${b.backwardSeconds} vs ${recompute}`);
+  assert.ok(b.memoryBytes > a.memoryBytes, 'the kept activations cost memory');
+  assert.equal(b.forwardSeconds, a.forwardSeconds);
+  // The head folds its forward into its backward: nothing to keep.
+  const [ha, hb] = [estimateRank(on, 6, 12, 1, 2, cpu), estimateRank(off, 6, 12, 1, 2, cpu)];
+  assert.equal(hb.backwardSeconds, ha.backwardSeconds);
+  assert.equal(hb.memoryBytes, ha.memoryBytes);
+});

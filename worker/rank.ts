@@ -96,6 +96,8 @@ export class Rank {
       // The executor runs each micro-batch forward, then backward on the same Batch: the backward starts
       // at the first trainable block from the hidden state the forward kept there.
       stashPrefix: true,
+      // gradient_checkpointing: false keeps each micro-batch's activations from its forward run (ranks below the head).
+      keepActivations: !this.run.gradient_checkpointing,
       packed: this.run.packing,
     });
     // The teacher does not depend on the mask: one per range, kept across stages.

@@ -51,3 +51,58 @@ export function splitBackward(g: Graph, bOutputs: readonly string[], wOutputs: r
   w.inputs.push(...stash);
   return { b, w, stash };
 }
+
+export interface SplitForward {
+  /** The forward part: every node the seeds do not reach, with `forwardOutputs` and the stash as outputs. */
+  f: Graph;
+  /** The gradient part: the nodes the seeds reach, fed the stash (and the graph's inputs) instead of recomputing. */
+  b: Graph;
+  /** Values the forward part hands to the gradient part, in a stable order. */
+  stash: string[];
+}
+
+/**
+ * Splits a backward graph that recomputes its forward (`g`, built by autodiff from a forward graph) at the
+ * seeds of its gradients: F computes the forward once and keeps what the gradient nodes read (the saved
+ * activations), B computes only the gradients. Together they run the nodes of `g` except that values
+ * depending on no activation (a frozen weight's transpose or upcast; constants) are recomputed in B
+ * rather than stashed, so the stash is activations only. `activations` names the graph inputs that carry
+ * data (hidden state, ids, RoPE tables, masks), `seeds` those that carry the output's gradient.
+ */
+export function splitForward(g: Graph, seeds: readonly string[], activations: readonly string[], forwardOutputs: readonly string[]): SplitForward {
+  const graded = new Set(seeds);
+  const dataDependent = new Set(activations);
+  const fNodes = [];
+  const bNodes = [];
+  // Live for the gradients and for the forward's own outputs (the range output no gradient reads).
+  for (const n of liveNodes(withOutputs(g, g.name, [...g.outputs, ...forwardOutputs]))) {
+    const ins = n.inputs.filter((i): i is string => !!i);
+    if (ins.some((i) => dataDependent.has(i))) n.outputs.forEach((o) => dataDependent.add(o));
+    if (ins.some((i) => graded.has(i))) {
+      n.outputs.forEach((o) => graded.add(o));
+      bNodes.push(n);
+    } else fNodes.push(n);
+  }
+  const fProduced = new Set(fNodes.flatMap((n) => n.outputs));
+  // Weight-only values the gradient nodes read are recomputed in B (with the nodes that make them).
+  const needed = new Set<string>();
+  const stash: string[] = [];
+  const want = (v: string) => {
+    if (!fProduced.has(v) || needed.has(v)) return;
+    needed.add(v);
+    if (dataDependent.has(v)) stash.push(v);
+  };
+  for (const n of bNodes) for (const i of n.inputs) if (i) want(i);
+  for (const o of g.outputs) want(o);
+  const missing = forwardOutputs.filter((o) => !fProduced.has(o));
+  if (missing.length) throw new Error(`splitForward: the forward part does not compute ${missing.join(', ')}`);
+
+  const f = withOutputs(g, `${g.name}_forward`, [...forwardOutputs, ...stash.filter((s) => !forwardOutputs.includes(s))]);
+  const b = withOutputs(g, `${g.name}_gradients`, g.outputs);
+  const stashed = new Set(stash);
+  // B keeps its gradient nodes and the weight-only forward nodes; stashed values become inputs.
+  const keep = b.nodes.filter((n) => !n.outputs.some((o) => stashed.has(o) || (fProduced.has(o) && dataDependent.has(o))));
+  b.nodes.splice(0, b.nodes.length, ...keep);
+  b.inputs.push(...stash);
+  return { f, b, stash };
+}

@@ -3,6 +3,7 @@
 // trainable block) and yields only the gradients that are needed.
 import { backward } from '../autodiff/backward.ts';
 import { hoistWeightChains, recomputeWeightChains } from '../autodiff/recompute.ts';
+import { splitForward } from '../autodiff/split.ts';
 import type { Graph } from '../graph/graph.ts';
 import { layerOf, paramSpecs } from './param-specs.ts';
 import { loaderSource, type FrozenSource } from './frozen.ts';
@@ -27,24 +28,39 @@ export interface ProgramGraphs {
    * outputs there (IO.prefixHidden); null when the backward recomputes from the range input.
    */
   stashFrom: number | null;
+  /**
+   * keepActivations: the backward split at its seed (autodiff/split.ts splitForward): `forward` runs the
+   * forward once and outputs the saved activations (`stash`), `gradients` starts from them; with
+   * stashPrefix, `prefix` is the forward-only graph of the blocks below (its output feeds `forward`).
+   */
+  kept: { prefix: Graph | null; forward: Graph; gradients: Graph; stash: string[] } | null;
 }
 
 /** The forward and backward graphs of a range, as RangeProgram compiles them (also listed by the op-coverage test). */
 export function programGraphs(o: ProgramOptions): ProgramGraphs {
   const k = stashFrom(o);
-  if (k === null) return rangeGraphs(o, {});
+  if (k === null) return keep(o, rangeGraphs(o, {}), null);
   const whole = rangeGraphs(o, { outputAt: k, backward: false });
   const tail = rangeGraphs({ ...o, range: { start: k, end: o.range.end, embed: false, head: false }, inputGrad: false }, {});
   if (tail.trainable.join() !== whole.trainable.join()) throw new Error(`blocks ${o.range.start}..${k - 1} hold trainable tensors but were taken for a frozen prefix`);
   const tailNames = new Set(tail.frozenNames);
-  return {
+  const prefix = o.keepActivations ? rangeGraphs({ ...o, range: { ...o.range, end: k, head: false }, inputGrad: false, trainable: new Set() }, { backward: false }).forward : null;
+  return keep(o, {
     ...whole,
     backward: tail.backward,
     // Recomputed upcasts of the tail's backward graph are aliases only its source resolves.
     frozen: { tensor: (n) => (tailNames.has(n) ? tail.frozen : whole.frozen).tensor(n) },
     frozenNames: [...new Set([...whole.frozenNames, ...tail.frozenNames])],
     stashFrom: k,
-  };
+  }, prefix);
+}
+
+/** keepActivations on a range below the head: the backward cut into a forward that keeps its activations and the gradients. */
+function keep(o: ProgramOptions, p: ProgramGraphs, prefix: Graph | null): ProgramGraphs {
+  if (!o.keepActivations || o.range.head || o.splitBackward || !p.backward) return p;
+  const activations = [IO.hiddenIn, IO.inputIds, IO.cos, IO.sin, IO.mask];
+  const parts = splitForward(p.backward, [OUT_GRAD], activations, [IO.hiddenOut]);
+  return { ...p, kept: { prefix, forward: parts.f, gradients: parts.b, stash: parts.stash } };
 }
 
 /**
@@ -109,7 +125,7 @@ function rangeGraphs(o: ProgramOptions, opts: { outputAt?: number; backward?: bo
   // 4-bit codes, scales and zero points are fed like frozen tensors, from the process's one copy.
   const quantized = binder.quantizedInputs;
   const feeds: FrozenSource = { tensor: (n) => (quantized.has(n) ? o.quantized!.tensor(n) : frozen.tensor(n)) };
-  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen: feeds, frozenNames: [...frozenNames, ...quantized], stashFrom: null };
+  return { forward: graph, backward: gb, trainable, shapes: binder.shapes, frozen: feeds, frozenNames: [...frozenNames, ...quantized], stashFrom: null, kept: null };
 }
 
 /**

@@ -51,6 +51,19 @@ export interface ProgramOptions {
    * forward on the same Batch object first (pipeline ranks do that).
    */
   stashPrefix?: boolean;
+  /**
+   * A range below the head keeps the activations its backward reads from its forward run (per Batch,
+   * until the backward) instead of recomputing its blocks in the backward graph: no recompute, more
+   * memory per micro-batch in flight (run config `gradient_checkpointing: false`).
+   */
+  keepActivations?: boolean;
+}
+
+interface KeptGraphs {
+  prefix: CompiledGraph | null;
+  forward: CompiledGraph;
+  gradients: CompiledGraph;
+  stash: readonly string[];
 }
 
 export interface Batch {
@@ -159,7 +172,11 @@ export class RangeProgram {
     readonly packed = false,
     /** stashPrefix: the block the backward graphs start at (see ProgramGraphs.stashFrom). */
     readonly stashFrom: number | null = null,
+    private readonly kept: KeptGraphs | null = null,
   ) {}
+
+  /** keepActivations: the activations each batch's forward kept for its backward. */
+  private readonly saved = new WeakMap<Batch, Record<string, HostTensor>>();
 
   /** stashPrefix: the hidden state at `stashFrom` of each batch run forward and not yet backward. */
   private readonly stashes = new WeakMap<Batch, Float32Array>();
@@ -174,6 +191,10 @@ export class RangeProgram {
       const outs = gb.outputs.filter((n) => !n.startsWith(GRAD_PREFIX) || n === HIDDEN_GRAD);
       const parts = splitBackward(gb, outs, p.trainable.map((n) => GRAD_PREFIX + n));
       split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
+    } else if (p.kept) {
+      const k = p.kept;
+      const kept: KeptGraphs = { prefix: k.prefix && (await CompiledGraph.create(k.prefix, session)), forward: await CompiledGraph.create(k.forward, session), gradients: await CompiledGraph.create(k.gradients, session), stash: k.stash };
+      return new RangeProgram(o.config, o.range, p.trainable, p.shapes, kept.forward, kept.gradients, p.frozen, p.frozenNames, null, !!o.packed, p.stashFrom, kept);
     } else if (p.backward) bwd = await CompiledGraph.create(p.backward, session);
     const fwd = await CompiledGraph.create(p.forward, session);
     return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames, split, !!o.packed, p.stashFrom);
@@ -189,6 +210,7 @@ export class RangeProgram {
   }
 
   async forward(b: Batch, params: ReadonlyMap<string, Float32Array>): Promise<ForwardResult> {
+    if (this.kept) return this.forwardKeeping(b, params, this.kept);
     const out = await this.fwd.run(this.feeds(b, params));
     if (this.stashFrom !== null) this.stashes.set(b, out[IO.prefixHidden].data as Float32Array);
     return new ForwardResult(out, this.range);
@@ -199,9 +221,31 @@ export class RangeProgram {
    */
   async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
     if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate${this.split ? ' in one graph (the program was built with splitBackward: use backwardInput and backwardWeight)' : ''}`);
-    const out = await this.bwd.run(this.seededFeeds(b, params, seed));
+    const out = await this.bwd.run(this.kept ? { ...this.seededFeeds(b, params, seed), ...this.savedOf(b) } : this.seededFeeds(b, params, seed));
     this.stashes.delete(b);
+    this.saved.delete(b);
     return { grads: this.gradsOf(out), ...this.inputSide(out) };
+  }
+
+  /** keepActivations: the prefix (if any), then the forward that outputs the activations its gradients read. */
+  private async forwardKeeping(b: Batch, params: ReadonlyMap<string, Float32Array>, k: KeptGraphs): Promise<ForwardResult> {
+    let from = b;
+    if (k.prefix) {
+      const hidden = (await k.prefix.run(this.feeds(b, params)))[IO.hiddenOut].data as Float32Array;
+      this.stashes.set(b, hidden);
+      from = this.stashedBatch(b);
+    }
+    const out = await this.fwd.run(this.feeds(from, params, k.prefix !== null));
+    const saved: Record<string, HostTensor> = {};
+    for (const n of k.stash) saved[n] = out[n];
+    this.saved.set(b, saved);
+    return new ForwardResult(out, this.range);
+  }
+
+  private savedOf(b: Batch): Record<string, HostTensor> {
+    const s = this.saved.get(b);
+    if (!s) throw new Error(`blocks ${this.range.start}..${this.range.end - 1} keep their activations from the forward (keepActivations): run forward on the same Batch object first, or build the program without keepActivations`);
+    return s;
   }
 
   /** The input-gradient half of `backward` (and the loss on the head range), plus the stash for `backwardWeight`. */
@@ -260,6 +304,7 @@ export class RangeProgram {
     await this.bwd?.release();
     await this.split?.b?.release();
     await this.split?.w?.release();
+    await this.kept?.prefix?.release();
   }
 
   /** `fromHidden`: the graph takes hidden_in even on the embedding's range (a stashing backward). */

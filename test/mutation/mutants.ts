@@ -295,4 +295,12 @@ export const MUTANTS: Mutant[] = [
     test: 'test/pipeline.test.ts',
     pattern: 'pipelined runs equal the single-process run',
   },
+  {
+    name: 'keepActivations: the gradient graph recomputes the forward anyway',
+    file: 'model/autodiff/split.ts',
+    find: '  b.nodes.splice(0, b.nodes.length, ...keep);\n  b.inputs.push(...stash);\n  return { f, b, stash };',
+    replace: '  void keep;\n  return { f, b, stash };',
+    test: 'test/keep-activations.test.ts',
+    pattern: 'recomputes no activation',
+  },
 ];
