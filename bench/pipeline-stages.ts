@@ -10,7 +10,8 @@
 // (little to balance); with it at the bottom both halves carry backward (already balanced).
 //
 //   node --import tsx bench/pipeline-stages.ts [--steps 5] [--repeats 1] [--stages 0,1,2,3] [--layers 16]
-// (--layers: original blocks, a multiple of 4; 28 gives 32 blocks, whose cuts balance the ranks finer)
+// (--layers: original blocks, a multiple of 4; 28 gives 32 blocks, whose cuts balance the ranks finer;
+// --gradient-checkpointing false: ranks below the head keep their activations instead of recomputing)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +26,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 const brief = (r: JobResult) => ({ tokensPerSec: r.tokensPerSec, stepSeconds: r.stepSeconds, partition: r.partition, bubbleSchedule: r.bubbleSchedule, computePerRank: r.ranks.map((k) => k.compute), plannedCostShare: r.ranks.map((k) => k.plannedCostShare) });
 
-export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void; originals?: number }) {
+export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void; originals?: number; run?: Record<string, unknown> }) {
   const M = 8;
   const originals = o.originals ?? LARGE_MODEL.layers;
   const { model, dataset } = await largeJob(o.root, M, o.steps, 1, originals);
@@ -35,7 +36,7 @@ export async function freezeAwareByStage(o: { root: string; steps: number; skip:
   for (const stage of o.stages) {
     // The new block of group k sits after its group's originals: layer (k + 1) · (per + 1) − 1.
     const trainableLayer = (stage + 1) * (per + 1) - 1;
-    const job = { root: o.root, model, dataset, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: 1, threads: 1, newBlocks: NEW_BLOCKS, groups: NEW_BLOCKS, run: { stage_order: String(stage), blocks_per_group: 1 } };
+    const job = { root: o.root, model, dataset, workers: 2, microBatches: M, steps: o.steps, skip: o.skip, batch: 1, threads: 1, newBlocks: NEW_BLOCKS, groups: NEW_BLOCKS, run: { stage_order: String(stage), blocks_per_group: 1, ...o.run } };
     const aware: JobResult[] = [];
     const ignore: JobResult[] = [];
     for (let i = 0; i < o.repeats; i++) {
@@ -52,11 +53,11 @@ export async function freezeAwareByStage(o: { root: string; steps: number; skip:
 
 if (isMain(import.meta.url)) {
   const f = new Flags(process.argv.slice(2));
-  f.check(['steps', 'repeats', 'stages', 'layers']);
+  f.check(['steps', 'repeats', 'stages', 'layers', 'gradient-checkpointing']);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-stages-'));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const stages = (f.str('stages') ?? '0,1,2,3').split(',').map(Number);
-  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log, originals: f.int('layers', LARGE_MODEL.layers) })
+  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log, originals: f.int('layers', LARGE_MODEL.layers), run: { gradient_checkpointing: (f.str('gradient-checkpointing') ?? 'true') !== 'false' } })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-stages', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
     .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {
