@@ -21,7 +21,7 @@ import { liveNodes } from '../model/graph/serialize.ts';
 import { ParamBinder, type LoraSpec } from '../model/llama/params.ts';
 import { buildRangeGraph, type BlockRange } from '../model/llama/range-graph.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
-import { addCost, foldedNodes, fusedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
+import { foldedNodes, fusedNodes, largestValueBytes, livePeakBytes, nodesCost, savedBytes, subCost, ZERO, type OpCost } from './graph-cost.ts';
 
 export type BlockState = 'forward' | 'cross' | 'train' | 'train-bottom';
 

@@ -2,7 +2,6 @@
 // the barrier, the update with the global clip scale, evaluation, checkpoint shards, stage
 // transitions, and the export at the end. The same loop runs every pipeline rank (over gRPC and
 // NATS) and the single-process run (one rank, everything in memory): only the ports differ.
-import fs from 'node:fs';
 import path from 'node:path';
 import type { childLog } from '../common/log.ts';
 import type { OutFrame } from '../proto/frames.ts';

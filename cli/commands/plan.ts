@@ -4,7 +4,7 @@ import { DEVICE_NAMES, GPUS, type DeviceProfile } from '../../plan/devices.ts';
 import { alternatives, planRun, type Alternative, type RunRequest } from '../../plan/estimate.ts';
 import { formatAlternatives, formatReport } from '../../plan/report.ts';
 import { readModelConfig, resolveFrozenDtype, runRequest } from '../../plan/request.ts';
-import { RUNTIME, type FrozenDtype, type RuntimeFactors } from '../../plan/runtime.ts';
+import { RUNTIME, type RuntimeFactors } from '../../plan/runtime.ts';
 import { loadRunConfig, RunConfigError, type RunConfig } from '../../recipe/run-config.ts';
 import { calibrate, type CalibrateOptions } from '../../tasks/calibrate.ts';
 import { layerParamSpecs } from '../../model/llama/param-specs.ts';
