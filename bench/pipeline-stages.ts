@@ -11,7 +11,8 @@
 //
 //   node --import tsx bench/pipeline-stages.ts [--steps 5] [--repeats 1] [--stages 0,1,2,3] [--layers 16]
 // (--layers: original blocks, a multiple of 4; 28 gives 32 blocks, whose cuts balance the ranks finer;
-// --gradient-checkpointing false: ranks below the head keep their activations instead of recomputing)
+// --gradient-checkpointing false: ranks below the head keep their activations instead of recomputing;
+// --micro: micro-batches per step, 8 by default)
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,8 +27,8 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 const brief = (r: JobResult) => ({ tokensPerSec: r.tokensPerSec, stepSeconds: r.stepSeconds, partition: r.partition, bubbleSchedule: r.bubbleSchedule, computePerRank: r.ranks.map((k) => k.compute), plannedCostShare: r.ranks.map((k) => k.plannedCostShare) });
 
-export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void; originals?: number; run?: Record<string, unknown> }) {
-  const M = 8;
+export async function freezeAwareByStage(o: { root: string; steps: number; skip: number; repeats: number; stages: number[]; log: (s: string) => void; originals?: number; run?: Record<string, unknown>; microBatches?: number }) {
+  const M = o.microBatches ?? 8;
   const originals = o.originals ?? LARGE_MODEL.layers;
   const { model, dataset } = await largeJob(o.root, M, o.steps, 1, originals);
   const layers = originals + NEW_BLOCKS;
@@ -53,11 +54,11 @@ export async function freezeAwareByStage(o: { root: string; steps: number; skip:
 
 if (isMain(import.meta.url)) {
   const f = new Flags(process.argv.slice(2));
-  f.check(['steps', 'repeats', 'stages', 'layers', 'gradient-checkpointing']);
+  f.check(['steps', 'repeats', 'stages', 'layers', 'gradient-checkpointing', 'micro']);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'propipe-bench-stages-'));
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const stages = (f.str('stages') ?? '0,1,2,3').split(',').map(Number);
-  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log, originals: f.int('layers', LARGE_MODEL.layers), run: { gradient_checkpointing: (f.str('gradient-checkpointing') ?? 'true') !== 'false' } })
+  freezeAwareByStage({ root, steps: f.int('steps', 5), skip: 2, repeats: f.int('repeats', 1), stages, log, originals: f.int('layers', LARGE_MODEL.layers), microBatches: f.int('micro', 8), run: { gradient_checkpointing: (f.str('gradient-checkpointing') ?? 'true') !== 'false' } })
     .then((r) => process.stdout.write(JSON.stringify({ bench: 'pipeline-stages', host: { cpus: os.cpus().length, loadavg: os.loadavg().map((x) => round(x, 2)) }, ...r }, null, 2) + '\n'))
     .finally(() => fs.rmSync(root, { recursive: true, force: true }))
     .catch((err) => {
