@@ -24,7 +24,7 @@ export interface DeviceProfile {
   hostLink: number;
   /** Host AdamW + the global norm's sum of squares, seconds per trainable parameter per step. */
   optimizerSecondsPerParam: number;
-  /** Host sum of one more micro-batch's gradients into the step's (worker/executor.ts), seconds per parameter. */
+  /** CPU: a micro-batch's gradients added to the step's running sum in the backward run (an Add, copied out), seconds per parameter. */
   accumulateSecondsPerParam: number;
   /** Activation/gradient frames between neighbouring ranks, bytes/s. */
   peerLink: number;
@@ -44,7 +44,8 @@ const T = 1e12;
  * parameter (bench/plan-profile.ts, 7.9 M parameters in 75 tensors, CPU time), bench:transfer's 16 MB
  * peer frames 670 MB/s.
  */
-const HOST = { optimizerSecondsPerParam: 7e-9, accumulateSecondsPerParam: 2.5e-9, peerLink: 670e6, runSeconds: 1e-3 };
+// accumulate: this machine's in-graph Add of a 4 M-float gradient into its running sum, one thread, 1.25 ns.
+const HOST = { optimizerSecondsPerParam: 7e-9, accumulateSecondsPerParam: 1.3e-9, peerLink: 670e6, runSeconds: 1e-3 };
 
 /** Assumed efficiencies of ONNX Runtime's CUDA kernels on unfused fp32 graphs (override with --efficiency). */
 const GPU_EFFICIENCY: Record<Phase, number> = { forward: 0.45, recompute: 0.45, inputGrad: 0.4, weightGrad: 0.4 };

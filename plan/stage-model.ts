@@ -13,8 +13,8 @@
 //             teacher's norm, LM head and KL: headCosts); its hidden state doubles the frames
 //   each run  + runSeconds + bytes crossing PCIe / hostLink   (trainable weights in, gradients out, activations)
 //   each send + frame bytes / peerLink                         (activations up, input gradients down)
-//   each backward + P_stage · accumulate · (M − 1)/M         (host: micro-batches 2..M summed into the first's,
-//                                                              right after the sends, so the partitioner balances it)
+//   each backward + the micro-batch's gradients added to the step's running sum in the same run: CPU
+//                   P_stage · accumulate (calibrated); GPU P_stage · (12 B / bandwidth + 4 B · (M − 1)/M / hostLink)
 //   each step + P_stage · optimizer                            (host: AdamW and the norm's sum of squares)
 //   ZB-H1 (zb1) runs the backward as two graphs (model/autodiff/split.ts): B = recompute + inputGrad
 //   (+ the loss on the last rank), W = weightGrad, each with its own runSeconds; on a GPU the stash B
@@ -317,13 +317,14 @@ export class StageModel {
       // ZB-H1: W is a second run that takes the stash and yields the weight gradients.
       backwardWeightSeconds = wgt > 0 ? wgt + device.runSeconds + (2 * stash + 8 * stageParams) * linkRate : 0;
       backwardInputSeconds = backwardSeconds - wgt - 8 * stageParams * linkRate;
-      // Each micro-batch after the first is summed into the step's gradients on the host after the rank's
-      // next send (worker/executor.ts): (M − 1)/M of a sum per micro-batch, part of the rank's cycle, so the
-      // partitioner balances it. ZB-H1 yields the gradients in W but sums them after the next send too, not
-      // in the bubbles W fills: priced with B.
-      const sumSeconds = (stageParams * device.accumulateSecondsPerParam * (this.s.microBatches - 1)) / this.s.microBatches;
+      // Every backward (W under ZB-H1) adds its gradients to the step's running sum in the same run
+      // (program-graphs.ts ACC_PREFIX): on a GPU an Add at device bandwidth plus the sum's copy to the
+      // device (all but the first micro-batch, which adds a broadcast zero); on a CPU the calibrated Add.
+      const M = this.s.microBatches;
+      const sumSeconds = device.kind === 'gpu' ? stageParams * (12 / device.bandwidth + (4 * linkRate * (M - 1)) / M) : stageParams * device.accumulateSecondsPerParam;
       backwardSeconds += sumSeconds;
-      backwardInputSeconds += sumSeconds;
+      if (backwardWeightSeconds > 0) backwardWeightSeconds += sumSeconds;
+      else backwardInputSeconds += sumSeconds;
     }
 
     // Memory (formulas in the header).

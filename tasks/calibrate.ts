@@ -17,7 +17,8 @@
 //                    inputGrad  the frozen backward (recompute + input gradient) minus the recompute
 //                    weightGrad the trainable backward minus the frozen one
 //   optimizer      AdamW + gradient sum of squares on the host, per parameter
-//   accumulate     one micro-batch's gradients summed into the step's (accumulateGrads), per parameter
+//   accumulate     one micro-batch's gradients added to the step's running sum inside the backward run
+//                  (an Add over the tensor and its output copied out, as the graphs do), per parameter
 // Every time is this process's CPU time (user + system, all of ONNX Runtime's threads), not wall time:
 // the machine may be shared, and a run that waits for a core costs wall time but no CPU time (wall
 // figures of the same MatMul chain moved 68–198 GFLOP/s between calibrations at a load average of 3–5;
@@ -26,7 +27,7 @@
 // least disturbed sample, between 1 and the thread count; exactly 1 with one thread). Per-op and
 // per-run fixed costs run on one thread and stay CPU seconds.
 import os from 'node:os';
-import { accumulateGrads, AdamW } from '../model/train/adamw.ts';
+import { AdamW } from '../model/train/adamw.ts';
 import { Graph } from '../model/graph/graph.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import { CompiledGraph } from '../model/graph/session.ts';
@@ -138,8 +139,11 @@ async function opAndRunSeconds(threads: number): Promise<{ op: number; run: numb
   return { op: Math.max(0, (many - one) / 199), run: one };
 }
 
-/** Host work per parameter: AdamW + the norm's sum of squares, and one more micro-batch's gradient sum. */
-async function hostSecondsPerParam(): Promise<{ optimizer: number; accumulate: number }> {
+/**
+ * Per parameter: AdamW + the norm's sum of squares on the host, and a micro-batch's gradient added to the
+ * step's running sum as the backward graph does it (an Add over the tensor, its result copied out).
+ */
+async function hostSecondsPerParam(threads: number): Promise<{ optimizer: number; accumulate: number }> {
   const n = 4 * 2 ** 20;
   const p = f32(n);
   const grad = f32(n, 1e-3);
@@ -148,9 +152,9 @@ async function hostSecondsPerParam(): Promise<{ optimizer: number; accumulate: n
     opt.gradSumOfSquares([grad]);
     opt.update('w', p, grad, 1e-4);
   }, 3);
-  const into = new Map([['w', f32(n)]]);
-  const more = new Map([['w', grad]]);
-  const accumulate = await best(() => accumulateGrads(into, more), 3);
+  const g = new Graph('calibrate_gradient_sum');
+  g.output(g.rename(g.op('Add', [g.input('sum', 'float32', [n]), g.input('grad', 'float32', [n])]), 'y'));
+  const accumulate = await timeGraph(g, { sum: { dtype: 'float32', shape: [n], data: f32(n) }, grad: { dtype: 'float32', shape: [n], data: grad } }, threads, 3);
   return { optimizer: optimizer / n, accumulate: accumulate / n };
 }
 
@@ -276,7 +280,7 @@ export async function calibrate(o: CalibrateOptions): Promise<Calibration> {
   const inputGrad = eff(sumOf((x) => x.inputGrad, 'cross'), tCross - fixed.run - recomputeSeconds);
   // The weight-gradient share is a difference of two timings: when noise swamps it, use the input-gradient figure.
   const weightGrad = tTrain - tCross > 0.1 * tTrain ? eff(sumOf((x) => x.weightGrad, 'train'), tTrain - tCross) : inputGrad;
-  const host = await hostSecondsPerParam();
+  const host = await hostSecondsPerParam(threads);
   const cpus = os.cpus();
   return {
     version: 1,

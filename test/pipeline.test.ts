@@ -57,14 +57,5 @@ test('pipelined runs equal the single-process run: 2-worker GPipe, 3-worker 1F1B
     const trace = fs.readFileSync(path.join(out, 'trace.json'), 'utf8').trim().split('\n').slice(1, -2).map((l) => JSON.parse(l.replace(/,$/, '')));
     assert.deepEqual([...new Set(trace.map((e) => e.tid))].sort(), Array.from({ length: workers }, (_, i) => i));
     assert.ok(trace.some((e) => e.name.startsWith('B')) && trace.some((e) => e.name.startsWith('send')));
-    // A rank sends a micro-batch's input gradient before it sums that micro-batch's weight gradients
-    // (the sum is off the hand-off the rank below waits on).
-    const at = (tid: number, step: number, name: string) => trace.find((e) => e.tid === tid && e.args.step === step && e.name === name);
-    const sends = trace.filter((e) => /^send B\d+$/.test(e.name));
-    assert.ok(sends.length > 0, 'gradient sends in the 1F1B trace');
-    for (const send of sends) {
-      const sum = at(send.tid, send.args.step, `sum${send.name.slice('send B'.length)}`);
-      assert.ok(sum && sum.ts >= send.ts + send.dur - 1, `rank ${send.tid} step ${send.args.step}: ${send.name} at ${send.ts}, its gradient sum at ${sum?.ts}`);
-    }
   }
 });

@@ -1,7 +1,6 @@
 // Runs one rank's schedule for one step: receives, computes and sends per the action list, sums the
 // micro-batch gradients, and records a span per action for the pipeline timeline.
-import { accumulateGrads } from '../model/train/adamw.ts';
-import type { Batch } from '../model/llama/program.ts';
+import type { BackwardSeed, Batch } from '../model/llama/program.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';
 import type { FrameKind } from '../proto/messages.ts';
@@ -43,7 +42,7 @@ interface Slot {
   weight?: { seed: Seed; stash: Record<string, HostTensor> };
 }
 
-type Seed = { lossScale?: number; outGrad?: Float32Array };
+type Seed = Omit<BackwardSeed, 'gradSums'>;
 
 /** The first rank's micro-batches, as token ids and labels. */
 export interface MicroBatch {
@@ -101,28 +100,20 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
     return v;
   };
 
-  // A micro-batch's weight gradients are summed into the step's after the next frame this rank sends,
-  // not right after its backward: the sum (1–3 ns per parameter) would otherwise delay the gradient or
-  // activation the other rank is waiting for, on the schedule's critical path (measured: 14.5 ms per
-  // hop for 4 trainable blocks of hidden 512, README "The pipeline's ranks, balanced").
-  // The sum is compute (a span `sum<mb>`, busy time), as the accumulation inside a GPU backward is.
-  const pending: { mb: number; grads: ReadonlyMap<string, Float32Array> }[] = [];
-  const sumPending = () => {
-    for (const p of pending.splice(0)) {
-      const start = performance.now();
-      accumulateGrads(grads, p.grads);
-      const end = performance.now();
-      spans.push({ name: `sum${p.mb}`, start, end });
-      busy += (end - start) / 1000;
-    }
+  // The step's gradient sums go into each backward (W under ZB-H1) and come back with its micro-batch's
+  // gradients added in the same run: no host pass over the gradients between a backward and the frame
+  // the other rank waits for (a JS sum there cost 14.5 ms a hop for 4 blocks of hidden 512 on CPU, and
+  // ~1 s a micro-batch for two 13B blocks on a GPU rank: README "The pipeline's ranks, balanced").
+  // Micro-batches are summed in order (W runs in order too), so every schedule gives the same sums.
+  const sums = (): BackwardSeed['gradSums'] => (grads.size ? grads : undefined);
+  const keep = (g: ReadonlyMap<string, Float32Array>) => {
+    for (const [n, v] of g) grads.set(n, v);
   };
 
   let first = true;
   for (const a of schedule(kind, rank.role, microBatches, rank.run.pipeline_slack)) {
     if (!first) afterFirstAction();
     first = false;
-    // Before waiting for a frame: the sum then fills time this rank would spend idle.
-    if (a.op === 'recv_act' || a.op === 'recv_grad') sumPending();
     switch (a.op) {
       case 'recv_act': {
         const f = await timed(`recv F${a.mb}`, false, () => links.mailbox.take('ACTIVATION', step, a.mb));
@@ -156,7 +147,6 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         const dims = [s.batch.batch, s.batch.seq, hidden];
         await timed(`send F${a.mb}`, false, () => links.up!({ kind: 'ACTIVATION', step, microBatch: a.mb, tensor: toWire(out, dims, rank.run.wire_dtype), labels, positionIds, teacher: teacher && toWire(teacher, dims, rank.run.wire_dtype), stepTokens: s.stepTokens }));
         if (!rank.role.backward) slots.delete(a.mb);
-        sumPending();
         break;
       }
       case 'recv_grad': {
@@ -175,9 +165,9 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         }
         const r =
           a.op === 'backward'
-            ? await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, seed))
+            ? await timed(`B${a.mb}`, true, () => program.backward(s.batch, rank.values, { ...seed, gradSums: sums() }))
             : await timed(`B${a.mb}`, true, () => program.backwardInput(s.batch, rank.values, seed));
-        if ('grads' in r) pending.push({ mb: a.mb, grads: r.grads });
+        if ('grads' in r) keep(r.grads);
         else s.weight = { seed, stash: r.stash };
         if (rank.range.head) {
           lossSum += r.lossSum!;
@@ -190,7 +180,7 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
       case 'backward_weight': {
         const s = slots.get(a.mb)!;
         const w = s.weight!;
-        pending.push({ mb: a.mb, grads: await timed(`W${a.mb}`, true, () => program.backwardWeight(s.batch, rank.values, w.seed, w.stash)) });
+        keep(await timed(`W${a.mb}`, true, () => program.backwardWeight(s.batch, rank.values, { ...w.seed, gradSums: sums() }, w.stash)));
         slots.delete(a.mb);
         break;
       }
@@ -198,12 +188,10 @@ export async function runStep(rank: Rank, kind: ScheduleKind, step: number, micr
         const s = slots.get(a.mb)!;
         await timed(`send B${a.mb}`, false, () => links.down!({ kind: 'GRADIENT', step, microBatch: a.mb, tensor: toWire(s.hiddenGrad!, [s.batch.batch, s.batch.seq, hidden], rank.run.wire_dtype) }));
         if (!s.weight) slots.delete(a.mb);
-        sumPending();
         break;
       }
     }
   }
-  sumPending();
   return { grads, lossSum, klSum, tokens, spans, busySeconds: busy };
 }
 

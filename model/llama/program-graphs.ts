@@ -15,6 +15,8 @@ export const GRAD_PREFIX = 'grad.';
 export const HIDDEN_GRAD = 'grad.hidden_in';
 export const OUT_GRAD = 'grad.hidden_out';
 export const LOSS_SCALE = 'loss_scale';
+/** Graph inputs of the running gradient sums (a backward adds its micro-batch's gradients to them). */
+export const ACC_PREFIX = 'grad_sum.';
 
 export interface ProgramGraphs {
   forward: Graph;
@@ -109,7 +111,15 @@ function rangeGraphs(o: ProgramOptions, opts: { outputAt?: number; backward?: bo
     for (const w of wrt) {
       const d = grads.get(w);
       if (!d) throw new Error(`parameter ${w} does not influence the output of blocks ${o.range.start}..${o.range.end}`);
-      gb.output(gb.rename(d, w === hiddenIn ? HIDDEN_GRAD : GRAD_PREFIX + w));
+      if (w === hiddenIn) {
+        gb.output(gb.rename(d, HIDDEN_GRAD));
+        continue;
+      }
+      // The step's running sum of this gradient comes in and leaves with this micro-batch's added, in the
+      // same run (on the device, not in a host pass); the first micro-batch feeds a [1, …] zero that broadcasts.
+      const rank = binder.shapes.get(w)!.length;
+      const acc = gb.input(ACC_PREFIX + w, 'float32', Array.from({ length: rank }, (_, i) => `${ACC_PREFIX}${w}:${i}`));
+      gb.output(gb.rename(gb.op('Add', [acc, d]), GRAD_PREFIX + w));
     }
     // The last rank gets its loss from the same run, so forward and backward are not run twice.
     if (o.range.head) {

@@ -7,7 +7,7 @@ import { type HostTensor } from '../graph/dtype.ts';
 import type { FrozenSource } from './frozen.ts';
 import type { LoraSpec, QuantizedMatMul, WeightLoader } from './params.ts';
 import { IO, wholeModel, type BlockRange } from './range-graph.ts';
-import { GRAD_PREFIX, HIDDEN_GRAD, LOSS_SCALE, OUT_GRAD, programGraphs } from './program-graphs.ts';
+import { ACC_PREFIX, GRAD_PREFIX, HIDDEN_GRAD, LOSS_SCALE, OUT_GRAD, programGraphs } from './program-graphs.ts';
 import { ropeTables } from './rope.ts';
 import { packedTables } from './packed-tables.ts';
 
@@ -57,6 +57,14 @@ export interface ProgramOptions {
    * memory per micro-batch in flight (run config `gradient_checkpointing: false`).
    */
   keepActivations?: boolean;
+}
+
+/** What a backward starts from: the loss scale (head) or the output's gradient, and the step's gradient sums so far. */
+export interface BackwardSeed {
+  lossScale?: number;
+  outGrad?: Float32Array;
+  /** The step's running sum per trainable tensor (absent on the first micro-batch): the backward returns it plus this micro-batch's gradient. */
+  gradSums?: ReadonlyMap<string, Float32Array>;
 }
 
 interface KeptGraphs {
@@ -219,7 +227,7 @@ export class RangeProgram {
   /**
    * Gradients of `lossScale · loss_sum` (head range) or of ⟨outGrad, hidden_out⟩ (other ranges).
    */
-  async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<BackwardResult> {
+  async backward(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: BackwardSeed): Promise<BackwardResult> {
     if (!this.bwd) throw new Error(`blocks ${this.range.start}..${this.range.end} have nothing to differentiate${this.split ? ' in one graph (the program was built with splitBackward: use backwardInput and backwardWeight)' : ''}`);
     const out = await this.bwd.run(this.kept ? { ...this.seededFeeds(b, params, seed), ...this.savedOf(b) } : this.seededFeeds(b, params, seed));
     this.stashes.delete(b);
@@ -249,7 +257,7 @@ export class RangeProgram {
   }
 
   /** The input-gradient half of `backward` (and the loss on the head range), plus the stash for `backwardWeight`. */
-  async backwardInput(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Promise<InputGradResult> {
+  async backwardInput(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: BackwardSeed): Promise<InputGradResult> {
     if (!this.split) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: backwardInput needs a program built with splitBackward`);
     if (!this.split.b) return { stash: {} };
     const out = await this.split.b.run(this.seededFeeds(b, params, seed));
@@ -259,7 +267,7 @@ export class RangeProgram {
   }
 
   /** The weight-gradient half of `backward`, from the same batch, seed and the stash of `backwardInput`. */
-  async backwardWeight(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }, stash: Readonly<Record<string, HostTensor>>): Promise<Map<string, Float32Array>> {
+  async backwardWeight(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: BackwardSeed, stash: Readonly<Record<string, HostTensor>>): Promise<Map<string, Float32Array>> {
     if (!this.split) throw new Error(`blocks ${this.range.start}..${this.range.end - 1}: backwardWeight needs a program built with splitBackward`);
     if (!this.split.w) return new Map();
     const out = await this.split.w.run({ ...this.seededFeeds(b, params, seed), ...stash });
@@ -267,8 +275,12 @@ export class RangeProgram {
     return this.gradsOf(out);
   }
 
-  private seededFeeds(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: { lossScale?: number; outGrad?: Float32Array }): Record<string, HostTensor> {
+  private seededFeeds(b: Batch, params: ReadonlyMap<string, Float32Array>, seed: BackwardSeed): Record<string, HostTensor> {
     const feeds = this.stashFrom === null ? this.feeds(b, params) : this.feeds(this.stashedBatch(b), params, true);
+    for (const n of this.trainableNames) {
+      const sum = seed.gradSums?.get(n);
+      feeds[ACC_PREFIX + n] = sum ? { dtype: 'float32', shape: this.shapes.get(n)!, data: sum } : zeroSum(this.shapes.get(n)!.length);
+    }
     if (this.range.head) feeds[LOSS_SCALE] = { dtype: 'float32', shape: [], data: Float32Array.of(seed.lossScale ?? 1) };
     else {
       if (!seed.outGrad) throw new Error('backward of a middle range needs the gradient of its output');
@@ -353,6 +365,14 @@ export class RangeProgram {
   }
 }
 
+
+/** The first micro-batch's gradient sum: one zero of the tensor's rank, which the graph's Add broadcasts. */
+const zeroSums = new Map<number, HostTensor>();
+function zeroSum(rank: number): HostTensor {
+  let z = zeroSums.get(rank);
+  if (!z) zeroSums.set(rank, (z = { dtype: 'float32', shape: new Array<number>(rank).fill(1), data: new Float32Array(1) }));
+  return z;
+}
 
 /**
  * Additive attention mask [seq, seq]: 0 where query i may attend key j (j ≤ i, and with a sliding

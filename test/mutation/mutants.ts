@@ -288,19 +288,19 @@ export const MUTANTS: Mutant[] = [
     pattern: 'slack',
   },
   {
-    name: 'gradient sum before the send (back on the hand-off)',
-    file: 'worker/executor.ts',
-    find: "if ('grads' in r) pending.push({ mb: a.mb, grads: r.grads });",
-    replace: "if ('grads' in r) {\n          pending.push({ mb: a.mb, grads: r.grads });\n          sumPending();\n        }",
-    test: 'test/pipeline.test.ts',
-    pattern: 'pipelined runs equal the single-process run',
-  },
-  {
     name: 'keepActivations: the gradient graph recomputes the forward anyway',
     file: 'model/autodiff/split.ts',
     find: '  b.nodes.splice(0, b.nodes.length, ...keep);\n  b.inputs.push(...stash);\n  return { f, b, stash };',
     replace: '  void keep;\n  return { f, b, stash };',
     test: 'test/keep-activations.test.ts',
     pattern: 'recomputes no activation',
+  },
+  {
+    name: 'a backward drops the step\'s running gradient sum',
+    file: 'model/llama/program-graphs.ts',
+    find: "gb.output(gb.rename(gb.op('Add', [acc, d]), GRAD_PREFIX + w));",
+    replace: "void acc;\n      gb.output(gb.rename(d, GRAD_PREFIX + w));",
+    test: 'test/grad-sums.test.ts',
+    pattern: 'running sum',
   },
 ];
