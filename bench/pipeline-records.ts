@@ -41,4 +41,4 @@ export function readTrace(dir: string): TraceEvent[] {
     .filter((e) => e.ph === 'X');
 }
 
-export const isCompute = (name: string) => /^(F|B|W|teacher F|sum)\d+$/.test(name);
+export const isCompute = (name: string) => /^(F|B|W|teacher F)\d+$/.test(name);

@@ -185,8 +185,7 @@ export async function runJob(o: JobOptions): Promise<JobResult> {
       }
       per[r].exposed.push(exposed);
       per[r].f.push(sum((e) => /^F\d+$/.test(e.name)) / M);
-      // A micro-batch's gradient sum (`sum<mb>`) is part of its backward's work in the simulation.
-      per[r].b.push(sum((e) => /^(B|teacher F|sum)\d+$/.test(e.name)) / M);
+      per[r].b.push(sum((e) => /^(B|teacher F)\d+$/.test(e.name)) / M);
       per[r].w.push(sum((e) => /^W\d+$/.test(e.name)) / M);
     }
     busyFrac.push(busy / (P * window));

@@ -25,7 +25,6 @@ const KINDS: [RegExp, string, string][] = [
   [/^F\d/, 'forward', '#4e79a7'],
   [/^B\d/, 'backward', '#f28e2b'],
   [/^W\d/, 'weight gradient', '#e15759'],
-  [/^sum\d/, 'gradient sum', '#edc948'],
   [/^send/, 'send', '#59a14f'],
   [/^recv/, 'receive (waiting)', '#bab0ac'],
   [/^optimizer/, 'optimizer', '#b07aa1'],
