@@ -53,7 +53,7 @@ export interface RankEstimate {
   /** ZB-H1's split of the backward: input-gradient graph B and weight-gradient graph W, per micro-batch. */
   backwardInputSeconds: number;
   backwardWeightSeconds: number;
-  /** Host seconds per step for this rank's trainable tensors: AdamW, the norm's sum of squares, the gradient sums of micro-batches 2..M. */
+  /** Host seconds per step for this rank's trainable tensors: AdamW and the norm's sum of squares (the gradient sums run in each backward). */
   optimizerSeconds: number;
   trainableParams: number;
   memory: MemoryBreakdown;

@@ -32,7 +32,8 @@ export interface StagePlan {
   loraLinears: string[];
 }
 
-const LINEARS = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
+/** Module suffixes of a block's linear layers (LoRA targets). */
+export const LINEARS = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
 
 export function parseTargets(spec: string): Set<string> {
   const known = new Set(LINEARS.map((l) => l.split('.')[1]));

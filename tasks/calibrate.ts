@@ -36,6 +36,7 @@ import { RangeProgram } from '../model/llama/program.ts';
 import { loraNames, type LoraSpec } from '../model/llama/params.ts';
 import { loaderSource } from '../model/llama/frozen.ts';
 import type { ModelConfig } from '../model/hf/config.ts';
+import { LINEARS } from '../recipe/stages.ts';
 import { childLog } from '../common/log.ts';
 import { layerParamSpecs } from '../model/llama/param-specs.ts';
 import type { Calibration } from '../plan/calibration.ts';
@@ -175,7 +176,6 @@ export interface CalibrateOptions {
   loraRank?: number;
 }
 
-const LINEARS = ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'];
 
 /** The probe's blocks: `o.model`'s shape, or a mid-sized Llama of width `o.hidden`. */
 function probeConfig(o: CalibrateOptions, layers: number): ModelConfig {

@@ -1,5 +1,5 @@
-// Runs one rank's schedule for one step: receives, computes and sends per the action list, sums the
-// micro-batch gradients, and records a span per action for the pipeline timeline.
+// Runs one rank's schedule for one step: receives, computes and sends per the action list, carries the
+// step's gradient sums through the backwards, and records a span per action for the pipeline timeline.
 import type { BackwardSeed, Batch } from '../model/llama/program.ts';
 import type { HostTensor } from '../model/graph/dtype.ts';
 import type { InFrame, OutFrame, WireTensor } from '../proto/frames.ts';

@@ -46,7 +46,7 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   const tail = rangeGraphs({ ...o, range: { start: k, end: o.range.end, embed: false, head: false }, inputGrad: false }, {});
   if (tail.trainable.join() !== whole.trainable.join()) throw new Error(`blocks ${o.range.start}..${k - 1} hold trainable tensors but were taken for a frozen prefix`);
   const tailNames = new Set(tail.frozenNames);
-  const prefix = o.keepActivations ? rangeGraphs({ ...o, range: { ...o.range, end: k, head: false }, inputGrad: false, trainable: new Set() }, { backward: false }).forward : null;
+  const prefix = keeps(o) ? rangeGraphs({ ...o, range: { ...o.range, end: k, head: false }, inputGrad: false, trainable: new Set() }, { backward: false }).forward : null;
   return keep(o, {
     ...whole,
     backward: tail.backward,
@@ -57,9 +57,11 @@ export function programGraphs(o: ProgramOptions): ProgramGraphs {
   }, prefix);
 }
 
+const keeps = (o: ProgramOptions) => !!o.keepActivations && !o.range.head && !o.splitBackward;
+
 /** keepActivations on a range below the head: the backward cut into a forward that keeps its activations and the gradients. */
 function keep(o: ProgramOptions, p: ProgramGraphs, prefix: Graph | null): ProgramGraphs {
-  if (!o.keepActivations || o.range.head || o.splitBackward || !p.backward) return p;
+  if (!keeps(o) || !p.backward) return p;
   const activations = [IO.hiddenIn, IO.inputIds, IO.cos, IO.sin, IO.mask];
   const parts = splitForward(p.backward, [OUT_GRAD], activations, [IO.hiddenOut]);
   return { ...p, kept: { prefix, forward: parts.f, gradients: parts.b, stash: parts.stash } };

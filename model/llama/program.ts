@@ -67,10 +67,9 @@ export interface BackwardSeed {
   gradSums?: ReadonlyMap<string, Float32Array>;
 }
 
+/** keepActivations: the forward graph keeps `stash` for the gradient graph (fwd / bwd), after `prefix` if any. */
 interface KeptGraphs {
   prefix: CompiledGraph | null;
-  forward: CompiledGraph;
-  gradients: CompiledGraph;
   stash: readonly string[];
 }
 
@@ -201,8 +200,9 @@ export class RangeProgram {
       split = { b: parts.b && (await CompiledGraph.create(parts.b, session)), w: parts.w && (await CompiledGraph.create(parts.w, session)), stash: parts.stash };
     } else if (p.kept) {
       const k = p.kept;
-      const kept: KeptGraphs = { prefix: k.prefix && (await CompiledGraph.create(k.prefix, session)), forward: await CompiledGraph.create(k.forward, session), gradients: await CompiledGraph.create(k.gradients, session), stash: k.stash };
-      return new RangeProgram(o.config, o.range, p.trainable, p.shapes, kept.forward, kept.gradients, p.frozen, p.frozenNames, null, !!o.packed, p.stashFrom, kept);
+      const kept: KeptGraphs = { prefix: k.prefix && (await CompiledGraph.create(k.prefix, session)), stash: k.stash };
+      const [fwd, grads] = [await CompiledGraph.create(k.forward, session), await CompiledGraph.create(k.gradients, session)];
+      return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, grads, p.frozen, p.frozenNames, null, !!o.packed, p.stashFrom, kept);
     } else if (p.backward) bwd = await CompiledGraph.create(p.backward, session);
     const fwd = await CompiledGraph.create(p.forward, session);
     return new RangeProgram(o.config, o.range, p.trainable, p.shapes, fwd, bwd, p.frozen, p.frozenNames, split, !!o.packed, p.stashFrom);
